@@ -1,0 +1,235 @@
+"""The novaproxy wire protocol: host ↔ guestd-ctl ↔ guestd ↔ applications.
+
+One module owns every message shape, limit and the framing, and both sides
+import it (the host treats everything coming back as untrusted input).
+
+Framing on the guestd socket: one JSON object per line (UTF-8, ``\\n``
+terminated, at most :data:`MAX_FRAME` bytes). JSON never contains a raw newline,
+so a reader can always resynchronise at the next one, whatever arrives.
+Between the host and ``guestd-ctl`` a message is one JSON document on stdin or
+stdout.
+
+Compatibility: every message carries ``v``. Readers ignore fields they do not
+know and accept any version ≥ 1 as long as the fields they need are there, so
+older and newer peers interoperate.
+
+This module imports nothing but ``json``: ``guestd-ctl`` imports it on every
+host request and its start-up time is part of every negotiation.
+"""
+
+from __future__ import annotations
+
+import json
+
+VERSION = 1
+MAX_FRAME = 64 * 1024
+MAX_REASON = 512
+MAX_NAME = 64
+MAX_VOTERS = 64
+MAX_DETAILS = 8 * 1024
+
+# Phases of a lifecycle operation, in the order the guest sees them.
+VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
+PHASES = (VOTE, PREPARE, END, ABORT)
+
+# Individual votes, and the outcome of a tally.
+ACCEPT, REJECT = "accept", "reject"
+TIMEOUT, ERROR = "timeout", "error"
+BALLOTS = (ACCEPT, REJECT, TIMEOUT, ERROR)
+# Answer results only the transport produces: guestd is not installed or not
+# running in the guest.
+NOT_NEGOTIATING = "not-negotiating"
+RESULTS = (ACCEPT, REJECT, NOT_NEGOTIATING)
+
+# Message types.
+REQUEST = "request"  # host -> guestd (through guestd-ctl)
+ANSWER = "answer"  # guestd -> host
+REGISTER = "register"  # application -> guestd
+REGISTERED = "registered"  # guestd -> application
+NOTICE = "notice"  # guestd -> application
+BALLOT = "ballot"  # application -> guestd: its vote on a notice
+DONE = "done"  # application -> guestd: a non-vote notice was handled
+FAILURE = "error"  # either way: what went wrong
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol."""
+
+
+def encode(message: dict) -> bytes:
+    """One frame: compact JSON and a newline; refuses what a peer would reject."""
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) >= MAX_FRAME:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_FRAME}")
+    return data + b"\n"
+
+
+def decode(data: bytes | str) -> dict:
+    """One message from one frame or document."""
+    try:
+        message = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    version = message.get("v", VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProtocolError(f"bad protocol version {version!r}")
+    return message
+
+
+class FrameDecoder:
+    """Turns a byte stream into messages, whatever the read boundaries.
+
+    ``feed`` returns the messages completed by ``data`` and, in their place,
+    a :class:`ProtocolError` for every frame that was garbage or too long; a
+    bad frame never costs the frames after it.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._max = max_frame
+        self._buffer = bytearray()
+        self._discarding = False  # inside an oversized frame, until its newline
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self._max:
+                    if not self._discarding:
+                        out.append(ProtocolError(f"frame exceeds {self._max} bytes"))
+                    self._discarding = True
+                    self._buffer.clear()
+                return out
+            frame = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(frame) > self._max:
+                out.append(ProtocolError(f"frame exceeds {self._max} bytes"))
+            elif frame.strip():
+                try:
+                    out.append(decode(frame))
+                except ProtocolError as exc:
+                    out.append(exc)
+
+
+def _text(value: object, field: str, limit: int, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise ProtocolError(f"{field} must be a non-empty string")
+    return value[:limit]
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+        raise ProtocolError("timeout must be a number of seconds in (0, 3600]")
+    return float(value)
+
+
+def request(rid: str, instance: str, event: str, phase: str, timeout: float,
+            details: dict | None = None, silence: str = ACCEPT) -> dict:
+    """What the host asks the guest: one phase of one operation."""
+    return {"v": VERSION, "type": REQUEST, "id": rid, "instance": instance,
+            "event": event, "phase": phase, "timeout": timeout,
+            "details": details or {}, "silence": silence}
+
+
+def parse_request(message: dict) -> dict:
+    """Validate a host request; unknown phases are kept (a newer host's notices)."""
+    if message.get("type") != REQUEST:
+        raise ProtocolError(f"expected a {REQUEST}, got {message.get('type')!r}")
+    details = message.get("details") or {}
+    if not isinstance(details, dict) or len(json.dumps(details)) > MAX_DETAILS:
+        raise ProtocolError(f"details must be an object under {MAX_DETAILS} bytes")
+    silence = message.get("silence", ACCEPT)
+    if silence not in (ACCEPT, REJECT):
+        raise ProtocolError("silence must be accept or reject")
+    return request(
+        rid=_text(message.get("id"), "id", MAX_NAME),
+        instance=_text(message.get("instance"), "instance", MAX_NAME),
+        event=_text(message.get("event"), "event", MAX_NAME),
+        phase=_text(message.get("phase"), "phase", MAX_NAME),
+        timeout=_timeout(message.get("timeout")),
+        details=details,
+        silence=silence,
+    )
+
+
+def voter(name: str, ballot: str, reason: str = "") -> dict:
+    return {"name": name[:MAX_NAME], "vote": ballot, "reason": reason[:MAX_REASON]}
+
+
+def answer(req: dict, result: str, voters: list | None = None) -> dict:
+    """The guest's answer to ``req``; ``voters`` says who answered what."""
+    return {"v": VERSION, "type": ANSWER, "id": req["id"], "instance": req["instance"],
+            "phase": req["phase"], "result": result, "voters": voters or []}
+
+
+def parse_answer(message: dict, rid: str, instance: str) -> dict:
+    """Validate an answer from an untrusted guest against the request it must answer.
+
+    An answer for another request id or another instance is refused: a guest
+    can never vote on anything but what it was asked.
+    """
+    if message.get("type") != ANSWER:
+        raise ProtocolError(f"expected an {ANSWER}, got {message.get('type')!r}")
+    if message.get("id") != rid or message.get("instance") != instance:
+        raise ProtocolError("answer is not for this request or this instance")
+    result = message.get("result")
+    if result not in RESULTS:
+        raise ProtocolError(f"unknown result {result!r}")
+    voters = message.get("voters") or []
+    if not isinstance(voters, list) or len(voters) > MAX_VOTERS:
+        raise ProtocolError(f"voters must be a list of at most {MAX_VOTERS}")
+    clean = []
+    for entry in voters:
+        if not isinstance(entry, dict) or entry.get("vote") not in BALLOTS:
+            raise ProtocolError("each voter needs a name and a known vote")
+        clean.append(voter(_text(entry.get("name"), "voter name", MAX_NAME), entry["vote"],
+                           _text(entry.get("reason"), "reason", MAX_REASON, required=False)))
+    return {"v": VERSION, "type": ANSWER, "id": rid, "instance": instance,
+            "phase": message.get("phase"), "result": result, "voters": clean}
+
+
+def register(name: str, events: list) -> dict:
+    return {"v": VERSION, "type": REGISTER, "name": name, "events": list(events)}
+
+
+def parse_register(message: dict) -> tuple:
+    name = _text(message.get("name"), "name", MAX_NAME)
+    events = message.get("events") or ["*"]
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise ProtocolError("events must be a list of event names")
+    return name, frozenset(events)
+
+
+def notice(req: dict) -> dict:
+    """The notice guestd hands an application for one request."""
+    return {"v": VERSION, "type": NOTICE, **{k: req[k] for k in (
+        "id", "instance", "event", "phase", "timeout", "details")}}
+
+
+def ballot(nid: str, vote: str, reason: str = "") -> dict:
+    return {"v": VERSION, "type": BALLOT, "id": nid, "vote": vote, "reason": reason[:MAX_REASON]}
+
+
+def parse_ballot(message: dict) -> tuple:
+    """An application's vote: (notice id, accept|reject, reason)."""
+    vote = message.get("vote")
+    if vote not in (ACCEPT, REJECT):
+        raise ProtocolError("vote must be accept or reject")
+    return (_text(message.get("id"), "id", MAX_NAME), vote,
+            _text(message.get("reason"), "reason", MAX_REASON, required=False))
+
+
+def done(nid: str) -> dict:
+    return {"v": VERSION, "type": DONE, "id": nid}
+
+
+def failure(message: str) -> dict:
+    return {"v": VERSION, "type": FAILURE, "message": message[:MAX_REASON]}

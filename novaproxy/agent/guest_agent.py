@@ -1,0 +1,262 @@
+"""Clients of the QEMU guest agent (qemu-ga): over its unix socket or through libvirt.
+
+Both offer ``execute(command, arguments, timeout)``; :func:`guest_exec` runs a
+program in the guest on top of either. Everything the guest sends back is
+untrusted: replies are size-capped and must be JSON objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+import select
+import socket
+import threading
+import time
+
+MAX_REPLY = 1024 * 1024  # bytes of one reply line; guest-exec output is capped well below
+MAX_OUTPUT = 64 * 1024  # bytes of a program's stdout we accept
+
+
+class GuestAgentError(Exception):
+    """The guest agent refused or failed a command (or spoke garbage)."""
+
+
+class GuestAgentTimeout(GuestAgentError):
+    """The guest agent did not answer in time."""
+
+
+class GuestAgentUnavailable(GuestAgentError):
+    """There is no guest agent to talk to (no socket, channel not connected)."""
+
+
+class CommandFailed(GuestAgentError):
+    """The agent answered with an error; ``error_class`` is qemu-ga's class name."""
+
+    def __init__(self, error_class: str, desc: str) -> None:
+        super().__init__(f"{error_class}: {desc}")
+        self.error_class = error_class
+        self.desc = desc
+
+
+def _result(reply: object):
+    if not isinstance(reply, dict):
+        raise GuestAgentError("reply is not a JSON object")
+    if "error" in reply:
+        error = reply["error"] if isinstance(reply["error"], dict) else {}
+        raise CommandFailed(str(error.get("class", "GenericError")), str(error.get("desc", "")))
+    if "return" not in reply:
+        raise GuestAgentError("reply has neither return nor error")
+    return reply["return"]
+
+
+class SocketGuestAgent:
+    """qemu-ga on a unix socket (plain QEMU, and qemu-ga processes in tests).
+
+    qemu-ga serves one client at a time and keeps no request ids, so after a
+    timeout a late reply may still arrive: every call after a timeout starts
+    with a fresh ``guest-sync-delimited`` (0xFF, then discard everything up to
+    the 0xFF the agent echoes). Calls are serialised by a lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+        self._synced = False
+        self._lock = threading.Lock()
+
+    def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            try:
+                if not self._synced:
+                    self._sync(deadline)
+                self._send(command, arguments)
+                return _result(self._read_reply(deadline))
+            except GuestAgentTimeout:
+                self._synced = False
+                raise
+            except GuestAgentError:
+                self._reset()
+                raise
+            except OSError as exc:
+                self._reset()
+                raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def _connect(self, deadline: float) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                sock.connect(self.path)
+            except OSError as exc:
+                sock.close()
+                raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
+            sock.setblocking(False)
+            self._sock = sock
+            self._buffer.clear()
+        return self._sock
+
+    def _sync(self, deadline: float) -> None:
+        sock = self._connect(deadline)
+        token = random.randrange(1, 2**31)
+        sock.sendall(b"\xff" + json.dumps(
+            {"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode() + b"\n")
+        # Discard everything up to the agent's 0xFF: late replies, partial lines.
+        while True:
+            marker = self._buffer.find(b"\xff")
+            if marker >= 0:
+                del self._buffer[: marker + 1]
+                break
+            self._buffer.clear()
+            self._fill(deadline)
+        while True:
+            reply = self._read_reply(deadline)
+            if isinstance(reply, dict) and reply.get("return") == token:
+                self._synced = True
+                return
+
+    def _send(self, command: str, arguments: dict | None) -> None:
+        message = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise GuestAgentTimeout(f"{self.path}: no answer in time")
+        readable, _, _ = select.select([self._sock], [], [], remaining)
+        if not readable:
+            raise GuestAgentTimeout(f"{self.path}: no answer in time")
+        data = self._sock.recv(65536)
+        if not data:
+            raise GuestAgentUnavailable(f"{self.path}: agent closed the connection")
+        self._buffer += data
+        if len(self._buffer) > MAX_REPLY:
+            raise GuestAgentError(f"{self.path}: reply larger than {MAX_REPLY} bytes")
+
+    def _read_reply(self, deadline: float):
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end]).strip(b"\xff \r\t")
+                del self._buffer[: end + 1]
+                if not line:
+                    continue
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    raise GuestAgentError(f"{self.path}: reply is not JSON") from None
+            self._fill(deadline)
+
+    def _reset(self) -> None:
+        """Drain, then close: qemu-ga exits if a client leaves replies unread."""
+        sock, self._sock = self._sock, None
+        self._synced = False
+        self._buffer.clear()
+        if sock is None:
+            return
+        try:
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end and select.select([sock], [], [], 0.05)[0]:
+                if not sock.recv(65536):
+                    break
+        except OSError:
+            pass
+        sock.close()
+
+
+class LibvirtGuestAgent:
+    """qemu-ga through libvirt (``libvirt_qemu.qemuAgentCommand``).
+
+    libvirt runs its own guest-sync before each command and waits a fixed 5 s
+    for it unless the domain's agent response timeout is lowered, which
+    ``response_timeout`` does once per domain.
+    """
+
+    def __init__(self, domain, response_timeout: int = 1) -> None:
+        import libvirt  # noqa: F401  (the agent's libvirt mode only)
+        import libvirt_qemu
+
+        self._qemu = libvirt_qemu
+        self._libvirt = libvirt
+        self.domain = domain
+        try:
+            domain.agentSetResponseTimeout(response_timeout, 0)
+        except libvirt.libvirtError:
+            pass  # older libvirt: libvirt's default applies
+
+    def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
+        message = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        try:
+            reply = self._qemu.qemuAgentCommand(
+                self.domain, json.dumps(message), max(1, math.ceil(timeout)), 0)
+        except self._libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code in (self._libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                        getattr(self._libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", -1),
+                        self._libvirt.VIR_ERR_OPERATION_TIMEOUT):
+                raise GuestAgentTimeout(str(exc)) from None
+            if code in (self._libvirt.VIR_ERR_OPERATION_INVALID, self._libvirt.VIR_ERR_NO_DOMAIN,
+                        self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                raise GuestAgentUnavailable(str(exc)) from None
+            raise GuestAgentError(str(exc)) from None
+        if len(reply) > MAX_REPLY:
+            raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
+        try:
+            return _result(json.loads(reply))
+        except ValueError:
+            raise GuestAgentError("reply is not JSON") from None
+
+    def close(self) -> None:
+        pass
+
+
+def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
+               env: list | None = None) -> tuple:
+    """Run ``argv`` in the guest with ``stdin``; ``(exit code, stdout)`` within ``timeout``.
+
+    Polls ``guest-exec-status`` from 1 ms, doubling to 5 ms: a quick program is
+    seen within a few ms of its exit (a poll costs ~0.1 ms over the socket and
+    ~1.5 ms through libvirt), a slow one costs few calls.
+    """
+    deadline = time.monotonic() + timeout
+    arguments = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True,
+                 "input-data": base64.b64encode(stdin).decode()}
+    if env:
+        arguments["env"] = env
+    started = agent.execute("guest-exec", arguments, timeout)
+    pid = started.get("pid") if isinstance(started, dict) else None
+    if not isinstance(pid, int):
+        raise GuestAgentError("guest-exec returned no pid")
+    interval = 0.001
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise GuestAgentTimeout(f"{argv[0]} did not finish within {timeout:.1f}s")
+        status = agent.execute("guest-exec-status", {"pid": pid}, remaining)
+        if not isinstance(status, dict):
+            raise GuestAgentError("guest-exec-status returned no object")
+        if status.get("exited"):
+            break
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+        interval = min(interval * 2, 0.005)
+    out = status.get("out-data", "")
+    if not isinstance(out, str) or len(out) > MAX_OUTPUT * 4 // 3 + 4:
+        raise GuestAgentError(f"program output larger than {MAX_OUTPUT} bytes")
+    try:
+        stdout = base64.b64decode(out, validate=True)
+    except ValueError:
+        raise GuestAgentError("program output is not base64") from None
+    code = status.get("exitcode")
+    return (code if isinstance(code, int) else -1), stdout

@@ -1,0 +1,218 @@
+"""Every Redis key, TTL and entry shape novaproxy uses, in one place.
+
+Keys of one instance share the hash tag ``{<uuid>}`` so that Redis Cluster
+keeps them in one slot. Nothing here blocks for longer than the caller asks.
+
+- ``novaproxy:requests:{<host>}`` stream, consumer group ``agents``: what the
+  proxy asks the guests on one compute host. The group remembers what an agent
+  took but did not acknowledge, so a restarted agent picks it up again.
+- ``novaproxy:replies:{<proxy>}`` stream: the agents' answers for one proxy
+  process, read by that process alone.
+- ``novaproxy:{<uuid>}:route`` string: the compute host serving the instance,
+  published by its agent with a TTL.
+- ``novaproxy:{<uuid>}:lock`` string: the negotiation in flight for the
+  instance (one at a time).
+- ``novaproxy:events`` stream, capped: the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+PREFIX = "novaproxy"
+AGENT_GROUP = "agents"
+ROUTE_TTL = 30  # seconds; agents refresh their routes well within it
+REPLY_STREAM_TTL = 600  # an idle proxy's reply stream goes away after this
+REPLY_STREAM_MAXLEN = 10_000
+REQUEST_STREAM_MAXLEN = 10_000
+EVENTS_MAXLEN = 100_000
+
+
+def requests_stream(host: str) -> str:
+    return f"{PREFIX}:requests:{{{host}}}"
+
+
+def replies_stream(proxy_id: str) -> str:
+    return f"{PREFIX}:replies:{{{proxy_id}}}"
+
+
+def route_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:route"
+
+
+def lock_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:lock"
+
+
+EVENTS_STREAM = f"{PREFIX}:events"
+
+
+def connect(url: str, **kwargs) -> redis.Redis:
+    """A client for ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs, user/password included."""
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    else:
+        netloc = f":***@{netloc}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# -- routes -------------------------------------------------------------------
+
+def publish_routes(client: redis.Redis, host: str, instances, ttl: int = ROUTE_TTL) -> None:
+    pipe = client.pipeline(transaction=False)
+    for instance in instances:
+        pipe.set(route_key(instance), host, ex=ttl)
+    pipe.execute()
+
+
+def withdraw_routes(client: redis.Redis, host: str, instances) -> None:
+    """Remove routes that still point at ``host`` (another host may own them by now)."""
+    for instance in instances:
+        key = route_key(instance)
+        if client.get(key) == host:
+            client.delete(key)
+
+
+def route_of(client: redis.Redis, instance: str) -> str | None:
+    return client.get(route_key(instance))
+
+
+# -- requests and replies ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reply:
+    """An agent's answer to one request: the guest's answer, or why there is none.
+
+    ``outcome`` is one of the guest results (accept, reject, not-negotiating)
+    or a transport outcome: timeout, unreachable, invalid.
+    """
+
+    id: str
+    instance: str
+    outcome: str
+    voters: list = field(default_factory=list)
+    detail: str = ""
+    host: str = ""
+
+    def fields(self) -> dict:
+        return {"reply": json.dumps(self.__dict__)}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> Reply:
+        data = json.loads(fields["reply"])
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def enqueue(client: redis.Redis, host: str, request: dict, reply_to: str) -> str:
+    """Queue a guest request for ``host``'s agent; returns the entry id."""
+    return client.xadd(requests_stream(host),
+                       {"request": json.dumps(request), "reply_to": reply_to},
+                       maxlen=REQUEST_STREAM_MAXLEN, approximate=True)
+
+
+def entry_age(entry_id: str, redis_now: float) -> float:
+    """Seconds since the entry was added, in Redis's own clock (no host clock skew)."""
+    return redis_now - int(entry_id.split("-", 1)[0]) / 1000.0
+
+
+def redis_time(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+def ensure_group(client: redis.Redis, host: str) -> None:
+    try:
+        client.xgroup_create(requests_stream(host), AGENT_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def take_requests(client: redis.Redis, host: str, consumer: str, pending: bool,
+                  block_ms: int, count: int = 64) -> list:
+    """``(entry_id, request, reply_to)`` for this host; ``pending`` re-reads unacknowledged ones."""
+    streams = client.xreadgroup(AGENT_GROUP, consumer, {requests_stream(host): "0" if pending else ">"},
+                                count=count, block=None if pending else block_ms)
+    out = []
+    for _, entries in streams or []:
+        for entry_id, fields in entries:
+            if not fields:  # acknowledged and trimmed meanwhile
+                continue
+            try:
+                out.append((entry_id, json.loads(fields["request"]), fields["reply_to"]))
+            except (KeyError, ValueError):
+                out.append((entry_id, None, fields.get("reply_to")))
+    return out
+
+
+def acknowledge(client: redis.Redis, host: str, entry_id: str) -> None:
+    client.xack(requests_stream(host), AGENT_GROUP, entry_id)
+
+
+def send_reply(client: redis.Redis, reply_to: str, reply: Reply) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(reply_to, reply.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+    pipe.expire(reply_to, REPLY_STREAM_TTL)
+    pipe.execute()
+
+
+def read_replies(client: redis.Redis, reply_to: str, last_id: str, block_ms: int) -> list:
+    """``(entry_id, Reply | None)`` after ``last_id``; None for an unreadable entry."""
+    out = []
+    for _, entries in client.xread({reply_to: last_id}, block=block_ms, count=256) or []:
+        for entry_id, fields in entries:
+            try:
+                out.append((entry_id, Reply.from_fields(fields)))
+            except (KeyError, ValueError, TypeError):
+                out.append((entry_id, None))
+    return out
+
+
+# -- negotiation locks ---------------------------------------------------------
+
+def acquire_lock(client: redis.Redis, instance: str, owner: str, ttl: float) -> bool:
+    return bool(client.set(lock_key(instance), owner, nx=True, px=int(ttl * 1000)))
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def release_lock(client: redis.Redis, instance: str, owner: str) -> None:
+    client.eval(_RELEASE, 1, lock_key(instance), owner)
+
+
+# -- audit ---------------------------------------------------------------------
+
+def audit(client: redis.Redis, kind: str, instance: str, **details) -> None:
+    """Append one event to the capped audit stream."""
+    fields = {"kind": kind, "instance": instance, "time": f"{time.time():.3f}"}
+    fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in details.items()})
+    client.xadd(EVENTS_STREAM, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+
+
+def read_events(client: redis.Redis, count: int, after: str | None = None,
+                block_ms: int | None = None) -> list:
+    """Newest ``count`` events (oldest first), or those after ``after``."""
+    if after is None:
+        return list(reversed(client.xrevrange(EVENTS_STREAM, count=count)))
+    streams = client.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+    return [entry for _, entries in streams or [] for entry in entries]
