@@ -14,8 +14,6 @@ import os
 
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "False")
 
-import nova.tests.functional  # noqa: E402,F401  (must be the first nova import)
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
@@ -24,6 +22,7 @@ import sysconfig  # noqa: E402
 
 import eventlet  # noqa: E402
 import eventlet.wsgi  # noqa: E402
+import nova.tests.functional  # noqa: E402,F401  (must be the first nova import)
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.tests.functional import integrated_helpers  # noqa: E402
 

@@ -53,7 +53,7 @@ EVENTS_STREAM = f"{PREFIX}:events"
 
 
 def connect(url: str, **kwargs) -> redis.Redis:
-    """A client for ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs, user/password included."""
+    """A client for redis://, rediss:// (TLS) or unix:// URLs, user and password included."""
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
 
 
@@ -94,6 +94,14 @@ def route_of(client: redis.Redis, instance: str) -> str | None:
 
 
 # -- requests and replies ------------------------------------------------------
+
+# Outcomes an agent reports when the guest gave no valid answer (besides the
+# guest's own results: accept, reject, not-negotiating).
+TIMEOUT = "timeout"  # the guest did not answer within the deadline
+UNREACHABLE = "unreachable"  # no guest agent to talk to, or the VM is not on this host
+INVALID = "invalid"  # the guest answered something that is not a valid answer
+EXPIRED = "expired"  # the request's deadline had passed before the agent could deliver it
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -147,7 +155,8 @@ def ensure_group(client: redis.Redis, host: str) -> None:
 def take_requests(client: redis.Redis, host: str, consumer: str, pending: bool,
                   block_ms: int, count: int = 64) -> list:
     """``(entry_id, request, reply_to)`` for this host; ``pending`` re-reads unacknowledged ones."""
-    streams = client.xreadgroup(AGENT_GROUP, consumer, {requests_stream(host): "0" if pending else ">"},
+    start = "0" if pending else ">"
+    streams = client.xreadgroup(AGENT_GROUP, consumer, {requests_stream(host): start},
                                 count=count, block=None if pending else block_ms)
     out = []
     for _, entries in streams or []:

@@ -1,0 +1,164 @@
+"""novaproxy-agent: the daemon on each compute host.
+
+Takes this host's requests from Redis (a consumer group, so a restarted agent
+still answers what it had taken), asks the guest through qemu-ga and
+``guestd-ctl``, writes the reply back, and publishes which instances it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from guestd import protocol
+from novaproxy import redis_schema
+from novaproxy.agent import config as agent_config
+from novaproxy.agent import deliver, hypervisor
+
+LOG = logging.getLogger("novaproxy.agent")
+BLOCK_MS = 1000  # longest wait for new requests; bounds how fast a stop is noticed
+
+
+class Agent:
+    def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis) -> None:
+        self.config = config
+        self.guests = guests
+        self.redis = client
+        self.stopping = threading.Event()
+        self._served: set = set()
+        self._clock_offset = 0.0  # Redis clock minus ours
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
+
+    # -- routes ------------------------------------------------------------
+
+    def refresh_routes(self) -> None:
+        """Publish routes for the instances here, withdraw those that left."""
+        current = self.guests.instances()
+        ttl = max(redis_schema.ROUTE_TTL, int(3 * self.config.route_interval))
+        redis_schema.publish_routes(self.redis, self.config.host, current, ttl)
+        gone = self._served - current
+        if gone:
+            redis_schema.withdraw_routes(self.redis, self.config.host, gone)
+            self.guests.forget(gone)
+        for instance in sorted(current - self._served):
+            LOG.info("serving instance %s", instance)
+        for instance in sorted(gone):
+            LOG.info("instance %s left this host", instance)
+        self._served = current
+        self._clock_offset = redis_schema.redis_time(self.redis) - time.time()
+
+    def _route_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.refresh_routes()
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("could not publish routes: %s", exc)
+            self.stopping.wait(self.config.route_interval)
+
+    # -- requests ----------------------------------------------------------
+
+    def handle(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
+        try:
+            self._answer(entry_id, raw, reply_to)
+        except (redis.RedisError, OSError) as exc:
+            # Not acknowledged: the entry stays pending and is retried after a restart.
+            LOG.warning("request %s: could not reply: %s", entry_id, exc)
+        except Exception:
+            LOG.exception("request %s: unexpected failure", entry_id)
+            redis_schema.acknowledge(self.redis, self.config.host, entry_id)
+
+    def _answer(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
+        host = self.config.host
+        try:
+            req = protocol.parse_request(raw if isinstance(raw, dict) else {})
+        except protocol.ProtocolError as exc:
+            LOG.warning("request %s is malformed (%s); dropped", entry_id, exc)
+            redis_schema.acknowledge(self.redis, host, entry_id)
+            return
+        age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
+        started = time.monotonic()
+        reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
+                                deliver.budget(req["timeout"], age), host)
+        elapsed = time.monotonic() - started
+        voters = ", ".join(f"{v['name']}={v['vote']}" for v in reply.voters)
+        LOG.info("%s %s of instance %s (request %s): %s in %.0f ms%s%s",
+                 req["event"], req["phase"], req["instance"], req["id"], reply.outcome,
+                 elapsed * 1000, f" [{voters}]" if voters else "",
+                 f" ({reply.detail})" if reply.detail else "")
+        if reply_to:
+            redis_schema.send_reply(self.redis, reply_to, reply)
+        redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
+                           event=req["event"], phase=req["phase"], outcome=reply.outcome,
+                           voters=reply.voters, detail=reply.detail, host=host)
+        redis_schema.acknowledge(self.redis, host, entry_id)
+
+    def _take(self, pending: bool) -> list:
+        return redis_schema.take_requests(self.redis, self.config.host, self.config.host,
+                                          pending=pending, block_ms=BLOCK_MS)
+
+    def run(self) -> None:
+        host = self.config.host
+        redis_schema.ensure_group(self.redis, host)
+        self.refresh_routes()
+        threading.Thread(target=self._route_loop, name="routes", daemon=True).start()
+        LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
+                 host, len(self._served), self.config.hypervisor,
+                 redis_schema.redact(self.config.redis_url))
+        pending = True  # first, whatever a previous run took and did not finish
+        while not self.stopping.is_set():
+            try:
+                entries = self._take(pending)
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("cannot read requests from Redis: %s; retrying in 1 s", exc)
+                self.stopping.wait(1.0)
+                continue
+            if pending and entries:
+                LOG.info("resuming %d request(s) left unfinished", len(entries))
+            pending = False
+            for entry_id, raw, reply_to in entries:
+                self._pool.submit(self.handle, entry_id, raw, reply_to)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        LOG.info("agent for host %s stopped", host)
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="novaproxy-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="agent INI file ([agent] section)")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = agent_config.load(args.config)
+    except agent_config.ConfigError as exc:
+        print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    client = redis_schema.connect(config.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        print(f"novaproxy-agent: cannot reach Redis at {redis_schema.redact(config.redis_url)}: "
+              f"{exc}", file=sys.stderr)
+        return 2
+    try:
+        guests = hypervisor.from_config(config)
+    except Exception as exc:  # libvirt raises its own error types
+        print(f"novaproxy-agent: cannot reach the hypervisor ({config.hypervisor}): {exc}",
+              file=sys.stderr)
+        return 2
+    agent = Agent(config, guests, client)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: agent.stopping.set())
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

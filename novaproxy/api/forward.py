@@ -1,0 +1,117 @@
+"""The forwarding app: a reverse proxy to the Nova API.
+
+Keeps method, path, query string, end-to-end headers (Host included) and body
+as they came, and hands back Nova's status line, headers and body byte for
+byte, streamed. Connections to Nova are pooled by urllib3.
+
+    [app:forward]
+    paste.app_factory = novaproxy.api.forward:app_factory
+    upstream = http://nova-api:8774
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote, urlsplit
+
+import urllib3
+import webob
+
+LOG = logging.getLogger(__name__)
+CHUNK = 64 * 1024
+# RFC 9110 §7.6.1: hop-by-hop headers concern one connection, never forwarded.
+HOP_BY_HOP = frozenset(["connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"])
+
+
+def _hop_by_hop(connection_header: str | None) -> frozenset:
+    """Hop-by-hop headers, including those the Connection header names."""
+    named = {h.strip().lower() for h in (connection_header or "").split(",") if h.strip()}
+    return HOP_BY_HOP | named
+
+
+def request_headers(environ: dict) -> dict:
+    """The end-to-end headers of a WSGI request, with their usual spelling."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key.replace("_", "-").title()
+        else:
+            continue
+        headers[name] = value
+    drop = _hop_by_hop(environ.get("HTTP_CONNECTION"))
+    return {k: v for k, v in headers.items() if k.lower() not in drop}
+
+
+def request_target(environ: dict) -> str:
+    """Path and query as the client sent them (re-quoted only when the server decoded them)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw and raw.startswith("/"):
+        return raw
+    path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                 safe="/:@!$&'()*+,;=-._~%")
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path
+
+
+class _Body:
+    """The upstream response body as a WSGI iterable that returns its connection."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+
+    def __iter__(self):
+        yield from self._response.stream(CHUNK, decode_content=False)
+
+    def close(self) -> None:
+        self._response.release_conn()
+
+
+class ForwardApp:
+    def __init__(self, upstream: str, connect_timeout: float, read_timeout: float,
+                 pool_size: int) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"[app:forward] upstream = {upstream!r}: must be an http(s) URL "
+                             "such as http://nova-api:8774")
+        self.upstream = f"{parts.scheme}://{parts.netloc}"
+        self.pool = urllib3.PoolManager(
+            maxsize=pool_size, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+
+    def __call__(self, environ: dict, start_response):
+        method = environ["REQUEST_METHOD"]
+        target = request_target(environ)
+        headers = request_headers(environ)
+        body = None
+        if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+            body = webob.Request(environ).body_file
+            if "Content-Length" not in headers:
+                body = iter(lambda: body.read(CHUNK), b"")
+        try:
+            response = self.pool.urlopen(
+                method, self.upstream + target, body=body, headers=headers, redirect=False,
+                preload_content=False, decode_content=False,
+                chunked=body is not None and "Content-Length" not in headers)
+        except urllib3.exceptions.HTTPError as exc:
+            LOG.error("%s %s: Nova at %s unreachable: %s", method, target, self.upstream, exc)
+            return webob.exc.HTTPBadGateway(
+                json_formatter=None, detail=f"the Nova API at {self.upstream} is unreachable"
+            )(environ, start_response)
+        drop = _hop_by_hop(response.headers.get("Connection"))
+        start_response(f"{response.status} {response.reason or ''}".rstrip(),
+                       [(k, v) for k, v in response.headers.items() if k.lower() not in drop])
+        return _Body(response)
+
+
+def app_factory(global_conf: dict, upstream: str = "", connect_timeout: str = "10",
+                read_timeout: str = "300", pool_size: str = "100", **_unused):
+    """Paste entry point; ``upstream`` is the Nova endpoint root, e.g. http://nova:8774."""
+    try:
+        timeouts = float(connect_timeout), float(read_timeout)
+        size = int(pool_size)
+    except ValueError as exc:
+        raise ValueError(f"[app:forward] {exc}: timeouts and pool_size must be numbers") from None
+    return ForwardApp(upstream, timeouts[0], timeouts[1], size)

@@ -1,0 +1,172 @@
+"""The negotiation filter: asks the guest before Nova acts on a lifecycle operation.
+
+For a negotiated operation on a server whose flavor has
+``guest:negotiation=true``: vote (any NACK answers the caller with HTTP 409 in
+Nova's error envelope, marked ``action-rejected``, and Nova never sees the
+request), then the irrevocable prepare notice, then the request goes on to
+Nova; if Nova refuses it, the guest is told to abort. Everything else passes
+through untouched.
+
+    [filter:negotiation]
+    paste.filter_factory = novaproxy.api.negotiation:filter_factory
+    redis_url = redis://127.0.0.1:6379/0
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import redis
+import webob
+import webob.dec
+
+from guestd import protocol
+from novaproxy import redis_schema
+from novaproxy.api import _nova, policy
+from novaproxy.api._guest import GuestChannel
+from novaproxy.api._request import NegotiationRequest
+from novaproxy.api.classify import Operation
+
+LOG = logging.getLogger(__name__)
+REJECTED = "action-rejected"
+IN_PROGRESS = "negotiation-in-progress"
+RESULT_HEADER = "OpenStack-Novaproxy-Result"
+# How long a negotiation may hold an instance beyond its vote and prepare
+# deadlines: Nova's answer to the forwarded request.
+FORWARD_ALLOWANCE = 120.0
+
+
+def conflict(message: str, marker: str) -> webob.Response:
+    """HTTP 409 in Nova's error envelope, with the marker in message and header."""
+    resp = webob.Response(status=409, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"conflictingRequest": {"code": 409, "message": f"{marker}: {message}"}}
+    resp.headers[RESULT_HEADER] = marker
+    return resp
+
+
+class NegotiationFilter:
+    def __init__(self, app, pol: policy.Policy, channel: GuestChannel) -> None:
+        self.app = app
+        self.policy = pol
+        self.channel = channel
+
+    @webob.dec.wsgify(RequestClass=NegotiationRequest)
+    def __call__(self, req: NegotiationRequest):
+        op = req.operation()
+        if op is None or self.policy.mode(op.event) == policy.OFF:
+            return req.get_response(self.app)
+        server = _nova.show_server(req, self.app, op.instance)
+        if server is None or not policy.negotiates(server):
+            return req.get_response(self.app)
+        return self._negotiate(req, op, server)
+
+    def _negotiate(self, req: NegotiationRequest, op: Operation, server: dict):
+        instance = server.get("id", op.instance)
+        specs = (server.get("flavor") or {}).get("extra_specs") or {}
+        vote_timeout = self.policy.vote_timeout_for(specs)
+        owner = uuid.uuid4().hex
+        try:
+            host = redis_schema.route_of(self.channel.redis, instance)
+            locked = redis_schema.acquire_lock(
+                self.channel.redis, instance, owner,
+                vote_timeout + self.policy.prepare_timeout + FORWARD_ALLOWANCE)
+        except redis.RedisError as exc:
+            return self._cannot_ask(req, op, instance, f"Redis unavailable: {exc}")
+        if not locked:
+            LOG.info("%s of %s refused: another negotiation is in progress", op.event, instance)
+            return conflict(f"another operation on server {instance} is being negotiated "
+                            "with its guest; retry later", IN_PROGRESS)
+        try:
+            if host is None:
+                return self._cannot_ask(req, op, instance, "no agent serves this instance")
+            return self._phases(req, op, instance, host, vote_timeout)
+        finally:
+            try:
+                redis_schema.release_lock(self.channel.redis, instance, owner)
+            except redis.RedisError as exc:
+                LOG.warning("could not release the negotiation lock of %s: %s", instance, exc)
+
+    def _phases(self, req, op: Operation, instance: str, host: str, vote_timeout: float):
+        mode = self.policy.mode(op.event)
+        if mode == policy.VOTE:
+            reply = self._ask(host, op, instance, protocol.VOTE, vote_timeout)
+            decision = policy.decide(self.policy, reply)
+            self._audit("negotiation", op, instance, reply, decision.why,
+                        proceed=decision.proceed)
+            if not decision.proceed:
+                LOG.info("%s of %s rejected: %s: %s", op.event, instance, decision.why,
+                         "; ".join(decision.reasons))
+                return conflict(f"{op.event} of server {instance} was rejected by its guest: "
+                                + "; ".join(decision.reasons), REJECTED)
+            LOG.info("%s of %s accepted: %s", op.event, instance, decision.why)
+        reply = self._ask(host, op, instance, protocol.PREPARE, self.policy.prepare_timeout)
+        self._audit("notice", op, instance, reply, "prepare sent")
+        try:
+            resp = req.get_response(self.app)
+        except Exception:
+            self._abort(host, op, instance, "the request could not be forwarded")
+            raise
+        if resp.status_int >= 400:
+            self._abort(host, op, instance, f"Nova answered HTTP {resp.status_int}")
+        return resp
+
+    def _ask(self, host: str, op: Operation, instance: str, phase: str,
+             timeout: float) -> redis_schema.Reply:
+        request = protocol.request(uuid.uuid4().hex, instance, op.event, phase, timeout,
+                                   op.details, self.policy.silence)
+        try:
+            return self.channel.ask(host, request)
+        except redis.RedisError as exc:
+            return redis_schema.Reply(request["id"], instance, redis_schema.UNREACHABLE,
+                                      detail=f"Redis unavailable: {exc}", host=host)
+
+    def _abort(self, host: str, op: Operation, instance: str, why: str) -> None:
+        """Tell the prepared guest the operation is off, without delaying the caller."""
+        LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
+
+        def send() -> None:
+            reply = self._ask(host, op, instance, protocol.ABORT, self.policy.prepare_timeout)
+            self._audit("notice", op, instance, reply, f"abort sent: {why}")
+
+        threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
+
+    def _cannot_ask(self, req, op: Operation, instance: str, why: str):
+        proceed = self.policy.unreachable == protocol.ACCEPT
+        LOG.warning("%s of %s: %s; %s", op.event, instance, why,
+                    "proceeding (unreachable = accept)" if proceed else "rejecting")
+        if proceed:
+            return req.get_response(self.app)
+        return conflict(f"{op.event} of server {instance} needs its guest's consent, "
+                        f"which cannot be asked: {why}", REJECTED)
+
+    def _audit(self, kind: str, op: Operation, instance: str, reply: redis_schema.Reply,
+               why: str, **extra) -> None:
+        try:
+            redis_schema.audit(self.channel.redis, kind, instance, event=op.event,
+                               action=op.action, request=reply.id, outcome=reply.outcome,
+                               voters=reply.voters, why=why, **extra)
+        except redis.RedisError as exc:
+            LOG.warning("audit event lost (%s): %s %s %s", exc, kind, op.event, instance)
+
+
+def filter_factory(global_conf: dict, **local_conf):
+    """Paste entry point; the policy is validated here, before any request."""
+    conf = {**global_conf, **local_conf}
+    try:
+        pol = policy.from_conf(conf)
+    except policy.PolicyError as exc:
+        raise ValueError(f"[filter:negotiation] {exc}") from None
+    channel = GuestChannel(pol.redis_url)
+    try:
+        channel.redis.ping()
+    except redis.RedisError as exc:
+        LOG.warning("Redis at %s is not reachable yet (%s); negotiations will follow "
+                    "unreachable = %s until it is", redis_schema.redact(pol.redis_url), exc,
+                    pol.unreachable)
+
+    def make(app):
+        return NegotiationFilter(app, pol, channel)
+
+    return make

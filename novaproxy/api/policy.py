@@ -1,0 +1,143 @@
+"""Negotiation policy from paste.ini: what is negotiated, how long, and what silence means.
+
+Pure: :func:`from_conf` validates the filter's options once at start-up (a bad
+value stops the proxy with a message that says which key and why), and
+:func:`decide` turns a guest's reply into go or no-go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guestd import protocol, votes
+from novaproxy import redis_schema
+from novaproxy.api import classify
+
+VOTE, NOTICE, OFF = "vote", "notice", "off"
+MODES = (VOTE, NOTICE, OFF)
+
+# Defaults from the field: a 10 s vote and a 10 s prepare. Operations the guest
+# can veto are voted on; those whose guest is down before or after them
+# (start, unshelve, ...) are left for end notices, which need completion tracking.
+DEFAULT_MODES = {
+    "stop": VOTE, "reboot": VOTE, "pause": VOTE, "suspend": VOTE, "resize": VOTE,
+    "migrate": VOTE, "live-migrate": VOTE, "shelve": VOTE, "shelve-offload": VOTE,
+    "rebuild": NOTICE, "delete": NOTICE, "crash-dump": NOTICE, "rescue": NOTICE,
+    "evacuate": OFF, "start": OFF, "unpause": OFF, "resume": OFF, "resize-confirm": OFF,
+    "resize-revert": OFF, "unshelve": OFF, "restore": OFF, "unrescue": OFF,
+    "live-migrate-complete": OFF, "live-migrate-abort": OFF,
+}
+DEFAULT_VOTE_TIMEOUT = 10.0
+DEFAULT_PREPARE_TIMEOUT = 10.0
+MAX_TIMEOUT = 300.0
+ENABLE_SPEC = "guest:negotiation"
+VOTE_TIMEOUT_SPEC = "guest:vote_timeout"
+OPT_OUT_METADATA = "guest:negotiation"
+TRUE = ("true", "yes", "1", "on")
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    redis_url: str
+    modes: dict = field(default_factory=lambda: dict(DEFAULT_MODES))
+    vote_timeout: float = DEFAULT_VOTE_TIMEOUT
+    prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT
+    silence: str = protocol.ACCEPT  # a guest application that does not answer in time
+    unreachable: str = protocol.ACCEPT  # no route, no guest agent, Redis down, garbage
+
+    def mode(self, event: str) -> str:
+        return self.modes.get(event, OFF)
+
+    def vote_timeout_for(self, extra_specs: dict) -> float:
+        """The flavor's ``guest:vote_timeout`` if valid, else the default."""
+        raw = extra_specs.get(VOTE_TIMEOUT_SPEC)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return self.vote_timeout
+        return value if 0 < value <= MAX_TIMEOUT else self.vote_timeout
+
+
+def negotiates(server: dict) -> bool:
+    """The flavor turns negotiation on; the server's metadata may opt out."""
+    flavor = server.get("flavor") or {}
+    specs = flavor.get("extra_specs") or {}
+    if str(specs.get(ENABLE_SPEC, "")).lower() not in TRUE:
+        return False
+    metadata = server.get("metadata") or {}
+    opted_out = str(metadata.get(OPT_OUT_METADATA, "")).lower() in ("false", "no", "0", "off")
+    return not opted_out
+
+
+def _seconds(conf: dict, key: str, default: float) -> float:
+    raw = conf.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise PolicyError(f"{key} = {raw!r}: must be a number of seconds") from None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise PolicyError(f"{key} = {raw!r}: must be in (0, {MAX_TIMEOUT:g}]")
+    return value
+
+
+def _choice(conf: dict, key: str, default: str, choices: tuple) -> str:
+    value = str(conf.get(key, default)).strip()
+    if value not in choices:
+        raise PolicyError(f"{key} = {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _modes(spec: str) -> dict:
+    """``event:mode`` pairs, space or comma separated, over the defaults."""
+    modes = dict(DEFAULT_MODES)
+    for item in spec.replace(",", " ").split():
+        event, _, mode = item.partition(":")
+        if event not in classify.EVENTS:
+            raise PolicyError(f"operations: unknown event {event!r}; known: "
+                              + ", ".join(sorted(classify.EVENTS)))
+        if mode not in MODES:
+            raise PolicyError(f"operations: {item!r}: mode must be one of {', '.join(MODES)}")
+        modes[event] = mode
+    return modes
+
+
+def from_conf(conf: dict) -> Policy:
+    redis_url = str(conf.get("redis_url", "")).strip()
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise PolicyError("redis_url: set it to a redis://, rediss:// or unix:// URL")
+    return Policy(
+        redis_url=redis_url,
+        modes=_modes(str(conf.get("operations", ""))),
+        vote_timeout=_seconds(conf, "vote_timeout", DEFAULT_VOTE_TIMEOUT),
+        prepare_timeout=_seconds(conf, "prepare_timeout", DEFAULT_PREPARE_TIMEOUT),
+        silence=_choice(conf, "silence", protocol.ACCEPT, (protocol.ACCEPT, protocol.REJECT)),
+        unreachable=_choice(conf, "unreachable", protocol.ACCEPT,
+                            (protocol.ACCEPT, protocol.REJECT)),
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    proceed: bool
+    why: str  # for the log and the audit trail
+    reasons: list = field(default_factory=list)  # for the caller, when rejected
+
+
+def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
+    outcome = reply.outcome
+    if outcome == protocol.ACCEPT:
+        return Decision(True, "the guest accepted")
+    if outcome == protocol.REJECT:
+        return Decision(False, "the guest rejected", votes.reasons(reply.voters, policy.silence)
+                        or ["rejected by the guest"])
+    if outcome == protocol.NOT_NEGOTIATING:
+        return Decision(True, "the guest does not negotiate")
+    if outcome in (redis_schema.TIMEOUT, redis_schema.EXPIRED):
+        why = f"the guest did not answer in time ({reply.detail or outcome})"
+        return Decision(policy.silence == protocol.ACCEPT, why, [why])
+    why = f"the guest could not be asked ({outcome}: {reply.detail})"
+    return Decision(policy.unreachable == protocol.ACCEPT, why, [why])
