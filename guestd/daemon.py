@@ -160,7 +160,8 @@ class Guestd:
                      "; ".join(f"{v['name']}={v['vote']}" for v in voters) or "nobody asked")
         else:
             result = protocol.ACCEPT
-            LOG.info("%s notice for %s delivered to %d", req["event"], req["phase"], len(voters))
+            LOG.info("%s notice of %s for %s delivered to %d", req["phase"], req["event"],
+                     req["instance"], len(voters))
         return protocol.answer(req, result, voters)
 
     async def _ask(self, app: Application, req: dict, budget: float) -> dict:

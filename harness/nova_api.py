@@ -39,6 +39,8 @@ def token_identity(app):
 
     def middleware(environ, start_response):
         token = environ.get("HTTP_X_AUTH_TOKEN", "")
+        if not token and environ.get("PATH_INFO", "/") in ("", "/"):
+            return app(environ, start_response)  # the version document needs no token
         parts = token.split(":")
         if len(parts) < 2 or not parts[0] or not parts[1]:
             body = b'{"error": {"code": 401, "message": "token must be user:project"}}'

@@ -22,6 +22,7 @@ LOG = logging.getLogger(__name__)
 # Beyond a request's timeout, how long to wait for the agent's reply (its way
 # back through Redis); the agent itself answers within the timeout.
 REPLY_GRACE = 0.5
+READ_BLOCK_MS = 5000
 
 
 class GuestChannel:
@@ -43,11 +44,11 @@ class GuestChannel:
             return self._stream
 
     def _read_replies(self, stream: str) -> None:
-        reader = redis_schema.connect(self.redis_url)
+        reader = redis_schema.connect(self.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5)
         last_id = "0-0"  # the stream is ours alone and new: nothing before it is lost
         while True:
             try:
-                entries = redis_schema.read_replies(reader, stream, last_id, block_ms=5000)
+                entries = redis_schema.read_replies(reader, stream, last_id, READ_BLOCK_MS)
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("cannot read guest replies from Redis: %s", exc)
                 threading.Event().wait(1.0)

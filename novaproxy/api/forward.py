@@ -12,7 +12,7 @@ byte, streamed. Connections to Nova are pooled by urllib3.
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
 import webob
@@ -46,13 +46,20 @@ def request_headers(environ: dict) -> dict:
 
 
 def request_target(environ: dict) -> str:
-    """Path and query as the client sent them (re-quoted only when the server decoded them)."""
+    """Path and query as the client sent them.
+
+    The server's raw request URI is used when it still names the request being
+    forwarded (a filter may have changed the path, as sub-requests do);
+    otherwise the decoded WSGI path is quoted again.
+    """
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw and raw.startswith("/"):
-        return raw
-    path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-                 safe="/:@!$&'()*+,;=-._~%")
-    query = environ.get("QUERY_STRING")
+        raw_path, _, raw_query = raw.partition("?")
+        if unquote(raw_path) == path and raw_query == query:
+            return raw
+    path = quote(path, safe="/:@!$&'()*+,;=-._~%")
     return f"{path}?{query}" if query else path
 
 

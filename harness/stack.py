@@ -1,0 +1,190 @@
+"""The whole novaproxy system on one machine, on real components.
+
+redis-server; a real Nova API with two fake-driver computes; one
+novaproxy-agent per compute host (qga-socket mode); novaproxy-api in front of
+Nova; and, per booted server, a "guest" (qemu-ga + guestd) on the host that
+Nova placed it on.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from keystoneauth1 import session as ks_session
+from keystoneauth1.token_endpoint import Token
+from novaclient import client as nova_client
+
+from harness.guest import REPO, Guest, write_guestd_ctl
+from harness.processes import Process, free_port, wait_for
+from harness.redis_server import RedisServer
+from novaproxy import redis_schema
+
+IMAGE = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # an image of Nova's Glance fixture
+MICROVERSION = "2.96"
+ADMIN_TOKEN = "admin:demo"  # the Nova fixture reads user:project from the token
+
+
+def _http_ok(url: str) -> bool:
+    """The server answers (any status below 500)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+
+
+class Stack:
+    def __init__(self, workdir: str, computes=("compute1", "compute2"),
+                 log=lambda message: None) -> None:
+        self.workdir = workdir
+        self.computes = list(computes)
+        self.log = log
+        self.guests: dict = {}
+        self.agents: dict = {}
+        self._processes: list = []
+        os.makedirs(workdir, exist_ok=True)
+        self.env = {**os.environ, "PYTHONPATH": REPO}
+        self.guestd_ctl = write_guestd_ctl(os.path.join(workdir, "guestd-ctl"))
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        self.log("starting redis-server")
+        self.redis = RedisServer(os.path.join(self.workdir, "redis"))
+        self._processes.append(self.redis)
+        self.log(f"redis-server on {self.redis.url}")
+
+        port = free_port()
+        self.log("starting the Nova API (nova's functional fixtures, fake virt driver)")
+        self.nova_process = self._spawn("nova", [sys.executable, "-m", "harness.nova_api",
+                                                 "--port", str(port), "--computes",
+                                                 ",".join(self.computes)])
+        self.nova_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _http_ok(self.nova_url + "/"), 60, "the Nova API", interval=0.2)
+        self.log(f"Nova API on {self.nova_url} with computes {', '.join(self.computes)}")
+
+        for host in self.computes:
+            self.start_agent(host)
+
+        self.proxy_port = free_port()
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+        self.paste_file = os.path.join(self.workdir, "paste.ini")
+        self.write_paste(self.paste_file)
+        self.proxy_process = self._spawn("proxy", [
+            sys.executable, "-m", "novaproxy.api.server", "--paste", self.paste_file,
+            "--bind", f"127.0.0.1:{self.proxy_port}", "--debug"])
+        wait_for(lambda: _http_ok(self.proxy_url + "/"), 30, "novaproxy-api")
+        self.log(f"novaproxy-api on {self.proxy_url}, forwarding to {self.nova_url}")
+
+    def write_paste(self, path: str, **negotiation) -> None:
+        """etc/paste.ini with this stack's Redis and Nova (and ``negotiation`` overrides)."""
+        paste = configparser.ConfigParser(interpolation=None)
+        paste.read(os.path.join(REPO, "etc", "paste.ini"))
+        paste["filter:negotiation"]["redis_url"] = self.redis.url
+        for key, value in negotiation.items():
+            paste["filter:negotiation"][key] = str(value)
+        paste["app:forward"]["upstream"] = self.nova_url
+        with open(path, "w") as f:
+            paste.write(f)
+
+    def _spawn(self, name: str, argv: list) -> Process:
+        process = Process(argv, os.path.join(self.workdir, f"{name}.log"), self.env)
+        self._processes.append(process)
+        return process
+
+    def socket_dir(self, host: str) -> str:
+        path = os.path.join(self.workdir, "hosts", host)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start_agent(self, host: str) -> Process:
+        config = os.path.join(self.workdir, f"agent-{host}.ini")
+        with open(config, "w") as f:
+            f.write(f"[agent]\nhost = {host}\nredis_url = {self.redis.url}\n"
+                    f"hypervisor = qga-socket\nqga_socket_dir = {self.socket_dir(host)}\n"
+                    f"guestd_ctl = {' '.join(self.guestd_ctl)}\nroute_interval = 0.5\n")
+        self.agents[host] = self._spawn(f"agent-{host}", [
+            sys.executable, "-m", "novaproxy.agent.service", "--config", config])
+        self.log(f"novaproxy-agent for {host}: guests in {self.socket_dir(host)}")
+        return self.agents[host]
+
+    # -- clients ---------------------------------------------------------------
+
+    def nova(self, token: str = ADMIN_TOKEN, direct: bool = False):
+        """A real python-novaclient, pointed at the proxy (or straight at Nova)."""
+        base = self.nova_url if direct else self.proxy_url
+        sess = ks_session.Session(auth=Token(f"{base}/v2.1", token))
+        return nova_client.Client(MICROVERSION, session=sess)
+
+    def flavor(self, name: str, extra_specs: dict | None = None):
+        nova = self.nova(direct=True)
+        flavor = nova.flavors.create(name, 512, 1, 1)
+        if extra_specs:
+            flavor.set_keys(extra_specs)
+        return flavor
+
+    def boot(self, name: str, flavor, with_guest: bool = True, token: str = ADMIN_TOKEN):
+        """Create a server through Nova and, on its host, its qemu-ga + guestd guest."""
+        nova = self.nova(token, direct=True)
+        server = nova.servers.create(name, IMAGE, flavor, nics="none")
+        server = self.wait_for_server(server.id, "ACTIVE")
+        host = getattr(self.nova(direct=True).servers.get(server.id), "OS-EXT-SRV-ATTR:host")
+        if with_guest:
+            self.add_guest(server.id, host)
+        return server, host
+
+    def add_guest(self, instance: str, host: str) -> Guest:
+        guest = Guest(instance, self.socket_dir(host),
+                      os.path.join(self.workdir, "guests", instance))
+        self.guests[instance] = guest
+        self._processes.append(guest)
+        client = redis_schema.connect(self.redis.url)
+        wait_for(lambda: redis_schema.route_of(client, instance) == host, 10,
+                 f"the route of {instance}")
+        return guest
+
+    def wait_for_server(self, server_id: str, status: str, timeout: float = 30):
+        nova = self.nova(direct=True)
+
+        def settled():
+            server = nova.servers.get(server_id)
+            if server.status == "ERROR":
+                raise RuntimeError(f"server {server_id} went to ERROR: {server.fault}")
+            if server.status == status and getattr(server, "OS-EXT-STS:task_state") is None:
+                return server
+            return None
+
+        return wait_for(settled, timeout, f"server {server_id} {status}", interval=0.1)
+
+    def instance_actions(self, server_id: str) -> list:
+        return [a.action for a in self.nova(direct=True).instance_action.list(server_id)]
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            try:
+                process.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"stopping {process}: {exc}", file=sys.stderr)
+        self._processes.clear()
+
+
+def dump(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":  # a quick manual check: python -m harness.stack
+    stack = Stack(f"/tmp/novaproxy-stack-{os.getpid()}", log=print)
+    try:
+        print("up; Ctrl-C to stop")
+        time.sleep(3600)
+    finally:
+        stack.stop()
