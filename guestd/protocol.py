@@ -143,7 +143,8 @@ def parse_request(message: dict) -> dict:
     """Validate a host request; unknown phases are kept (a newer host's notices)."""
     if message.get("type") != REQUEST:
         raise ProtocolError(f"expected a {REQUEST}, got {message.get('type')!r}")
-    details = message.get("details") or {}
+    details = message.get("details")
+    details = {} if details is None else details
     if not isinstance(details, dict) or len(json.dumps(details)) > MAX_DETAILS:
         raise ProtocolError(f"details must be an object under {MAX_DETAILS} bytes")
     silence = message.get("silence", ACCEPT)
