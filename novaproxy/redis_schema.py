@@ -174,10 +174,13 @@ def acknowledge(client: redis.Redis, host: str, entry_id: str) -> None:
     client.xack(requests_stream(host), AGENT_GROUP, entry_id)
 
 
-def send_reply(client: redis.Redis, reply_to: str, reply: Reply) -> None:
-    pipe = client.pipeline(transaction=False)
+def send_reply(client: redis.Redis, host: str, entry_id: str, reply_to: str,
+               reply: Reply) -> None:
+    """Reply and acknowledge the request in one transaction: never one without the other."""
+    pipe = client.pipeline(transaction=True)
     pipe.xadd(reply_to, reply.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
     pipe.expire(reply_to, REPLY_STREAM_TTL)
+    pipe.xack(requests_stream(host), AGENT_GROUP, entry_id)
     pipe.execute()
 
 

@@ -204,11 +204,12 @@ class LibvirtGuestAgent:
         except self._libvirt.libvirtError as exc:
             code = exc.get_error_code()
             if code in (self._libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
-                        getattr(self._libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", -1),
+                        self._libvirt.VIR_ERR_AGENT_UNSYNCED,
                         self._libvirt.VIR_ERR_OPERATION_TIMEOUT):
                 raise GuestAgentTimeout(str(exc)) from None
             if code in (self._libvirt.VIR_ERR_OPERATION_INVALID, self._libvirt.VIR_ERR_NO_DOMAIN,
-                        self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                        self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                        self._libvirt.VIR_ERR_NO_SUPPORT):
                 raise GuestAgentUnavailable(str(exc)) from None
             raise GuestAgentError(str(exc)) from None
         if len(reply) > MAX_REPLY:

@@ -64,6 +64,8 @@ class Libvirt:
         import libvirt
 
         self._libvirt = libvirt
+        # libvirt prints every error to stderr by default; we log what matters.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         self.uri = uri
         self.conn = libvirt.open(uri)
         self._agents: dict = {}

@@ -93,11 +93,12 @@ class Agent:
                  elapsed * 1000, f" [{voters}]" if voters else "",
                  f" ({reply.detail})" if reply.detail else "")
         if reply_to:
-            redis_schema.send_reply(self.redis, reply_to, reply)
+            redis_schema.send_reply(self.redis, host, entry_id, reply_to, reply)
+        else:
+            redis_schema.acknowledge(self.redis, host, entry_id)
         redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
                            event=req["event"], phase=req["phase"], outcome=reply.outcome,
                            voters=reply.voters, detail=reply.detail, host=host)
-        redis_schema.acknowledge(self.redis, host, entry_id)
 
     def _take(self, pending: bool) -> list:
         return redis_schema.take_requests(self.redis, self.config.host, self.config.host,
