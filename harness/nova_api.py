@@ -84,6 +84,8 @@ def main() -> int:
 
     plane = NovaControlPlane()
     plane.setUp()
+    # Tests and the demo boot many servers; the default quota is 10 instances.
+    plane.flags(instances=-1, cores=-1, ram=-1, group="quota")
     computes = [c for c in args.computes.split(",") if c]
     for host in computes:
         plane._start_compute(host)

@@ -78,3 +78,55 @@ def stack(session_dir):
     stack = Stack(os.path.join(session_dir, "stack"))
     yield stack
     stack.stop()
+
+
+class Recorder:
+    """A guest application (real guestd client) that records every phase it sees."""
+
+    def __init__(self, guest, name="recorder", verdict=None):
+        from guestd.client import Application, Vote
+
+        self.seen = []
+        self.verdict = verdict or (lambda notice: Vote.accept())
+        self.app = Application(name, on_vote=self._vote, on_notice=self._notice,
+                               socket_path=guest.guestd_socket).start()
+        assert self.app.registered.wait(5), "application did not register with guestd"
+
+    def _vote(self, notice):
+        self.seen.append((notice.event, notice.phase))
+        return self.verdict(notice)
+
+    def _notice(self, notice):
+        self.seen.append((notice.event, notice.phase))
+
+    def wait_for(self, count, timeout=10.0):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.seen
+
+
+@pytest.fixture(scope="session")
+def negotiated_flavor(stack):
+    return stack.flavor(f"negotiated-{uuid.uuid4().hex[:6]}", {"guest:negotiation": "true"})
+
+
+@pytest.fixture(scope="session")
+def plain_flavor(stack):
+    return stack.flavor(f"plain-{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+def recorder():
+    apps = []
+
+    def make(guest, **kwargs):
+        rec = Recorder(guest, **kwargs)
+        apps.append(rec)
+        return rec
+
+    yield make
+    for rec in apps:
+        rec.app.stop()
