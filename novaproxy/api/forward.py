@@ -11,6 +11,7 @@ byte, streamed. Connections to Nova are pooled by urllib3.
 
 from __future__ import annotations
 
+import functools
 import logging
 from urllib.parse import quote, unquote, urlsplit
 
@@ -93,10 +94,11 @@ class ForwardApp:
         target = request_target(environ)
         headers = request_headers(environ)
         body = None
-        if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
-            body = webob.Request(environ).body_file
-            if "Content-Length" not in headers:
-                body = iter(lambda: body.read(CHUNK), b"")
+        if environ.get("CONTENT_LENGTH"):
+            body = webob.Request(environ).body_file  # reads exactly Content-Length bytes
+        elif environ.get("HTTP_TRANSFER_ENCODING"):
+            # Chunked: the server's input stream ends where the request body does.
+            body = iter(functools.partial(environ["wsgi.input"].read, CHUNK), b"")
         try:
             response = self.pool.urlopen(
                 method, self.upstream + target, body=body, headers=headers, redirect=False,
@@ -104,9 +106,10 @@ class ForwardApp:
                 chunked=body is not None and "Content-Length" not in headers)
         except urllib3.exceptions.HTTPError as exc:
             LOG.error("%s %s: Nova at %s unreachable: %s", method, target, self.upstream, exc)
-            return webob.exc.HTTPBadGateway(
-                json_formatter=None, detail=f"the Nova API at {self.upstream} is unreachable"
-            )(environ, start_response)
+            fault = webob.Response(status=502, content_type="application/json", charset="UTF-8")
+            fault.json_body = {"badGateway": {
+                "code": 502, "message": f"the Nova API at {self.upstream} is unreachable"}}
+            return fault(environ, start_response)
         drop = _hop_by_hop(response.headers.get("Connection"))
         start_response(f"{response.status} {response.reason or ''}".rstrip(),
                        [(k, v) for k, v in response.headers.items() if k.lower() not in drop])

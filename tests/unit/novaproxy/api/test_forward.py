@@ -1,0 +1,23 @@
+from novaproxy.api import forward
+
+
+def test_hop_by_hop_headers_are_dropped_including_those_named_by_connection():
+    environ = {"HTTP_CONNECTION": "keep-alive, X-Secret-Hop", "HTTP_KEEP_ALIVE": "300",
+               "HTTP_X_SECRET_HOP": "1", "HTTP_TE": "trailers", "HTTP_UPGRADE": "h2c",
+               "HTTP_X_AUTH_TOKEN": "t", "HTTP_OPENSTACK_API_VERSION": "compute 2.96",
+               "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": "", "HTTP_HOST": "p:1"}
+    assert forward.request_headers(environ) == {
+        "X-Auth-Token": "t", "Openstack-Api-Version": "compute 2.96",
+        "Content-Type": "application/json", "Host": "p:1"}
+
+
+def test_target_prefers_the_raw_uri_while_it_names_the_request():
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/a b", "QUERY_STRING": "x=%2F",
+               "REQUEST_URI": "/v2.1/servers/a%20b?x=%2F"}
+    assert forward.request_target(environ) == "/v2.1/servers/a%20b?x=%2F"
+    # A filter changed the path (a sub-request): the raw URI no longer applies.
+    environ["PATH_INFO"] = "/v2.1/servers/other"
+    assert forward.request_target(environ) == "/v2.1/servers/other?x=%2F"
+    del environ["REQUEST_URI"]
+    environ["PATH_INFO"] = "/v2.1/servers/a b"
+    assert forward.request_target(environ) == "/v2.1/servers/a%20b?x=%2F"
