@@ -81,7 +81,7 @@ class Stack:
         self.write_paste(self.paste_file)
         self.proxy_process = self._spawn("proxy", [
             sys.executable, "-m", "novaproxy.api.server", "--paste", self.paste_file,
-            "--bind", f"127.0.0.1:{self.proxy_port}", "--debug"])
+            "--bind", f"127.0.0.1:{self.proxy_port}"])
         wait_for(lambda: _http_ok(self.proxy_url + "/"), 30, "novaproxy-api")
         self.log(f"novaproxy-api on {self.proxy_url}, forwarding to {self.nova_url}")
 

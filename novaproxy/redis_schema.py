@@ -93,6 +93,23 @@ def route_of(client: redis.Redis, instance: str) -> str | None:
     return client.get(route_key(instance))
 
 
+def _instance_of(key: str) -> str:
+    return key[key.index("{") + 1:key.index("}")]
+
+
+def all_routes(client: redis.Redis) -> dict:
+    """instance -> host for every published route (a SCAN: for operators, not hot paths)."""
+    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:route", count=1000))
+    hosts = client.mget(keys) if keys else []
+    return {_instance_of(k): h for k, h in zip(keys, hosts) if h is not None}
+
+
+def all_locks(client: redis.Redis) -> dict:
+    """instance -> milliseconds left, for every negotiation in flight."""
+    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:lock", count=1000))
+    return {_instance_of(k): client.pttl(k) for k in keys}
+
+
 # -- requests and replies ------------------------------------------------------
 
 # Outcomes an agent reports when the guest gave no valid answer (besides the

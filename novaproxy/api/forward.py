@@ -85,8 +85,8 @@ class ForwardApp:
             raise ValueError(f"[app:forward] upstream = {upstream!r}: must be an http(s) URL "
                              "such as http://nova-api:8774")
         self.upstream = f"{parts.scheme}://{parts.netloc}"
-        self.pool = urllib3.PoolManager(
-            maxsize=pool_size, block=False, retries=False,
+        self.pool = urllib3.connection_from_url(
+            self.upstream, maxsize=pool_size, block=False, retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
 
     def __call__(self, environ: dict, start_response):
@@ -101,7 +101,7 @@ class ForwardApp:
             body = iter(functools.partial(environ["wsgi.input"].read, CHUNK), b"")
         try:
             response = self.pool.urlopen(
-                method, self.upstream + target, body=body, headers=headers, redirect=False,
+                method, target, body=body, headers=headers, redirect=False,
                 preload_content=False, decode_content=False,
                 chunked=body is not None and "Content-Length" not in headers)
         except urllib3.exceptions.HTTPError as exc:
@@ -113,6 +113,12 @@ class ForwardApp:
         drop = _hop_by_hop(response.headers.get("Connection"))
         start_response(f"{response.status} {response.reason or ''}".rstrip(),
                        [(k, v) for k, v in response.headers.items() if k.lower() not in drop])
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= CHUNK:
+            # Most Nova answers are small: one read, and the connection goes back at once.
+            data = response.read(decode_content=False)
+            response.release_conn()
+            return [data]
         return _Body(response)
 
 

@@ -52,8 +52,15 @@ class NegotiationFilter:
         self.policy = pol
         self.channel = channel
 
+    def __call__(self, environ: dict, start_response):
+        # Only POST and DELETE can be lifecycle operations: everything else
+        # goes straight on, without even a request object (pass-through cost).
+        if environ.get("REQUEST_METHOD") not in ("POST", "DELETE"):
+            return self.app(environ, start_response)
+        return self._maybe_negotiate(environ, start_response)
+
     @webob.dec.wsgify(RequestClass=NegotiationRequest)
-    def __call__(self, req: NegotiationRequest):
+    def _maybe_negotiate(self, req: NegotiationRequest):
         op = req.operation()
         if op is None or self.policy.mode(op.event) == policy.OFF:
             return req.get_response(self.app)

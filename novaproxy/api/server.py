@@ -43,13 +43,22 @@ def main(argv: list | None = None) -> int:
         return 2
     server = wsgi.Server(args.bind, app, numthreads=args.threads, server_name="novaproxy",
                          request_queue_size=128)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    logging.getLogger("novaproxy.api").info("serving %s on %s:%d", args.paste, *args.bind)
+    signal.signal(signal.SIGTERM, _terminate)
+    log = logging.getLogger("novaproxy.api")
+    log.info("serving %s on %s:%d with %d threads", args.paste, *args.bind, args.threads)
     try:
         server.safe_start()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping")
     finally:
         server.stop()
     return 0
+
+
+def _terminate(signum, frame):
+    # Unwinds safe_start() in the main thread, which then stops the server
+    # cleanly; calling stop() from the handler itself can deadlock.
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

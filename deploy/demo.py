@@ -1,0 +1,184 @@
+"""The novaproxy story on real components, narrated.
+
+Brings up redis-server, a real Nova API (nova's functional fixtures: two
+fake-driver computes), one novaproxy-agent per compute host, novaproxy-api in
+front of Nova, and for each VM a "guest" (qemu-ga + guestd) running the example
+application. Then a real python-novaclient, pointed at the proxy, plays:
+
+1. a reboot vetoed by the database application inside the VM (HTTP 409, reason);
+2. a stop accepted by the same application once it is idle (prepare, then Nova);
+3. a VM whose flavor does not ask for negotiation: its reboot passes untouched.
+
+Everything is torn down at the end, also on Ctrl-C.
+Run it with: ./deploy/demo.sh
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from novaclient import exceptions  # noqa: E402
+
+from harness.stack import Stack  # noqa: E402
+from novaproxy import redis_schema  # noqa: E402
+from novaproxy.cli import format_event  # noqa: E402
+
+BOLD, DIM, RED, GREEN, RESET = ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") \
+    if sys.stdout.isatty() else ("",) * 5
+STEP = [0]
+
+
+def step(title: str) -> None:
+    STEP[0] += 1
+    print(f"\n{BOLD}── {STEP[0]}. {title}{RESET}", flush=True)
+
+
+def say(message: str) -> None:
+    print(f"   {message}", flush=True)
+
+
+def tail(path: str, lines: int = 4, indent: str = "   │ ") -> None:
+    with open(path, errors="replace") as f:
+        for line in f.readlines()[-lines:]:
+            print(f"{DIM}{indent}{line.rstrip()}{RESET}")
+
+
+def start_example_app(stack: Stack, instance: str, busy_file: str) -> subprocess.Popen:
+    guest = stack.guests[instance]
+    log = open(os.path.join(guest.workdir, "app.log"), "ab")
+    app = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "deploy", "examples", "guest_app.py"),
+         "--name", "db", "--busy-file", busy_file, "--socket", guest.guestd_socket],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
+    deadline = time.monotonic() + 10
+    while "registered" not in open(os.path.join(guest.workdir, "guestd.log")).read():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the example application did not register with guestd")
+        time.sleep(0.05)
+    return app
+
+
+def wait_status(stack: Stack, server_id: str, status: str) -> None:
+    started = time.monotonic()
+    stack.wait_for_server(server_id, status)
+    say(f"Nova reports the server {status} ({time.monotonic() - started:.1f}s)")
+
+
+def play(stack: Stack, workdir: str) -> None:
+    nova = stack.nova()  # python-novaclient, endpoint = the proxy
+    client = redis_schema.connect(stack.redis.url)
+
+    step("Flavors: the operator's lever")
+    ha = stack.flavor("ha.small", {"guest:negotiation": "true"})
+    plain = stack.flavor("plain.small")
+    say(f"ha.small    extra specs {ha.get_keys()}  → lifecycle operations are negotiated")
+    say("plain.small no extra specs                        → everything passes through")
+
+    step("Boot two VMs; each gets a guest (qemu-ga + guestd) on the host Nova chose")
+    db, db_host = stack.boot("db-1", ha)
+    web, web_host = stack.boot("web-1", plain)
+    say(f"db-1  {db.id} on {db_host} (flavor ha.small)")
+    say(f"web-1 {web.id} on {web_host} (flavor plain.small)")
+    busy = os.path.join(workdir, "db-1-replicating")
+    apps = [start_example_app(stack, db.id, busy),
+            start_example_app(stack, web.id, os.path.join(workdir, "web-1-busy"))]
+    say("the example application 'db' registered with guestd in both VMs")
+    with open(os.path.join(workdir, "web-1-busy"), "w") as f:
+        f.write("web-1 would refuse, if it were asked")
+
+    step("Reboot db-1 while its database replicates: the application says NACK")
+    with open(busy, "w") as f:
+        f.write("replication to the standby is in progress (42% done)")
+    say(f"$ nova reboot db-1    (novaclient → {stack.proxy_url})")
+    started = time.monotonic()
+    try:
+        nova.servers.reboot(db.id)
+        say(f"{RED}unexpected: the reboot was accepted{RESET}")
+    except exceptions.Conflict as exc:
+        say(f"{RED}HTTP 409{RESET} after {(time.monotonic() - started) * 1000:.0f} ms: {exc}")
+    state = stack.nova(direct=True).servers.get(db.id)
+    say(f"Nova never saw the request: db-1 is {state.status}, its actions: "
+        f"{', '.join(stack.instance_actions(db.id))}")
+    say("in the guest:")
+    tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 1)
+
+    step("The replication finishes; stop db-1: the application says ACK")
+    os.unlink(busy)
+    say("$ nova stop db-1")
+    started = time.monotonic()
+    nova.servers.stop(db.id)
+    say(f"{GREEN}HTTP 202{RESET} after {(time.monotonic() - started) * 1000:.0f} ms: "
+        "vote accepted, prepare delivered, request forwarded to Nova")
+    wait_status(stack, db.id, "SHUTOFF")
+    say("in the guest:")
+    tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 2)
+
+    step("Reboot web-1 (flavor without guest:negotiation): passes through untouched")
+    nova.servers.reboot(web.id)
+    wait_status(stack, web.id, "ACTIVE")
+    say(f"web-1's actions in Nova: {', '.join(stack.instance_actions(web.id))}; "
+        "its application was not asked")
+
+    step("Everything else is plain Nova: GET /servers/detail through the proxy")
+    for server in nova.servers.list():
+        say(f"{server.name:<6} {server.status:<8} {server.id}")
+
+    step("The audit trail (novaproxy events)")
+    for _, fields in redis_schema.read_events(client, 20):
+        say(format_event(fields))
+
+    step("The operator's CLI: novaproxy status")
+    status = subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
+                             stack.redis.url, "status"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO}, timeout=30)
+    for line in status.stdout.splitlines():
+        say(line)
+    for proc in apps:
+        proc.terminate()
+        proc.wait(5)
+
+
+def main() -> int:
+    workdir = tempfile.mkdtemp(prefix="np-demo-")
+    stack = None
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    print(f"{BOLD}novaproxy demo{RESET}: the whole system on real components "
+          f"(logs in {workdir})")
+    try:
+        step("Bring up the stack")
+        stack = Stack(os.path.join(workdir, "stack"), log=say)
+        play(stack, workdir)
+        print(f"\n{GREEN}{BOLD}demo complete{RESET}")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: tearing down")
+        return 130
+    finally:
+        # A second Ctrl-C must not leave processes behind half-way through.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if stack is not None:
+            step("Tear down")
+            stack.stop()
+            say("all processes stopped")
+        if os.environ.get("NOVAPROXY_DEMO_KEEP_LOGS"):
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""novaproxy: the operator's view of the system, read from Redis.
+
+    novaproxy status                 instances served, by host; negotiations in flight
+    novaproxy events [-n N] [-f]     the audit trail, newest last; -f follows it
+    novaproxy negotiations [-n N]    only negotiations and their outcome
+
+Redis is found with --redis-url, or NOVAPROXY_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+import redis
+
+from novaproxy import redis_schema
+
+
+def _when(fields: dict) -> str:
+    try:
+        stamp = float(fields.get("time", "0"))
+    except ValueError:
+        return "?"
+    millis = int(stamp % 1 * 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) + f".{millis:03d}"
+
+
+def _voters(raw: str | None) -> str:
+    try:
+        voters = json.loads(raw or "[]")
+    except ValueError:
+        return ""
+    return ", ".join(f"{v.get('name')}={v.get('vote')}" + (f" ({v['reason']})" if v.get("reason")
+                                                          else "") for v in voters)
+
+
+def format_event(fields: dict) -> str:
+    kind = fields.get("kind", "?")
+    head = f"{_when(fields)}  {kind:<12} {fields.get('instance', '?')}"
+    if kind == "guest-answer":
+        body = (f"{fields.get('event')} {fields.get('phase')} on {fields.get('host')}: "
+                f"{fields.get('outcome')}")
+    else:
+        body = f"{fields.get('event')}: {fields.get('outcome')} — {fields.get('why', '')}"
+    voters = _voters(fields.get("voters"))
+    detail = fields.get("detail")
+    return head + "  " + body + (f" [{voters}]" if voters else "") + (
+        f" ({detail})" if detail else "")
+
+
+def cmd_status(client: redis.Redis, args) -> int:
+    routes = redis_schema.all_routes(client)
+    by_host = defaultdict(list)
+    for instance, host in routes.items():
+        by_host[host].append(instance)
+    if not by_host:
+        print("no agent has published any instance (are the agents running?)")
+    for host in sorted(by_host):
+        print(f"{host}: {len(by_host[host])} instance(s)")
+        for instance in sorted(by_host[host]):
+            print(f"  {instance}")
+    locks = redis_schema.all_locks(client)
+    print(f"negotiations in flight: {len(locks)}")
+    for instance, ttl in sorted(locks.items()):
+        print(f"  {instance} (lock expires in {max(ttl, 0) / 1000:.1f}s)")
+    return 0
+
+
+def cmd_events(client: redis.Redis, args, kinds: tuple = ()) -> int:
+    def show(entries) -> str | None:
+        last = None
+        for entry_id, fields in entries:
+            last = entry_id
+            if not kinds or fields.get("kind") in kinds:
+                print(format_event(fields), flush=True)
+        return last
+
+    last = show(redis_schema.read_events(client, args.count)) or "0-0"
+    while args.follow:
+        last = show(redis_schema.read_events(client, 100, after=last, block_ms=1000)) or last
+    return 0
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="novaproxy", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--redis-url", default=os.environ.get("NOVAPROXY_REDIS_URL"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="instances by host, negotiations in flight")
+    for name in ("events", "negotiations"):
+        cmd = sub.add_parser(name, help="the audit trail" if name == "events"
+                             else "negotiations and their outcome")
+        cmd.add_argument("-n", "--count", type=int, default=50)
+        cmd.add_argument("-f", "--follow", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("say where Redis is: --redis-url URL or NOVAPROXY_REDIS_URL")
+    client = redis_schema.connect(args.redis_url)
+    try:
+        if args.command == "status":
+            return cmd_status(client, args)
+        kinds = ("negotiation",) if args.command == "negotiations" else ()
+        return cmd_events(client, args, kinds)
+    except redis.RedisError as exc:
+        print(f"novaproxy: Redis at {redis_schema.redact(args.redis_url)}: {exc}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
