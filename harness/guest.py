@@ -17,11 +17,16 @@ from harness.processes import Process, Supervised, wait_for
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# guestd is standard library only: run it, as a guest would, on the system's
+# python3 (Debian's, in a Debian guest) when there is one.
+GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
 def write_guestd_ctl(path: str) -> list:
     """A lean guestd-ctl launcher (``python3 -IS``); the command line to run it."""
     with open(path, "w") as f:
         # One word of options: the kernel passes a shebang's options as one argument.
-        f.write(f"#!{sys.executable} -IS\n"
+        f.write(f"#!{GUEST_PYTHON} -IS\n"
                 f"import sys\nsys.path.insert(0, {REPO!r})\n"
                 "from guestd.ctl import main\nsys.exit(main())\n")
     os.chmod(path, 0o755)
@@ -41,7 +46,7 @@ class Guest:
         os.makedirs(self.hooks_dir, exist_ok=True)
         os.makedirs(os.path.join(workdir, "qga-state"), exist_ok=True)
         env = {**os.environ, "GUESTD_SOCKET": self.guestd_socket, "PYTHONPATH": REPO}
-        self.guestd = Process([sys.executable, "-m", "guestd.daemon", "--socket",
+        self.guestd = Process([GUEST_PYTHON, "-m", "guestd.daemon", "--socket",
                                self.guestd_socket, "--hooks-dir", self.hooks_dir],
                               os.path.join(workdir, "guestd.log"), env)
         self.qemu_ga = Supervised(

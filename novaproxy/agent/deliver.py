@@ -60,11 +60,14 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float,
 
     if seconds <= EXEC_MARGIN:
         return reply(redis_schema.EXPIRED, f"only {seconds:.2f}s left when the agent got it")
-    guest_req = {**req, "timeout": round(seconds - EXEC_MARGIN, 3)}
+    guest_timeout = round(seconds - EXEC_MARGIN, 3)
+    guest_req = {**req, "timeout": guest_timeout}
+    # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
+    argv = [*guestd_ctl, "--timeout", str(guest_timeout)]
     try:
         agent = hypervisor.agent(req["instance"])
         exit_code, stdout = guest_agent.guest_exec(
-            agent, list(guestd_ctl), json.dumps(guest_req).encode(), seconds)
+            agent, argv, json.dumps(guest_req).encode(), seconds)
     except guest_agent.GuestAgentTimeout as exc:
         return reply(redis_schema.TIMEOUT, str(exc))
     except guest_agent.GuestAgentUnavailable as exc:

@@ -61,6 +61,9 @@ class SocketGuestAgent:
     the 0xFF the agent echoes). Calls are serialised by a lock.
     """
 
+    # A guest-exec-status poll costs ~0.1 ms here: poll often.
+    poll_cap = 0.002
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._sock: socket.socket | None = None
@@ -182,6 +185,9 @@ class LibvirtGuestAgent:
     ``response_timeout`` does once per domain.
     """
 
+    # A poll costs ~1.5 ms through libvirt: poll less often.
+    poll_cap = 0.005
+
     def __init__(self, domain, response_timeout: int = 1) -> None:
         import libvirt  # noqa: F401  (the agent's libvirt mode only)
         import libvirt_qemu
@@ -227,9 +233,9 @@ def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
                env: list | None = None) -> tuple:
     """Run ``argv`` in the guest with ``stdin``; ``(exit code, stdout)`` within ``timeout``.
 
-    Polls ``guest-exec-status`` from 1 ms, doubling to 5 ms: a quick program is
-    seen within a few ms of its exit (a poll costs ~0.1 ms over the socket and
-    ~1.5 ms through libvirt), a slow one costs few calls.
+    Polls ``guest-exec-status`` from 1 ms, doubling up to the agent's
+    ``poll_cap``: a quick program is seen within a few ms of its exit, a slow
+    one costs few calls.
     """
     deadline = time.monotonic() + timeout
     arguments = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True,
@@ -241,6 +247,7 @@ def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
     if not isinstance(pid, int):
         raise GuestAgentError("guest-exec returned no pid")
     interval = 0.001
+    cap = getattr(agent, "poll_cap", 0.005)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -251,7 +258,7 @@ def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
         if status.get("exited"):
             break
         time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-        interval = min(interval * 2, 0.005)
+        interval = min(interval * 2, cap)
     out = status.get("out-data", "")
     if not isinstance(out, str) or len(out) > MAX_OUTPUT * 4 // 3 + 4:
         raise GuestAgentError(f"program output larger than {MAX_OUTPUT} bytes")
