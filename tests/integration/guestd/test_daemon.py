@@ -10,11 +10,16 @@ from guestd import protocol
 from guestd.client import Application, Vote
 
 
-def ctl(guest, phase="vote", event="reboot", timeout=2.0, silence="accept", socket=None):
+def ctl(guest, phase="vote", event="reboot", timeout=2.0, silence="accept", socket=None,
+        relay=True):
+    """Run guestd-ctl as the agent does (``relay``: with --timeout) and parse its answer."""
     req = protocol.request(f"r{time.monotonic_ns()}", guest.instance, event, phase, timeout,
                            {"type": "SOFT"}, silence)
-    argv = [guest.guestd_ctl_argv[0]] if socket is None else [guest.guestd_ctl_argv[0],
-                                                                "--socket", socket]
+    argv = list(guest.guestd_ctl_argv)
+    if socket is not None:
+        argv += ["--socket", socket]
+    if relay:
+        argv += ["--timeout", str(timeout)]
     done = subprocess.run(argv, input=json.dumps(req).encode(), capture_output=True,
                           env={"GUESTD_SOCKET": guest.guestd_socket}, timeout=timeout + 5)
     return done.returncode, json.loads(done.stdout)
@@ -121,15 +126,33 @@ def test_hooks_get_every_phase_and_non_executables_are_ignored(guest):
     assert open(path + ".calls").read() == "reboot prepare\n"
 
 
-def test_ctl_without_guestd_is_not_negotiating(guest, short_dir):
-    code, answer = ctl(guest, socket=f"{short_dir}/nothing.sock")
+@pytest.mark.parametrize("relay", [True, False])
+def test_ctl_without_guestd_is_not_negotiating(guest, short_dir, relay):
+    code, answer = ctl(guest, socket=f"{short_dir}/nothing.sock", relay=relay)
     assert code == 0 and answer["result"] == "not-negotiating"
+    assert answer["instance"] == guest.instance
 
 
-def test_ctl_rejects_garbage_on_stdin(guest):
-    done = subprocess.run(guest.guestd_ctl_argv, input=b"{not json", capture_output=True,
+def test_ctl_parses_the_request_when_not_told_the_timeout(guest):
+    app(guest, "db", vote=lambda n: Vote.reject("no"))
+    code, answer = ctl(guest, relay=False)
+    assert code == 0 and answer["result"] == "reject"
+
+
+@pytest.mark.parametrize("argv, stdin, code", [
+    ([], b"{not json", 2),  # parsed by guestd-ctl itself
+    (["--timeout", "2"], b"{not json", 0),  # relayed: guestd answers with an error
+    (["--timeout", "2"], b'{"type": "request"}', 0),
+    (["--timeout", "soon"], b"{}", 2),
+    (["--bogus"], b"{}", 2),
+    (["--timeout", "2"], b"{}\n{}", 2),  # one document only
+])
+def test_ctl_garbage_gets_an_error_answer(guest, argv, stdin, code):
+    done = subprocess.run(guest.guestd_ctl_argv + argv, input=stdin, capture_output=True,
                           env={"GUESTD_SOCKET": guest.guestd_socket}, timeout=5)
-    assert done.returncode == 2 and json.loads(done.stdout)["type"] == "error"
+    assert done.returncode == code
+    assert json.loads(done.stdout)["type"] == "error"
+    assert guest.guestd.alive()
 
 
 def test_hostile_application_cannot_crash_guestd(guest):
