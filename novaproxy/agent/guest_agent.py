@@ -73,21 +73,25 @@ class SocketGuestAgent:
 
     def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
         deadline = time.monotonic() + timeout
-        with self._lock:
-            try:
-                if not self._synced:
-                    self._sync(deadline)
-                self._send(command, arguments)
-                return _result(self._read_reply(deadline))
-            except GuestAgentTimeout:
-                self._synced = False
-                raise
-            except GuestAgentError:
-                self._reset()
-                raise
-            except OSError as exc:
-                self._reset()
-                raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
+        # Another call to this guest may be under way: wait for it within our own deadline.
+        if not self._lock.acquire(timeout=max(timeout, 0)):
+            raise GuestAgentTimeout(f"{self.path}: busy with another call until the deadline")
+        try:
+            if not self._synced:
+                self._sync(deadline)
+            self._send(command, arguments)
+            return _result(self._read_reply(deadline))
+        except GuestAgentTimeout:
+            self._synced = False
+            raise
+        except GuestAgentError:
+            self._reset()
+            raise
+        except OSError as exc:
+            self._reset()
+            raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

@@ -77,3 +77,23 @@ def test_oversized_program_output_is_refused(guest):
 def test_no_socket_is_unavailable(short_dir):
     with pytest.raises(guest_agent.GuestAgentUnavailable):
         SocketGuestAgent(f"{short_dir}/none.sock").execute("guest-ping", timeout=1)
+
+
+def test_a_call_waiting_for_a_hung_one_keeps_its_own_deadline(guest):
+    import threading
+
+    agent = SocketGuestAgent(guest.qga_socket)
+    agent.execute("guest-ping", timeout=2)
+    guest.qemu_ga.signal(signal.SIGSTOP)
+    try:
+        first = threading.Thread(target=lambda: pytest.raises(
+            guest_agent.GuestAgentTimeout, agent.execute, "guest-ping", None, 2.0))
+        first.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(guest_agent.GuestAgentTimeout):
+            agent.execute("guest-ping", timeout=0.3)
+        assert time.monotonic() - started < 0.5
+        first.join(5)
+    finally:
+        guest.qemu_ga.signal(signal.SIGCONT)

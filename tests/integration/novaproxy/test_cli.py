@@ -1,0 +1,46 @@
+"""The operator CLI against a real redis-server."""
+
+import subprocess
+import sys
+
+from novaproxy import cli, redis_schema
+
+
+def run(redis_server, *args):
+    return subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
+                           redis_server.url, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_status_lists_routes_by_host_and_locks(redis_client, redis_server):
+    redis_schema.publish_routes(redis_client, "compute1", ["u-1", "u-2"])
+    redis_schema.publish_routes(redis_client, "compute2", ["u-3"])
+    redis_schema.acquire_lock(redis_client, "u-2", "me", 30)
+    out = run(redis_server, "status").stdout
+    assert "compute1: 2 instance(s)\n  u-1\n  u-2\ncompute2: 1 instance(s)\n  u-3" in out
+    assert "negotiations in flight: 1\n  u-2 (lock expires in" in out
+
+
+def test_events_newest_last_and_negotiations_only(redis_client, redis_server):
+    redis_schema.audit(redis_client, "negotiation", "u-1", event="reboot", outcome="reject",
+                       why="the guest rejected",
+                       voters=[{"name": "db", "vote": "reject", "reason": "busy"}])
+    redis_schema.audit(redis_client, "guest-answer", "u-1", event="stop", phase="vote",
+                       outcome="accept", host="compute1", voters=[])
+    lines = run(redis_server, "events").stdout.splitlines()
+    assert "reboot: reject — the guest rejected [db=reject (busy)]" in lines[0]
+    assert "stop vote on compute1: accept" in lines[1]
+    only = run(redis_server, "negotiations").stdout.splitlines()
+    assert len(only) == 1 and "negotiation" in only[0]
+
+
+def test_unreachable_redis_is_a_clear_error_without_the_password():
+    done = subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
+                           "redis://:hunter2@127.0.0.1:1/0", "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "Redis at redis://:***@127.0.0.1:1/0" in done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_format_tolerates_odd_events():
+    assert "?" in cli.format_event({"time": "x"})
