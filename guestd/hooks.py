@@ -9,10 +9,11 @@ For other phases the exit status is only logged.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
+import signal
+import subprocess
 
 from guestd import protocol
 
@@ -41,34 +42,29 @@ def _ballot(returncode: int, stdout: bytes) -> tuple:
     return protocol.ERROR, f"exit status {returncode}"
 
 
-async def run(path: str, req: dict, timeout: float) -> dict:
-    """Run one hook for ``req``; returns its :func:`protocol.voter` entry."""
+def run(path: str, req: dict, timeout: float) -> dict:
+    """Run one hook for ``req`` within ``timeout``; its :func:`protocol.voter` entry."""
     name = os.path.basename(path)
     payload = json.dumps(protocol.notice(req)).encode()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path, req["event"], req["phase"], stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+        # A session of its own, so that a missed deadline kills whatever it started.
+        proc = subprocess.Popen([path, req["event"], req["phase"]], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     except OSError as exc:
         LOG.warning("hook %s could not start: %s", name, exc)
         return protocol.voter(name, protocol.ERROR, str(exc))
     try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(payload), timeout)
-    except asyncio.TimeoutError:
-        _kill_group(proc.pid)
-        await proc.wait()
+        stdout, _ = proc.communicate(payload, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
         LOG.warning("hook %s missed its %.1fs deadline for %s %s", name, timeout,
                     req["event"], req["phase"])
         return protocol.voter(name, protocol.TIMEOUT)
     vote, reason = _ballot(proc.returncode, stdout[:MAX_OUTPUT])
     LOG.info("hook %s: %s %s -> %s %s", name, req["event"], req["phase"], vote, reason)
     return protocol.voter(name, vote, reason)
-
-
-def _kill_group(pid: int) -> None:
-    # The hook runs in its own session: kill whatever it started, too.
-    try:
-        os.killpg(pid, 9)
-    except ProcessLookupError:
-        pass
