@@ -44,7 +44,7 @@ def main() -> int:
         Application("app", on_vote=lambda n: verdict["vote"],
                     socket_path=guest.guestd_socket).start().registered.wait(5)
 
-        channel = GuestChannel(stack.redis.url)
+        channel = GuestChannel(stack.redis.url, max_connections=8)
         samples, outcomes = [], {}
         for _ in range(20):  # warm-up
             channel.ask(host, protocol.request(uuid.uuid4().hex, server.id, "reboot",

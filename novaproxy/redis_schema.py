@@ -52,9 +52,19 @@ def lock_key(instance: str) -> str:
 EVENTS_STREAM = f"{PREFIX}:events"
 
 
-def connect(url: str, **kwargs) -> redis.Redis:
-    """A client for redis://, rediss:// (TLS) or unix:// URLs, user and password included."""
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
+def connect(url: str, max_connections: int | None = None, **kwargs) -> redis.Redis:
+    """A client for redis://, rediss:// (TLS) or unix:// URLs, user and password included.
+
+    With ``max_connections``, the pool is bounded: a caller waits (up to the
+    socket timeout) for a free connection instead of opening one more.
+    """
+    options = {"decode_responses": True, "health_check_interval": 30, **kwargs}
+    if max_connections is None:
+        return redis.Redis.from_url(url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=options.get("socket_timeout") or 5,
+        **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def redact(url: str) -> str:

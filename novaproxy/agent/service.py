@@ -141,7 +141,9 @@ def main(argv: list | None = None) -> int:
     except agent_config.ConfigError as exc:
         print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
         return 2
-    client = redis_schema.connect(config.redis_url)
+    # One connection per delivery worker, the request loop and the route refresher.
+    client = redis_schema.connect(config.redis_url, max_connections=config.workers + 2,
+                                  client_name=f"novaproxy-agent-{config.host}")
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,9 +27,11 @@ READ_BLOCK_MS = 5000
 
 
 class GuestChannel:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, max_connections: int) -> None:
         self.redis_url = redis_url
-        self.redis = redis_schema.connect(redis_url)
+        # Every waiting negotiation shares these (plus the one reader connection).
+        self.redis = redis_schema.connect(redis_url, max_connections=max_connections,
+                                          client_name="novaproxy-api")
         self._waiting: dict = {}
         self._lock = threading.Lock()
         self._reader_pid = None  # the reader thread does not survive a fork
@@ -44,7 +47,8 @@ class GuestChannel:
             return self._stream
 
     def _read_replies(self, stream: str) -> None:
-        reader = redis_schema.connect(self.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5)
+        reader = redis_schema.connect(self.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5,
+                                      client_name="novaproxy-api-replies")
         last_id = "0-0"  # the stream is ours alone and new: nothing before it is lost
         while True:
             try:
@@ -68,13 +72,15 @@ class GuestChannel:
 
         Raises ``redis.RedisError`` if Redis cannot take the request.
         """
+        deadline = time.monotonic() + request["timeout"] + REPLY_GRACE
         stream = self._ensure_reader()
         future: Future = Future()
         with self._lock:
             self._waiting[request["id"]] = future
         try:
+            # The deadline runs from the ask, not from when a pooled connection was free.
             redis_schema.enqueue(self.redis, host, request, stream)
-            return future.result(timeout=request["timeout"] + REPLY_GRACE)
+            return future.result(timeout=max(deadline - time.monotonic(), 0))
         except FutureTimeout:
             return redis_schema.Reply(request["id"], request["instance"], redis_schema.TIMEOUT,
                                       detail=f"no reply from the agent on {host} within "

@@ -165,7 +165,7 @@ def filter_factory(global_conf: dict, **local_conf):
         pol = policy.from_conf(conf)
     except policy.PolicyError as exc:
         raise ValueError(f"[filter:negotiation] {exc}") from None
-    channel = GuestChannel(pol.redis_url)
+    channel = GuestChannel(pol.redis_url, pol.redis_max_connections)
     try:
         channel.redis.ping()
     except redis.RedisError as exc:

@@ -48,6 +48,7 @@ class Policy:
     prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT
     silence: str = protocol.ACCEPT  # a guest application that does not answer in time
     unreachable: str = protocol.ACCEPT  # no route, no guest agent, Redis down, garbage
+    redis_max_connections: int = 32
 
     def mode(self, event: str) -> str:
         return self.modes.get(event, OFF)
@@ -117,7 +118,19 @@ def from_conf(conf: dict) -> Policy:
         silence=_choice(conf, "silence", protocol.ACCEPT, (protocol.ACCEPT, protocol.REJECT)),
         unreachable=_choice(conf, "unreachable", protocol.ACCEPT,
                             (protocol.ACCEPT, protocol.REJECT)),
+        redis_max_connections=_count(conf, "redis_max_connections", 32),
     )
+
+
+def _count(conf: dict, key: str, default: int) -> int:
+    raw = conf.get(key, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise PolicyError(f"{key} = {raw!r}: must be a whole number") from None
+    if value < 2:
+        raise PolicyError(f"{key} = {raw!r}: must be at least 2")
+    return value
 
 
 @dataclass(frozen=True)
