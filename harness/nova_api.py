@@ -5,7 +5,7 @@ placement, stubbed Keystone) run the whole control plane in this process; the
 compute API is then served by eventlet's WSGI server, so real clients
 (python-novaclient, openstacksdk) and novaproxy talk HTTP to it.
 
-Run: python -m harness.nova_api --port PORT [--computes compute1,compute2]
+Run: python -m harness.nova_api --port PORT [--computes compute1,compute2] [--api-paste FILE]
 It prints one JSON line ``{"endpoint": ..., "computes": [...]}`` on stdout when
 ready and serves until SIGTERM.
 """
@@ -65,11 +65,13 @@ class NovaControlPlane(integrated_helpers.ProviderUsageBaseTestCase):
 
     compute_driver = "fake.MediumFakeDriver"
 
+    api_paste = PASTE_CONFIG
+
     def useFixture(self, fixture):
         # The wheel installs api-paste.ini under <venv>/etc/nova, not where
         # the fixture's default points.
         if isinstance(fixture, nova_fixtures.OSAPIFixture):
-            self.flags(api_paste_config=PASTE_CONFIG, group="wsgi")
+            self.flags(api_paste_config=self.api_paste, group="wsgi")
         return super().useFixture(fixture)
 
     def runTest(self):  # testtools wants a test method to exist
@@ -80,8 +82,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--computes", default="compute1,compute2")
+    parser.add_argument("--api-paste", default=PASTE_CONFIG,
+                        help="nova's api-paste.ini, or one with novaproxy's filter inserted")
     args = parser.parse_args()
 
+    NovaControlPlane.api_paste = os.path.abspath(args.api_paste)
     plane = NovaControlPlane()
     plane.setUp()
     # Tests and the demo boot many servers; the default quota is 10 instances.

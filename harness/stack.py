@@ -41,8 +41,11 @@ def _http_ok(url: str) -> bool:
 
 class Stack:
     def __init__(self, workdir: str, computes=("compute1", "compute2"),
-                 log=lambda message: None) -> None:
+                 log=lambda message: None, in_process: bool = False) -> None:
+        """``in_process``: the negotiation filter runs inside nova-api's own pipeline
+        (deploy/nova-api-paste.ini) and no separate proxy is started."""
         self.workdir = workdir
+        self.in_process = in_process
         self.computes = list(computes)
         self.log = log
         self.guests: dict = {}
@@ -64,16 +67,22 @@ class Stack:
         self.log(f"redis-server on {self.redis.url}")
 
         port = free_port()
-        self.log("starting the Nova API (nova's functional fixtures, fake virt driver)")
-        self.nova_process = self._spawn("nova", [sys.executable, "-m", "harness.nova_api",
-                                                 "--port", str(port), "--computes",
-                                                 ",".join(self.computes)])
+        argv = [sys.executable, "-m", "harness.nova_api", "--port", str(port),
+                "--computes", ",".join(self.computes)]
+        if self.in_process:
+            argv += ["--api-paste", self._nova_paste()]
+        self.log("starting the Nova API (nova's functional fixtures, fake virt driver)"
+                 + (" with the negotiation filter in its own pipeline" if self.in_process else ""))
+        self.nova_process = self._spawn("nova", argv)
         self.nova_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _http_ok(self.nova_url + "/"), 60, "the Nova API", interval=0.2)
         self.log(f"Nova API on {self.nova_url} with computes {', '.join(self.computes)}")
 
         for host in self.computes:
             self.start_agent(host)
+        if self.in_process:
+            self.proxy_url = self.nova_url
+            return
 
         self.proxy_port = free_port()
         self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
@@ -95,6 +104,16 @@ class Stack:
         paste["app:forward"]["upstream"] = self.nova_url
         with open(path, "w") as f:
             paste.write(f)
+
+    def _nova_paste(self) -> str:
+        """deploy/nova-api-paste.ini pointed at this stack's Redis."""
+        paste = configparser.ConfigParser(interpolation=None)
+        paste.read(os.path.join(REPO, "deploy", "nova-api-paste.ini"))
+        paste["filter:negotiation"]["redis_url"] = self.redis.url
+        path = os.path.join(self.workdir, "nova-api-paste.ini")
+        with open(path, "w") as f:
+            paste.write(f)
+        return path
 
     def _spawn(self, name: str, argv: list) -> Process:
         process = Process(argv, os.path.join(self.workdir, f"{name}.log"), self.env)

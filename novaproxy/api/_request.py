@@ -1,4 +1,9 @@
-"""The request as the negotiation filter reads it."""
+"""The request as the negotiation filter reads it.
+
+Identity comes only from objects that earlier middleware put in the environ
+(keystonemiddleware's ``keystone.token_auth``, Nova's ``nova.context``), never
+from headers: a client can send any header, but not a Python object.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,25 @@ import webob
 
 from novaproxy.api import classify
 
+SKIP_HEADER = "X-Novaproxy-Skip-Negotiation"
+SKIP_ENVIRON = "HTTP_X_NOVAPROXY_SKIP_NEGOTIATION"
+
 
 class NegotiationRequest(webob.Request):
+    def validated_identity(self) -> tuple:
+        """``(is_admin, who)`` from a validated identity; ``(False, reason)`` without one."""
+        context = self.environ.get("nova.context")
+        if context is not None:  # inside nova-api's pipeline, after keystonecontext
+            roles = set(getattr(context, "roles", None) or ())
+            admin = bool(getattr(context, "is_admin", False)) or "admin" in roles
+            return admin, f"user {context.user_id} project {context.project_id}"
+        token = self.environ.get("keystone.token_auth")
+        if token is not None and getattr(token, "has_user_token", False):
+            user = token.user  # validated by keystonemiddleware's auth_token
+            return "admin" in set(user.role_names or ()), \
+                f"user {user.user_id} project {user.project_id}"
+        return False, "no validated identity (no auth_token or nova context in front)"
+
     def operation(self) -> classify.Operation | None:
         """The lifecycle operation asked for, or None (also for any malformed request).
 

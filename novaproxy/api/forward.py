@@ -35,6 +35,8 @@ def request_headers(environ: dict) -> dict:
     """The end-to-end headers of a WSGI request, with their usual spelling."""
     headers = {}
     for key, value in environ.items():
+        if not isinstance(value, str):
+            continue  # middleware in front may leave None for a header it removed
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").title()
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:

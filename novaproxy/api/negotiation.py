@@ -26,7 +26,7 @@ from guestd import protocol
 from novaproxy import redis_schema
 from novaproxy.api import _nova, policy
 from novaproxy.api._guest import GuestChannel
-from novaproxy.api._request import NegotiationRequest
+from novaproxy.api._request import SKIP_ENVIRON, SKIP_HEADER, NegotiationRequest
 from novaproxy.api.classify import Operation
 
 LOG = logging.getLogger(__name__)
@@ -56,18 +56,37 @@ class NegotiationFilter:
         # Only POST and DELETE can be lifecycle operations: everything else
         # goes straight on, without even a request object (pass-through cost).
         if environ.get("REQUEST_METHOD") not in ("POST", "DELETE"):
+            environ.pop(SKIP_ENVIRON, None)  # our switch never reaches Nova
             return self.app(environ, start_response)
         return self._maybe_negotiate(environ, start_response)
 
     @webob.dec.wsgify(RequestClass=NegotiationRequest)
     def _maybe_negotiate(self, req: NegotiationRequest):
+        skip = req.environ.pop(SKIP_ENVIRON, "").strip().lower() in policy.TRUE
         op = req.operation()
         if op is None or self.policy.mode(op.event) == policy.OFF:
             return req.get_response(self.app)
         server = _nova.show_server(req, self.app, op.instance)
         if server is None or not policy.negotiates(server):
             return req.get_response(self.app)
+        if skip and self._admin_skip(req, op, server.get("id", op.instance)):
+            return req.get_response(self.app)
         return self._negotiate(req, op, server)
+
+    def _admin_skip(self, req: NegotiationRequest, op: Operation, instance: str) -> bool:
+        """Honour the skip switch for a validated admin only; from anyone else it is dropped."""
+        admin, who = req.validated_identity()
+        if not admin:
+            LOG.warning("%s header from %s ignored for %s of %s: admins only; negotiating",
+                        SKIP_HEADER, who, op.event, instance)
+            return False
+        LOG.info("%s of %s: negotiation skipped by %s (%s)", op.event, instance, who, SKIP_HEADER)
+        try:
+            redis_schema.audit(self.channel.redis, "skip", instance, event=op.event,
+                               action=op.action, outcome="skipped", why=f"admin skip by {who}")
+        except redis.RedisError as exc:
+            LOG.warning("audit event lost (%s): skip %s %s", exc, op.event, instance)
+        return True
 
     def _negotiate(self, req: NegotiationRequest, op: Operation, server: dict):
         instance = server.get("id", op.instance)

@@ -21,3 +21,8 @@ def test_target_prefers_the_raw_uri_while_it_names_the_request():
     del environ["REQUEST_URI"]
     environ["PATH_INFO"] = "/v2.1/servers/a b"
     assert forward.request_target(environ) == "/v2.1/servers/a%20b?x=%2F"
+
+
+def test_headers_left_as_none_by_middleware_are_not_forwarded():
+    environ = {"HTTP_X_SERVICE_CATALOG": None, "HTTP_X_AUTH_TOKEN": "t"}
+    assert forward.request_headers(environ) == {"X-Auth-Token": "t"}

@@ -1,0 +1,119 @@
+"""Both deployment modes, and the admin skip switch in each.
+
+In-process: the filter inside nova-api's own pipeline (deploy/nova-api-paste.ini
+loaded by the real Nova fixture), after keystonecontext, so it trusts Nova's
+own request context. Standalone: the filter in novaproxy-api; the switch is
+trusted only behind keystonemiddleware's auth_token.
+"""
+
+import json
+import os
+import uuid
+
+import pytest
+import webtest
+from novaclient import exceptions
+
+from guestd.client import Vote
+from novaproxy import redis_schema
+from novaproxy.api.server import load
+
+SKIP = {"X-Novaproxy-Skip-Negotiation": "true"}
+
+
+@pytest.fixture(scope="module")
+def in_process(session_dir):
+    from harness.stack import Stack
+
+    stack = Stack(os.path.join(session_dir, "in-process"), in_process=True)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def in_process_flavor(in_process):
+    return in_process.flavor("in-process-negotiated", {"guest:negotiation": "true"})
+
+
+def test_in_process_nack_and_ack(in_process, in_process_flavor, recorder):
+    server, _ = in_process.boot("in-process", in_process_flavor)
+    verdict = {"vote": Vote.reject("in-process says no")}
+    rec = recorder(in_process.guests[server.id], verdict=lambda n: verdict["vote"])
+    with pytest.raises(exceptions.Conflict, match="in-process says no"):
+        in_process.nova().servers.reboot(server.id)
+    assert "reboot" not in in_process.instance_actions(server.id)
+    verdict["vote"] = Vote.accept()
+    in_process.nova().servers.stop(server.id)
+    in_process.wait_for_server(server.id, "SHUTOFF")
+    assert rec.seen == [("reboot", "vote"), ("stop", "vote"), ("stop", "prepare")]
+
+
+def raw_action(stack, server_id, token, body, headers=None):
+    import urllib3
+
+    return urllib3.request("POST", f"{stack.proxy_url}/v2.1/servers/{server_id}/action",
+                           body=json.dumps(body).encode(),
+                           headers={"X-Auth-Token": token, "Content-Type": "application/json",
+                                    **(headers or {})})
+
+
+def test_in_process_admin_skip_is_honoured_for_admins_only(in_process, in_process_flavor,
+                                                           recorder):
+    server, _ = in_process.boot("skip", in_process_flavor)
+    rec = recorder(in_process.guests[server.id], verdict=lambda n: Vote.reject("stay up"))
+    member = raw_action(in_process, server.id, "member:demo", {"reboot": {"type": "SOFT"}}, SKIP)
+    assert member.status == 409 and b"stay up" in member.data  # stripped, negotiated
+    admin = raw_action(in_process, server.id, "admin:demo", {"reboot": {"type": "SOFT"}}, SKIP)
+    assert admin.status == 202
+    assert rec.seen == [("reboot", "vote")]  # the admin's request never asked the guest
+    events = redis_schema.read_events(redis_schema.connect(in_process.redis.url), 50)
+    assert any(f["kind"] == "skip" and f["instance"] == server.id for _, f in events)
+
+
+def test_standalone_without_auth_token_never_trusts_the_switch(stack, negotiated_flavor,
+                                                              recorder):
+    server, _ = stack.boot("no-authtoken", negotiated_flavor)
+    rec = recorder(stack.guests[server.id], verdict=lambda n: Vote.reject("stay up"))
+    # Even identity headers cannot fake an admin: only a validated identity counts.
+    forged = {**SKIP, "X-Roles": "admin", "X-Identity-Status": "Confirmed"}
+    resp = raw_action(stack, server.id, "admin:demo", {"reboot": {"type": "SOFT"}}, forged)
+    assert resp.status == 409 and rec.seen == [("reboot", "vote")]
+
+
+@pytest.fixture
+def behind_auth_token(stack, session_dir):
+    """novaproxy's pipeline behind the real keystonemiddleware auth_token.
+
+    No Keystone runs here, so keystonemiddleware's own AuthTokenFixture stands
+    in for Keystone's token validation (it replaces fetch_token only); the
+    middleware's header stripping and identity handling are the real ones.
+    """
+    from keystonemiddleware import auth_token
+    from keystonemiddleware.fixture import AuthTokenFixture
+
+    tokens = AuthTokenFixture()
+    tokens.setUp()
+    for user, roles in (("admin", ["admin", "member", "reader"]), ("member", ["member"])):
+        tokens.add_token_data(token_id=f"{user}:demo", user_id=user, project_id="demo",
+                              role_list=roles)
+    path = os.path.join(session_dir, f"paste-{uuid.uuid4().hex[:6]}.ini")
+    stack.write_paste(path)
+    app = auth_token.filter_factory({}, www_authenticate_uri="http://keystone.invalid",
+                                    delay_auth_decision="false")(load(path))
+    yield webtest.TestApp(app)
+    tokens.cleanUp()
+
+
+def test_standalone_admin_skip_behind_auth_token(stack, negotiated_flavor, recorder,
+                                                 behind_auth_token):
+    server, _ = stack.boot("authtoken", negotiated_flavor)
+    rec = recorder(stack.guests[server.id], verdict=lambda n: Vote.reject("stay up"))
+    body = json.dumps({"reboot": {"type": "SOFT"}})
+    url = f"/v2.1/servers/{server.id}/action"
+    member = behind_auth_token.post(url, body, status="*", headers={
+        "X-Auth-Token": "member:demo", "Content-Type": "application/json", **SKIP})
+    assert member.status_int == 409
+    admin = behind_auth_token.post(url, body, status="*", headers={
+        "X-Auth-Token": "admin:demo", "Content-Type": "application/json", **SKIP})
+    assert admin.status_int == 202
+    assert rec.seen == [("reboot", "vote")]
