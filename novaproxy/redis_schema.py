@@ -12,6 +12,9 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
   published by its agent with a TTL.
 - ``novaproxy:{<uuid>}:lock`` string: the negotiation in flight for the
   instance (one at a time).
+- ``novaproxy:{<uuid>}:ops`` hash, op id -> JSON: operations the proxy forwarded
+  to Nova and that are not over for the guest yet (end or abort notice to come).
+  The agent now hosting the instance finishes them.
 - ``novaproxy:events`` stream, capped: the audit trail.
 """
 
@@ -47,6 +50,10 @@ def route_key(instance: str) -> str:
 
 def lock_key(instance: str) -> str:
     return f"{PREFIX}:{{{instance}}}:lock"
+
+
+def ops_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:ops"
 
 
 EVENTS_STREAM = f"{PREFIX}:events"
@@ -237,6 +244,49 @@ return 0
 
 def release_lock(client: redis.Redis, instance: str, owner: str) -> None:
     client.eval(_RELEASE, 1, lock_key(instance), owner)
+
+
+# -- operations in flight ------------------------------------------------------
+
+def record_operation(client: redis.Redis, instance: str, operation: dict, ttl: float) -> None:
+    """Remember a forwarded operation (``operation["id"]`` names it) for ``ttl`` seconds."""
+    key = ops_key(instance)
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, operation["id"], json.dumps(operation))
+    # A safety net: each operation carries its own expiry, which the agent
+    # enforces and logs; the hash goes a minute after the newest one expires.
+    pipe.expire(key, int(ttl) + 60)
+    pipe.execute()
+
+
+def operations_of(client: redis.Redis, instances) -> dict:
+    """instance -> list of its recorded operations (unreadable ones are skipped)."""
+    instances = list(instances)
+    pipe = client.pipeline(transaction=False)
+    for instance in instances:
+        pipe.hgetall(ops_key(instance))
+    out = {}
+    for instance, fields in zip(instances, pipe.execute()):
+        ops = []
+        for raw in (fields or {}).values():
+            try:
+                ops.append(json.loads(raw))
+            except ValueError:
+                continue
+        if ops:
+            out[instance] = sorted(ops, key=lambda op: op.get("created", 0))
+    return out
+
+
+def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:
+    """Remove a recorded operation; False if another agent finished it first."""
+    return bool(client.hdel(ops_key(instance), op_id))
+
+
+def all_operations(client: redis.Redis) -> dict:
+    """instance -> operations, for every instance (a SCAN: for operators)."""
+    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:ops", count=1000))
+    return operations_of(client, [_instance_of(k) for k in keys])
 
 
 # -- audit ---------------------------------------------------------------------

@@ -10,18 +10,27 @@ LOG = logging.getLogger(__name__)
 MICROVERSION = "2.47"
 
 
-def show_server(req, app, instance: str) -> dict | None:
-    """The server as the caller may see it, or None when Nova will not show it."""
+def _show(req, app, resource: str, key: str) -> dict | None:
+    """GET ``resource`` (e.g. ``servers/<id>``) beside the request's own path, as the caller."""
     path = req.path_info
-    prefix = path[: path.index("/servers/")]
-    sub = req.subrequest(f"{prefix}/servers/{instance}", MICROVERSION)
-    resp = sub.get_response(app)
+    prefix = path[: path.index("/servers/")]  # version and project, as the caller wrote them
+    resp = req.subrequest(f"{prefix}/{resource}", MICROVERSION).get_response(app)
     if resp.status_int != 200:
-        LOG.debug("server %s look-up: HTTP %s", instance, resp.status_int)
+        LOG.debug("%s look-up: HTTP %s", resource, resp.status_int)
         return None
     try:
-        server = json.loads(resp.body)["server"]
+        body = json.loads(resp.body)[key]
     except (ValueError, KeyError, TypeError):
-        LOG.warning("server %s look-up: unexpected answer from Nova", instance)
+        LOG.warning("%s look-up: unexpected answer from Nova", resource)
         return None
-    return server if isinstance(server, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def show_server(req, app, instance: str) -> dict | None:
+    """The server as the caller may see it, or None when Nova will not show it."""
+    return _show(req, app, f"servers/{instance}", "server")
+
+
+def show_flavor(req, app, flavor_ref: str) -> dict | None:
+    """A flavor as the caller may see it, or None."""
+    return _show(req, app, f"flavors/{flavor_ref}", "flavor")

@@ -14,8 +14,10 @@ through untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 import uuid
 
 import redis
@@ -23,7 +25,7 @@ import webob
 import webob.dec
 
 from guestd import protocol
-from novaproxy import redis_schema
+from novaproxy import operations, redis_schema
 from novaproxy.api import _nova, policy
 from novaproxy.api._guest import GuestChannel
 from novaproxy.api._request import SKIP_ENVIRON, SKIP_HEADER, NegotiationRequest
@@ -99,44 +101,90 @@ class NegotiationFilter:
                 self.channel.redis, instance, owner,
                 vote_timeout + self.policy.prepare_timeout + FORWARD_ALLOWANCE)
         except redis.RedisError as exc:
-            return self._cannot_ask(req, op, instance, f"Redis unavailable: {exc}")
+            refusal = self._cannot_ask(op, instance, f"Redis unavailable: {exc}")
+            return refusal or req.get_response(self.app)
         if not locked:
             LOG.info("%s of %s refused: another negotiation is in progress", op.event, instance)
             return conflict(f"another operation on server {instance} is being negotiated "
                             "with its guest; retry later", IN_PROGRESS)
         try:
-            if host is None:
-                return self._cannot_ask(req, op, instance, "no agent serves this instance")
-            return self._phases(req, op, instance, host, vote_timeout)
+            return self._phases(req, op, server, instance, host, vote_timeout)
         finally:
             try:
                 redis_schema.release_lock(self.channel.redis, instance, owner)
             except redis.RedisError as exc:
                 LOG.warning("could not release the negotiation lock of %s: %s", instance, exc)
 
-    def _phases(self, req, op: Operation, instance: str, host: str, vote_timeout: float):
-        mode = self.policy.mode(op.event)
-        if mode == policy.VOTE:
-            reply = self._ask(host, op, instance, protocol.VOTE, vote_timeout)
-            decision = policy.decide(self.policy, reply)
-            self._audit("negotiation", op, instance, reply, decision.why,
-                        proceed=decision.proceed)
-            if not decision.proceed:
-                LOG.info("%s of %s rejected: %s: %s", op.event, instance, decision.why,
-                         "; ".join(decision.reasons))
-                return conflict(f"{op.event} of server {instance} was rejected by its guest: "
-                                + "; ".join(decision.reasons), REJECTED)
-            LOG.info("%s of %s accepted: %s", op.event, instance, decision.why)
-        reply = self._ask(host, op, instance, protocol.PREPARE, self.policy.prepare_timeout)
-        self._audit("notice", op, instance, reply, "prepare sent")
+    def _phases(self, req, op: Operation, server: dict, instance: str, host: str | None,
+                vote_timeout: float):
+        """vote → prepare → Nova → abort now, or end later (through the operation record)."""
+        lifecycle = operations.LIFECYCLES[op.event]
+        prepared = False
+        if lifecycle.negotiable:
+            if host is None:
+                refusal = self._cannot_ask(op, instance, "no agent serves this instance")
+                if refusal is not None:
+                    return refusal
+            else:
+                op = self._detailed(req, op, server)
+                if self.policy.mode(op.event) == policy.VOTE:
+                    refusal = self._vote(op, instance, host, vote_timeout)
+                    if refusal is not None:
+                        return refusal
+                reply = self._ask(host, op, instance, protocol.PREPARE,
+                                  self.policy.prepare_timeout)
+                self._audit("notice", op, instance, reply, "prepare sent")
+                prepared = True
         try:
             resp = req.get_response(self.app)
         except Exception:
-            self._abort(host, op, instance, "the request could not be forwarded")
+            if prepared:
+                self._abort(host, op, instance, "the request could not be forwarded")
             raise
         if resp.status_int >= 400:
-            self._abort(host, op, instance, f"Nova answered HTTP {resp.status_int}")
+            if prepared:
+                self._abort(host, op, instance, f"Nova answered HTTP {resp.status_int}")
+        else:
+            self._record(op, instance, prepared)
         return resp
+
+    def _vote(self, op: Operation, instance: str, host: str, timeout: float):
+        """None to go ahead, or the 409 that carries the guest's reasons."""
+        reply = self._ask(host, op, instance, protocol.VOTE, timeout)
+        decision = policy.decide(self.policy, reply)
+        self._audit("negotiation", op, instance, reply, decision.why, proceed=decision.proceed)
+        if decision.proceed:
+            LOG.info("%s of %s accepted: %s", op.event, instance, decision.why)
+            return None
+        LOG.info("%s of %s rejected: %s: %s", op.event, instance, decision.why,
+                 "; ".join(decision.reasons))
+        return conflict(f"{op.event} of server {instance} was rejected by its guest: "
+                        + "; ".join(decision.reasons), REJECTED)
+
+    def _detailed(self, req, op: Operation, server: dict) -> Operation:
+        """What the guest should know beyond the request: e.g. a resize's new size."""
+        if op.event != "resize" or "flavorRef" not in op.details:
+            return op
+        current = server.get("flavor") or {}
+        details = {**op.details, "from": {k: current.get(k) for k in ("vcpus", "ram", "disk")}}
+        flavor = _nova.show_flavor(req, self.app, str(op.details["flavorRef"]))
+        if flavor is not None:
+            details["flavor"] = {k: flavor.get(k) for k in ("id", "name", "vcpus", "ram", "disk")}
+        return dataclasses.replace(op, details=details)
+
+    def _record(self, op: Operation, instance: str, prepared: bool) -> None:
+        """Nova took it: the agent hosting the VM sends the end (or abort) when it is over."""
+        now = time.time()
+        record = {"id": uuid.uuid4().hex, "event": op.event, "action": op.action,
+                  "details": op.details, "prepared": prepared, "created": now,
+                  "expires": now + self.policy.operation_timeout,
+                  "end_timeout": self.policy.end_timeout}
+        try:
+            redis_schema.record_operation(self.channel.redis, instance, record,
+                                          self.policy.operation_timeout)
+        except redis.RedisError as exc:
+            LOG.warning("%s of %s: could not record the operation (%s); the guest will get "
+                        "no end notice", op.event, instance, exc)
 
     def _ask(self, host: str, op: Operation, instance: str, phase: str,
              timeout: float) -> redis_schema.Reply:
@@ -158,12 +206,13 @@ class NegotiationFilter:
 
         threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
 
-    def _cannot_ask(self, req, op: Operation, instance: str, why: str):
+    def _cannot_ask(self, op: Operation, instance: str, why: str):
+        """None to go ahead without the guest (unreachable = accept), else the 409."""
         proceed = self.policy.unreachable == protocol.ACCEPT
         LOG.warning("%s of %s: %s; %s", op.event, instance, why,
                     "proceeding (unreachable = accept)" if proceed else "rejecting")
         if proceed:
-            return req.get_response(self.app)
+            return None
         return conflict(f"{op.event} of server {instance} needs its guest's consent, "
                         f"which cannot be asked: {why}", REJECTED)
 

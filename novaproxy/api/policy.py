@@ -10,25 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guestd import protocol, votes
-from novaproxy import redis_schema
+from novaproxy import operations, redis_schema
 from novaproxy.api import classify
 
 VOTE, NOTICE, OFF = "vote", "notice", "off"
 MODES = (VOTE, NOTICE, OFF)
 
-# Defaults from the field: a 10 s vote and a 10 s prepare. Operations the guest
-# can veto are voted on; those whose guest is down before or after them
-# (start, unshelve, ...) are left for end notices, which need completion tracking.
-DEFAULT_MODES = {
-    "stop": VOTE, "reboot": VOTE, "pause": VOTE, "suspend": VOTE, "resize": VOTE,
-    "migrate": VOTE, "live-migrate": VOTE, "shelve": VOTE, "shelve-offload": VOTE,
-    "rebuild": NOTICE, "delete": NOTICE, "crash-dump": NOTICE, "rescue": NOTICE,
-    "evacuate": OFF, "start": OFF, "unpause": OFF, "resume": OFF, "resize-confirm": OFF,
-    "resize-revert": OFF, "unshelve": OFF, "restore": OFF, "unrescue": OFF,
-    "live-migrate-complete": OFF, "live-migrate-abort": OFF,
-}
+# Defaults from the field: a 10 s vote and a 10 s prepare. What the guest can
+# veto is voted on; everything else is a notice: a prepare notice where the
+# guest runs before Nova acts, an end notice where it runs after.
+VOTED = ("stop", "reboot", "pause", "suspend", "resize", "migrate", "live-migrate", "shelve")
+DEFAULT_MODES = {event: VOTE if event in VOTED else NOTICE for event in classify.EVENTS}
 DEFAULT_VOTE_TIMEOUT = 10.0
 DEFAULT_PREPARE_TIMEOUT = 10.0
+DEFAULT_END_TIMEOUT = 15.0  # resume-class notices: the guest may still be settling
+DEFAULT_OPERATION_TIMEOUT = 3600.0  # a recorded operation Nova never completes expires
 MAX_TIMEOUT = 300.0
 ENABLE_SPEC = "guest:negotiation"
 VOTE_TIMEOUT_SPEC = "guest:vote_timeout"
@@ -46,6 +42,8 @@ class Policy:
     modes: dict = field(default_factory=lambda: dict(DEFAULT_MODES))
     vote_timeout: float = DEFAULT_VOTE_TIMEOUT
     prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT
+    end_timeout: float = DEFAULT_END_TIMEOUT
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
     silence: str = protocol.ACCEPT  # a guest application that does not answer in time
     unreachable: str = protocol.ACCEPT  # no route, no guest agent, Redis down, garbage
     redis_max_connections: int = 32
@@ -74,14 +72,14 @@ def negotiates(server: dict) -> bool:
     return not opted_out
 
 
-def _seconds(conf: dict, key: str, default: float) -> float:
+def _seconds(conf: dict, key: str, default: float, limit: float = MAX_TIMEOUT) -> float:
     raw = conf.get(key, default)
     try:
         value = float(raw)
     except (TypeError, ValueError):
         raise PolicyError(f"{key} = {raw!r}: must be a number of seconds") from None
-    if not 0 < value <= MAX_TIMEOUT:
-        raise PolicyError(f"{key} = {raw!r}: must be in (0, {MAX_TIMEOUT:g}]")
+    if not 0 < value <= limit:
+        raise PolicyError(f"{key} = {raw!r}: must be in (0, {limit:g}]")
     return value
 
 
@@ -102,6 +100,9 @@ def _modes(spec: str) -> dict:
                               + ", ".join(sorted(classify.EVENTS)))
         if mode not in MODES:
             raise PolicyError(f"operations: {item!r}: mode must be one of {', '.join(MODES)}")
+        if mode == VOTE and not operations.LIFECYCLES[event].negotiable:
+            raise PolicyError(f"operations: {item!r}: the guest is not running before "
+                              f"{event}, so it cannot vote; use notice or off")
         modes[event] = mode
     return modes
 
@@ -115,6 +116,9 @@ def from_conf(conf: dict) -> Policy:
         modes=_modes(str(conf.get("operations", ""))),
         vote_timeout=_seconds(conf, "vote_timeout", DEFAULT_VOTE_TIMEOUT),
         prepare_timeout=_seconds(conf, "prepare_timeout", DEFAULT_PREPARE_TIMEOUT),
+        end_timeout=_seconds(conf, "end_timeout", DEFAULT_END_TIMEOUT),
+        operation_timeout=_seconds(conf, "operation_timeout", DEFAULT_OPERATION_TIMEOUT,
+                                   limit=7 * 86400),
         silence=_choice(conf, "silence", protocol.ACCEPT, (protocol.ACCEPT, protocol.REJECT)),
         unreachable=_choice(conf, "unreachable", protocol.ACCEPT,
                             (protocol.ACCEPT, protocol.REJECT)),

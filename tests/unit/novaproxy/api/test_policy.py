@@ -14,7 +14,7 @@ def test_defaults_from_the_field():
     pol = policy.from_conf({"redis_url": URL})
     assert (pol.vote_timeout, pol.prepare_timeout) == (10.0, 10.0)
     assert pol.mode("reboot") == policy.VOTE and pol.mode("stop") == policy.VOTE
-    assert pol.mode("start") == policy.OFF
+    assert pol.mode("start") == policy.NOTICE  # an end notice once it is running
     assert pol.silence == pol.unreachable == "accept"
 
 
@@ -32,6 +32,9 @@ def test_operations_override_defaults():
     ({"redis_url": URL, "operations": "reboot:maybe"}, "mode must be one of"),
     ({"redis_url": URL, "operations": "explode:vote"}, "unknown event 'explode'"),
     ({"redis_url": URL, "silence": "ignore"}, "silence = 'ignore'"),
+    ({"redis_url": URL, "operations": "start:vote"}, "cannot vote"),
+    ({"redis_url": URL, "end_timeout": "-3"}, "end_timeout"),
+    ({"redis_url": URL, "operation_timeout": "x"}, "operation_timeout"),
     ({"redis_url": URL, "unreachable": "panic"}, "unreachable"),
 ])
 def test_bad_config_says_what_to_fix(conf, message):

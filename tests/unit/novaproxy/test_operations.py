@@ -1,0 +1,40 @@
+import pytest
+
+from novaproxy import operations
+from novaproxy.api import classify, policy
+
+
+def server(status, task_state=None):
+    return {"status": status, "OS-EXT-STS:task_state": task_state}
+
+
+def test_every_classified_event_has_a_lifecycle_and_a_default_mode():
+    assert set(operations.LIFECYCLES) == set(classify.EVENTS)
+    assert set(policy.DEFAULT_MODES) == set(classify.EVENTS)
+
+
+def test_votes_only_where_the_guest_runs_before_nova_acts():
+    for event, mode in policy.DEFAULT_MODES.items():
+        if mode == policy.VOTE:
+            assert operations.LIFECYCLES[event].negotiable, event
+
+
+@pytest.mark.parametrize("event, nova, expected", [
+    ("reboot", server("ACTIVE", "rebooting"), "wait"),
+    ("reboot", server("REBOOT"), "wait"),
+    ("reboot", server("ACTIVE"), "end"),
+    ("stop", server("SHUTOFF"), "end"),
+    ("stop", server("ACTIVE"), "abort"),
+    ("migrate", server("VERIFY_RESIZE"), "end"),
+    ("migrate", server("ACTIVE", "resize_migrating"), "wait"),
+    ("migrate", server("ERROR"), "abort"),
+    ("live-migrate", server("MIGRATING"), "wait"),
+    ("live-migrate", server("ACTIVE"), "end"),
+    ("shelve", server("SHELVED_OFFLOADED"), "end"),
+    ("unshelve", server("ACTIVE"), "end"),
+    ("delete", None, "gone"),
+    ("delete", server("DELETED"), "gone"),
+    ("delete", server("ACTIVE", "deleting"), "wait"),
+])
+def test_progress(event, nova, expected):
+    assert operations.progress(event, nova) == expected
