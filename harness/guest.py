@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 
@@ -42,19 +43,50 @@ class Guest:
         self.workdir = workdir
         self.hooks_dir = os.path.join(workdir, "hooks.d")
         self.guestd_socket = os.path.join(workdir, "guestd.sock")
-        self.qga_socket = os.path.join(socket_dir, f"{instance}.sock")
+        self.qga_socket = ""
         os.makedirs(self.hooks_dir, exist_ok=True)
         os.makedirs(os.path.join(workdir, "qga-state"), exist_ok=True)
         env = {**os.environ, "GUESTD_SOCKET": self.guestd_socket, "PYTHONPATH": REPO}
         self.guestd = Process([GUEST_PYTHON, "-m", "guestd.daemon", "--socket",
                                self.guestd_socket, "--hooks-dir", self.hooks_dir],
                               os.path.join(workdir, "guestd.log"), env)
-        self.qemu_ga = Supervised(
-            [qemu_ga, "-m", "unix-listen", "-p", self.qga_socket,
-             "-t", os.path.join(workdir, "qga-state"), "-f", os.path.join(workdir, "qga.pid")],
-            os.path.join(workdir, "qemu-ga.log"), env)
+        self._qemu_ga_binary, self._env = qemu_ga, env
+        self.state = "off"
+        self.qemu_ga = None
+        self.power_on(socket_dir)
         wait_for(lambda: _connectable(self.guestd_socket), 10, f"guestd of {instance}")
-        wait_for(lambda: os.path.exists(self.qga_socket), 10, f"qemu-ga of {instance}")
+
+    # The VM's life as Nova drives it, played on the host processes: powered
+    # off = no guest agent; paused or suspended = a frozen guest agent; moved
+    # to another host = its socket in that host's directory.
+
+    def power_on(self, socket_dir: str) -> None:
+        qga_socket = os.path.join(socket_dir, f"{self.instance}.sock")
+        if self.qemu_ga is not None and qga_socket == self.qga_socket:
+            self.qemu_ga.signal(signal.SIGCONT)
+        else:
+            self.power_off()
+            self.qga_socket = qga_socket
+            self.qemu_ga = Supervised(
+                [self._qemu_ga_binary, "-m", "unix-listen", "-p", qga_socket,
+                 "-t", os.path.join(self.workdir, "qga-state"),
+                 "-f", os.path.join(self.workdir, "qga.pid")],
+                os.path.join(self.workdir, "qemu-ga.log"), self._env)
+            wait_for(lambda: os.path.exists(qga_socket), 10, f"qemu-ga of {self.instance}")
+        self.state = "running"
+
+    def power_off(self) -> None:
+        if self.qemu_ga is not None:
+            self.qemu_ga.stop()
+            self.qemu_ga = None
+            if os.path.exists(self.qga_socket):
+                os.unlink(self.qga_socket)
+        self.state = "off"
+
+    def freeze(self) -> None:
+        if self.qemu_ga is not None:
+            self.qemu_ga.signal(signal.SIGSTOP)
+            self.state = "frozen"
 
     def add_hook(self, name: str, script: str) -> str:
         path = os.path.join(self.hooks_dir, name)
@@ -64,10 +96,8 @@ class Guest:
         return path
 
     def stop(self) -> None:
-        self.qemu_ga.stop()
+        self.power_off()
         self.guestd.stop()
-        if os.path.exists(self.qga_socket):
-            os.unlink(self.qga_socket)
 
 
 def _connectable(path: str) -> bool:

@@ -53,7 +53,10 @@ class Process:
 
     def signal(self, signum: int) -> None:
         if self.alive():
-            os.kill(self.popen.pid, signum)
+            try:
+                os.kill(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass  # it exited meanwhile
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.alive():

@@ -12,6 +12,7 @@ import configparser
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -54,8 +55,10 @@ class Stack:
         os.makedirs(workdir, exist_ok=True)
         self.env = {**os.environ, "PYTHONPATH": REPO}
         self.guestd_ctl = write_guestd_ctl(os.path.join(workdir, "guestd-ctl"))
+        self._stopping = threading.Event()
         try:
             self._start()
+            threading.Thread(target=self._follow, name="follow-vms", daemon=True).start()
         except BaseException:
             self.stop()
             raise
@@ -130,7 +133,10 @@ class Stack:
         with open(config, "w") as f:
             f.write(f"[agent]\nhost = {host}\nredis_url = {self.redis.url}\n"
                     f"hypervisor = qga-socket\nqga_socket_dir = {self.socket_dir(host)}\n"
-                    f"guestd_ctl = {' '.join(self.guestd_ctl)}\nroute_interval = 0.5\n")
+                    f"guestd_ctl = {' '.join(self.guestd_ctl)}\nroute_interval = 0.5\n"
+                    f"operation_interval = 0.3\n\n"
+                    f"[nova]\nauth_type = admin_token\nendpoint = {self.nova_url}/v2.1\n"
+                    f"token = {ADMIN_TOKEN}\n")
         self.agents[host] = self._spawn(f"agent-{host}", [
             sys.executable, "-m", "novaproxy.agent.service", "--config", config])
         self.log(f"novaproxy-agent for {host}: guests in {self.socket_dir(host)}")
@@ -171,6 +177,41 @@ class Stack:
                  f"the route of {instance}")
         return guest
 
+    # -- the VMs' lives ----------------------------------------------------------
+
+    RUNNING = ("ACTIVE", "VERIFY_RESIZE", "MIGRATING", "RESCUE")
+    OFF = ("SHUTOFF", "SHELVED", "SHELVED_OFFLOADED", "SOFT_DELETED", "DELETED", "ERROR")
+    FROZEN = ("PAUSED", "SUSPENDED")
+
+    def _follow(self) -> None:
+        """Play each guest's power state and host as Nova reports them.
+
+        With the fake virt driver Nova changes only its database; this makes the
+        "VMs" (qemu-ga + guestd on the host) follow, as libvirt would: powered
+        off, frozen, or moved to another host's socket directory.
+        """
+        nova = self.nova(direct=True)
+        while not self._stopping.wait(0.1):
+            try:
+                servers = {s.id: s for s in nova.servers.list(search_opts={"all_tenants": 1})}
+            except Exception:  # Nova busy or going away: next round
+                continue
+            for instance, guest in list(self.guests.items()):
+                server = servers.get(instance)
+                status = server.status if server else "DELETED"
+                host = getattr(server, "OS-EXT-SRV-ATTR:host", None) if server else None
+                try:
+                    if status in self.RUNNING and host:
+                        if guest.state != "running" or not guest.qga_socket.startswith(
+                                self.socket_dir(host) + os.sep):
+                            guest.power_on(self.socket_dir(host))
+                    elif status in self.OFF and guest.state != "off":
+                        guest.power_off()
+                    elif status in self.FROZEN and guest.state == "running":
+                        guest.freeze()
+                except Exception as exc:  # keep following the others
+                    print(f"harness: guest {instance}: {exc}", file=sys.stderr)
+
     def wait_for_server(self, server_id: str, status: str, timeout: float = 30):
         nova = self.nova(direct=True)
 
@@ -188,6 +229,7 @@ class Stack:
         return [a.action for a in self.nova(direct=True).instance_action.list(server_id)]
 
     def stop(self) -> None:
+        self._stopping.set()
         for process in reversed(self._processes):
             try:
                 process.stop()

@@ -278,6 +278,13 @@ def operations_of(client: redis.Redis, instances) -> dict:
     return out
 
 
+def claim_operation(client: redis.Redis, instance: str, op_id: str, owner: str,
+                    ttl: float) -> bool:
+    """Claim a recorded operation's notice for ``ttl`` seconds: one agent delivers it."""
+    return bool(client.set(f"{PREFIX}:{{{instance}}}:claim:{op_id}", owner, nx=True,
+                           px=int(ttl * 1000)))
+
+
 def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:
     """Remove a recorded operation; False if another agent finished it first."""
     return bool(client.hdel(ops_key(instance), op_id))

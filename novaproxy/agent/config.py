@@ -25,6 +25,8 @@ class AgentConfig:
     guestd_ctl: tuple
     workers: int
     route_interval: float
+    operation_interval: float
+    nova: dict  # the [nova] section (keystoneauth1 options), empty without one
 
 
 def _positive(section, key: str, default: float, kind=float) -> float:
@@ -69,4 +71,6 @@ def load(path: str) -> AgentConfig:
         guestd_ctl=guestd_ctl,
         workers=int(_positive(section, "workers", 32, int)),
         route_interval=_positive(section, "route_interval", 5.0),
+        operation_interval=_positive(section, "operation_interval", 1.0),
+        nova=dict(parser["nova"]) if parser.has_section("nova") else {},
     )

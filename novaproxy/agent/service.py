@@ -20,14 +20,16 @@ import redis
 from guestd import protocol
 from novaproxy import redis_schema
 from novaproxy.agent import config as agent_config
-from novaproxy.agent import deliver, hypervisor
+from novaproxy.agent import deliver, endings, hypervisor
+from novaproxy.agent import nova as nova_client
 
 LOG = logging.getLogger("novaproxy.agent")
 BLOCK_MS = 1000  # longest wait for new requests; bounds how fast a stop is noticed
 
 
 class Agent:
-    def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis) -> None:
+    def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis,
+                 nova=None) -> None:
         self.config = config
         self.guests = guests
         self.redis = client
@@ -35,6 +37,10 @@ class Agent:
         self._served: set = set()
         self._clock_offset = 0.0  # Redis clock minus ours
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
+        self.endings = endings.Endings(self, nova) if nova is not None else None
+
+    def submit(self, fn, *args) -> None:
+        self._pool.submit(fn, *args)
 
     # -- routes ------------------------------------------------------------
 
@@ -61,6 +67,15 @@ class Agent:
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("could not publish routes: %s", exc)
             self.stopping.wait(self.config.route_interval)
+
+    def _operation_loop(self) -> None:
+        while not self.stopping.wait(self.config.operation_interval):
+            try:
+                self.endings.check(set(self._served))
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("could not check recorded operations: %s", exc)
+            except Exception:
+                LOG.exception("checking recorded operations failed")
 
     # -- requests ----------------------------------------------------------
 
@@ -109,6 +124,12 @@ class Agent:
         redis_schema.ensure_group(self.redis, host)
         self.refresh_routes()
         threading.Thread(target=self._route_loop, name="routes", daemon=True).start()
+        if self.endings is not None:
+            threading.Thread(target=self._operation_loop, name="operations",
+                             daemon=True).start()
+        else:
+            LOG.warning("no [nova] section: operations are not followed to their end, so "
+                        "guests get no end notices")
         LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
                  host, len(self._served), self.config.hypervisor,
                  redis_schema.redact(self.config.redis_url))
@@ -156,7 +177,14 @@ def main(argv: list | None = None) -> int:
         print(f"novaproxy-agent: cannot reach the hypervisor ({config.hypervisor}): {exc}",
               file=sys.stderr)
         return 2
-    agent = Agent(config, guests, client)
+    nova = None
+    if config.nova:
+        try:
+            nova = nova_client.from_section(config.nova)
+        except nova_client.NovaConfigError as exc:
+            print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
+            return 2
+    agent = Agent(config, guests, client, nova)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: agent.stopping.set())
     agent.run()

@@ -25,7 +25,7 @@ def run_agent(redis_client, redis_server, make_guest, short_dir):
     config = AgentConfig(host=HOST, redis_url=redis_server.url, hypervisor="qga-socket",
                          qga_socket_dir=make_guest.socket_dir, libvirt_uri="",
                          guestd_ctl=tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl")),
-                         workers=4, route_interval=0.2)
+                         workers=4, route_interval=0.2, operation_interval=1.0, nova={})
 
     def start():
         agent = Agent(config, hypervisor.QgaSocketDirectory(config.qga_socket_dir),
