@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 
 from harness.processes import Process, Supervised, wait_for
 
@@ -53,6 +54,8 @@ class Guest:
         self._qemu_ga_binary, self._env = qemu_ga, env
         self.state = "off"
         self.qemu_ga = None
+        self._lock = threading.Lock()  # the test and the harness's follower both drive it
+        self._stopped = False
         self.power_on(socket_dir)
         wait_for(lambda: _connectable(self.guestd_socket), 10, f"guestd of {instance}")
 
@@ -61,11 +64,16 @@ class Guest:
     # to another host = its socket in that host's directory.
 
     def power_on(self, socket_dir: str) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._power_on(socket_dir)
+
+    def _power_on(self, socket_dir: str) -> None:
         qga_socket = os.path.join(socket_dir, f"{self.instance}.sock")
         if self.qemu_ga is not None and qga_socket == self.qga_socket:
             self.qemu_ga.signal(signal.SIGCONT)
         else:
-            self.power_off()
+            self._power_off()
             self.qga_socket = qga_socket
             self.qemu_ga = Supervised(
                 [self._qemu_ga_binary, "-m", "unix-listen", "-p", qga_socket,
@@ -76,6 +84,10 @@ class Guest:
         self.state = "running"
 
     def power_off(self) -> None:
+        with self._lock:
+            self._power_off()
+
+    def _power_off(self) -> None:
         if self.qemu_ga is not None:
             self.qemu_ga.stop()
             self.qemu_ga = None
@@ -84,9 +96,10 @@ class Guest:
         self.state = "off"
 
     def freeze(self) -> None:
-        if self.qemu_ga is not None:
-            self.qemu_ga.signal(signal.SIGSTOP)
-            self.state = "frozen"
+        with self._lock:
+            if self.qemu_ga is not None:
+                self.qemu_ga.signal(signal.SIGSTOP)
+                self.state = "frozen"
 
     def add_hook(self, name: str, script: str) -> str:
         path = os.path.join(self.hooks_dir, name)
@@ -96,7 +109,9 @@ class Guest:
         return path
 
     def stop(self) -> None:
-        self.power_off()
+        with self._lock:
+            self._stopped = True  # no power_on() from the harness's follower after this
+            self._power_off()
         self.guestd.stop()
 
 

@@ -51,14 +51,18 @@ class Stack:
         self.log = log
         self.guests: dict = {}
         self.agents: dict = {}
+        self.booted: list = []
         self._processes: list = []
         os.makedirs(workdir, exist_ok=True)
         self.env = {**os.environ, "PYTHONPATH": REPO}
         self.guestd_ctl = write_guestd_ctl(os.path.join(workdir, "guestd-ctl"))
         self._stopping = threading.Event()
+        self._follower = None
         try:
             self._start()
-            threading.Thread(target=self._follow, name="follow-vms", daemon=True).start()
+            self._follower = threading.Thread(target=self._follow, name="follow-vms",
+                                              daemon=True)
+            self._follower.start()
         except BaseException:
             self.stop()
             raise
@@ -163,9 +167,27 @@ class Stack:
         server = nova.servers.create(name, IMAGE, flavor, nics="none")
         server = self.wait_for_server(server.id, "ACTIVE")
         host = getattr(self.nova(direct=True).servers.get(server.id), "OS-EXT-SRV-ATTR:host")
+        self.booted.append(server.id)
         if with_guest:
             self.add_guest(server.id, host)
         return server, host
+
+    def cleanup(self, keep: int = 0) -> None:
+        """Delete the servers booted after the first ``keep`` ones and stop their guests."""
+        nova = self.nova(direct=True)
+        while len(self.booted) > keep:
+            instance = self.booted.pop()
+            guest = self.guests.pop(instance, None)
+            if guest is not None:
+                guest.stop()
+                self._processes.remove(guest)
+            try:
+                nova.servers.force_delete(instance)
+            except Exception:
+                try:
+                    nova.servers.delete(instance)
+                except Exception:  # already gone
+                    pass
 
     def add_guest(self, instance: str, host: str) -> Guest:
         guest = Guest(instance, self.socket_dir(host),
@@ -191,15 +213,24 @@ class Stack:
         off, frozen, or moved to another host's socket directory.
         """
         nova = self.nova(direct=True)
+        known: dict = {}  # instance -> (status, host) as last seen
+        since = None
         while not self._stopping.wait(0.1):
+            # Only what changed since the last look (with a second of overlap);
+            # changes-since also lists servers deleted meanwhile.
+            opts = {"all_tenants": 1}
+            if since:
+                opts["changes-since"] = since
             try:
-                servers = {s.id: s for s in nova.servers.list(search_opts={"all_tenants": 1})}
+                started = time.time()
+                for server in nova.servers.list(search_opts=opts):
+                    status = "DELETED" if server.status == "DELETED" else server.status
+                    known[server.id] = (status, getattr(server, "OS-EXT-SRV-ATTR:host", None))
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started - 1))
             except Exception:  # Nova busy or going away: next round
                 continue
             for instance, guest in list(self.guests.items()):
-                server = servers.get(instance)
-                status = server.status if server else "DELETED"
-                host = getattr(server, "OS-EXT-SRV-ATTR:host", None) if server else None
+                status, host = known.get(instance, ("BUILD", None))
                 try:
                     if status in self.RUNNING and host:
                         if guest.state != "running" or not guest.qga_socket.startswith(
@@ -230,6 +261,8 @@ class Stack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._follower is not None:
+            self._follower.join(10)
         for process in reversed(self._processes):
             try:
                 process.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Nova task states are None once an operation has settled.
-WAIT, END, ABORT, GONE = "wait", "end", "abort", "gone"
+WAIT, END, ABORT, GONE, SUPERSEDED = "wait", "end", "abort", "gone", "superseded"
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,16 @@ def progress(event: str, server: dict | None) -> str:
     if status in ("BUILD", "MIGRATING", "RESIZE", "REBOOT", "HARD_REBOOT", "REBUILD"):
         return WAIT  # transitional statuses sometimes outlive the task state
     return ABORT
+
+
+def steps(events: list, server: dict | None) -> list:
+    """:func:`progress` for an instance's recorded operations, oldest first.
+
+    Nova accepted each newer operation only from the state the older one left,
+    so once the newer one is recorded, an older one that is no longer under way
+    is over: ``superseded``, with no notice of its own (the guest hears of the
+    newer one).
+    """
+    out = [progress(event, server) for event in events]
+    return [SUPERSEDED if i < len(out) - 1 and step != WAIT else step
+            for i, step in enumerate(out)]

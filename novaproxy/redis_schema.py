@@ -89,6 +89,13 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+# Delete a key only if it still holds our token (locks and claims).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
 # -- routes -------------------------------------------------------------------
 
 def publish_routes(client: redis.Redis, host: str, instances, ttl: int = ROUTE_TTL) -> None:
@@ -236,12 +243,6 @@ def acquire_lock(client: redis.Redis, instance: str, owner: str, ttl: float) -> 
     return bool(client.set(lock_key(instance), owner, nx=True, px=int(ttl * 1000)))
 
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
 def release_lock(client: redis.Redis, instance: str, owner: str) -> None:
     client.eval(_RELEASE, 1, lock_key(instance), owner)
 
@@ -278,11 +279,19 @@ def operations_of(client: redis.Redis, instances) -> dict:
     return out
 
 
+def _claim_key(instance: str, op_id: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:claim:{op_id}"
+
+
 def claim_operation(client: redis.Redis, instance: str, op_id: str, owner: str,
                     ttl: float) -> bool:
     """Claim a recorded operation's notice for ``ttl`` seconds: one agent delivers it."""
-    return bool(client.set(f"{PREFIX}:{{{instance}}}:claim:{op_id}", owner, nx=True,
-                           px=int(ttl * 1000)))
+    return bool(client.set(_claim_key(instance, op_id), owner, nx=True, px=int(ttl * 1000)))
+
+
+def release_claim(client: redis.Redis, instance: str, op_id: str, owner: str) -> None:
+    """Give the claim up (the notice could not be delivered yet): the next round retries."""
+    client.eval(_RELEASE, 1, _claim_key(instance, op_id), owner)
 
 
 def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:

@@ -39,22 +39,27 @@ class Endings:
             except NovaUnavailable as exc:
                 LOG.warning("cannot read instance %s from Nova: %s; retrying", instance, exc)
                 continue
-            for op in ops:
-                self._step(instance, op, server)
+            nova_host = (server or {}).get("OS-EXT-SRV-ATTR:host")
+            if nova_host and nova_host != self.agent.config.host:
+                continue  # Nova has it elsewhere now: that host's agent finishes it
+            ops = [op for op in ops if op.get("event") in operations.LIFECYCLES]
+            for op, step in zip(ops, operations.steps([op["event"] for op in ops], server)):
+                self._step(instance, op, step, server)
 
-    def _step(self, instance: str, op: dict, server: dict | None) -> None:
-        op_id, event = op.get("id"), op.get("event")
-        if op_id in self._busy or event not in operations.LIFECYCLES:
+    def _step(self, instance: str, op: dict, step: str, server: dict | None) -> None:
+        op_id, event = op.get("id"), op["event"]
+        if op_id in self._busy:
             return
         if time.time() > op.get("expires", 0):
             self._finish(instance, op, "expired", f"{event} did not complete in Nova before "
                          "its record expired; no end notice was sent")
             return
-        step = operations.progress(event, server)
         lifecycle = operations.LIFECYCLES[event]
         if step == operations.WAIT:
             return
-        if step == operations.GONE:
+        if step == operations.SUPERSEDED:
+            self._finish(instance, op, "superseded", "Nova has accepted a newer operation")
+        elif step == operations.GONE:
             self._finish(instance, op, "gone", "the server no longer exists")
         elif step == operations.END and not lifecycle.end:
             self._finish(instance, op, "complete",
@@ -69,10 +74,10 @@ class Endings:
             if redis_schema.claim_operation(self.agent.redis, instance, op_id, owner,
                                             timeout + 5):
                 self._busy.add(op_id)
-                self.agent.submit(self._notify, instance, op, phase, timeout, server)
+                self.agent.submit(self._notify, instance, op, phase, timeout, server, owner)
 
     def _notify(self, instance: str, op: dict, phase: str, timeout: float,
-                server: dict) -> None:
+                server: dict, owner: str) -> None:
         try:
             req = protocol.request(uuid.uuid4().hex, instance, op["event"], phase, timeout,
                                    {**op.get("details", {}), "status": server.get("status")})
@@ -85,6 +90,7 @@ class Endings:
                 # The guest does not answer yet (still booting, moving): next round.
                 LOG.info("%s notice of %s for %s not delivered yet: %s (%s)", phase,
                          op["event"], instance, reply.outcome, reply.detail)
+                redis_schema.release_claim(self.agent.redis, instance, op["id"], owner)
         except (redis.RedisError, OSError) as exc:
             LOG.warning("%s notice of %s for %s: %s", phase, op["event"], instance, exc)
         finally:

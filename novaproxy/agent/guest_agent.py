@@ -77,10 +77,7 @@ class SocketGuestAgent:
         if not self._lock.acquire(timeout=max(timeout, 0)):
             raise GuestAgentTimeout(f"{self.path}: busy with another call until the deadline")
         try:
-            if not self._synced:
-                self._sync(deadline)
-            self._send(command, arguments)
-            return _result(self._read_reply(deadline))
+            return self._call(command, arguments, deadline)
         except GuestAgentTimeout:
             self._synced = False
             raise
@@ -96,6 +93,22 @@ class SocketGuestAgent:
     def close(self) -> None:
         with self._lock:
             self._reset()
+
+    def _call(self, command: str, arguments: dict | None, deadline: float):
+        reused = self._sock is not None
+        try:
+            if not self._synced:
+                self._sync(deadline)
+            self._send(command, arguments)
+        except (OSError, GuestAgentUnavailable):
+            if not reused:
+                raise
+            # qemu-ga restarted since our last call (the guest rebooted, the
+            # agent was restarted): one more try on a fresh connection.
+            self._reset()
+            self._sync(deadline)
+            self._send(command, arguments)
+        return _result(self._read_reply(deadline))
 
     def _connect(self, deadline: float) -> socket.socket:
         if self._sock is None:

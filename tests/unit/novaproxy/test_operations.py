@@ -38,3 +38,11 @@ def test_votes_only_where_the_guest_runs_before_nova_acts():
 ])
 def test_progress(event, nova, expected):
     assert operations.progress(event, nova) == expected
+
+
+def test_an_older_operation_is_superseded_by_a_newer_one():
+    # pause, then unpause before the agent looked: pause is not a failure.
+    assert operations.steps(["pause", "unpause"], server("ACTIVE")) == ["superseded", "end"]
+    assert operations.steps(["pause", "unpause"], server("PAUSED", "unpausing")) == [
+        "wait", "wait"]
+    assert operations.steps(["reboot"], server("SHUTOFF")) == ["abort"]
