@@ -108,9 +108,8 @@ def publish_routes(client: redis.Redis, host: str, instances, ttl: int = ROUTE_T
 def withdraw_routes(client: redis.Redis, host: str, instances) -> None:
     """Remove routes that still point at ``host`` (another host may own them by now)."""
     for instance in instances:
-        key = route_key(instance)
-        if client.get(key) == host:
-            client.delete(key)
+        # Atomic compare-and-delete: a route another host published meanwhile stays.
+        client.eval(_RELEASE, 1, route_key(instance), host)
 
 
 def route_of(client: redis.Redis, instance: str) -> str | None:
