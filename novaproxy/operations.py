@@ -22,12 +22,17 @@ class Lifecycle:
     ``end``: whether the guest gets an end notice once it answers again (not
     when the operation leaves it off, frozen or gone: the pair's other half,
     such as start after stop, brings that end).
+    ``pending``: statuses that mean Nova has not begun yet. Most operations set
+    a task state before Nova's API answers; confirmResize does not (only its
+    migration record changes until the compute host acts), so its start state
+    must not read as "settled elsewhere".
     """
 
     event: str
     negotiable: bool
     done: tuple
     end: bool
+    pending: tuple = ()
 
 
 _TABLE = [
@@ -41,7 +46,7 @@ _TABLE = [
     # Resizes and cold migrations wait in VERIFY_RESIZE for confirm or revert
     # (or go straight to ACTIVE where Nova confirms them itself).
     Lifecycle("resize", True, ("VERIFY_RESIZE", "ACTIVE"), True),
-    Lifecycle("resize-confirm", False, ("ACTIVE", "SHUTOFF"), True),
+    Lifecycle("resize-confirm", False, ("ACTIVE", "SHUTOFF"), True, ("VERIFY_RESIZE",)),
     Lifecycle("resize-revert", False, ("ACTIVE", "SHUTOFF"), True),
     Lifecycle("migrate", True, ("VERIFY_RESIZE", "ACTIVE"), True),
     Lifecycle("live-migrate", True, ("ACTIVE",), True),
@@ -76,6 +81,8 @@ def progress(event: str, server: dict | None) -> str:
     status = server.get("status")
     if status in lifecycle.done:
         return END
+    if status in lifecycle.pending:
+        return WAIT  # the record's expiry bounds this wait
     if status in ("BUILD", "MIGRATING", "RESIZE", "REBOOT", "HARD_REBOOT", "REBUILD"):
         return WAIT  # transitional statuses sometimes outlive the task state
     return ABORT

@@ -27,7 +27,10 @@ from novaproxy import redis_schema  # noqa: E402
 def session_dir():
     path = tempfile.mkdtemp(prefix="np-")
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("NOVAPROXY_KEEP_LOGS"):  # every process's log, for a failed run
+        print(f"\nlogs kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -28,6 +28,10 @@ def test_votes_only_where_the_guest_runs_before_nova_acts():
     ("migrate", server("VERIFY_RESIZE"), "end"),
     ("migrate", server("ACTIVE", "resize_migrating"), "wait"),
     ("migrate", server("ERROR"), "abort"),
+    # Nova answers confirmResize before it sets any task state.
+    ("resize-confirm", server("VERIFY_RESIZE"), "wait"),
+    ("resize-confirm", server("ACTIVE"), "end"),
+    ("resize-revert", server("VERIFY_RESIZE"), "abort"),
     ("live-migrate", server("MIGRATING"), "wait"),
     ("live-migrate", server("ACTIVE"), "end"),
     ("shelve", server("SHELVED_OFFLOADED"), "end"),
