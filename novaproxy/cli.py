@@ -1,6 +1,7 @@
 """novaproxy: the operator's view of the system, read from Redis.
 
-    novaproxy status                 instances served, by host; negotiations in flight
+    novaproxy status                 instances served, by host, with operations Nova is
+                                     still carrying out; negotiations in flight
     novaproxy events [-n N] [-f]     the audit trail, newest last; -f follows it
     novaproxy negotiations [-n N]    only negotiations and their outcome
 
@@ -53,8 +54,18 @@ def format_event(fields: dict) -> str:
         f" ({detail})" if detail else "")
 
 
+def _operation(op: dict, now: float) -> str:
+    age = now - float(op.get("created", now))
+    left = float(op.get("expires", now)) - now
+    return (f"{op.get('event', '?')} ({op.get('action') or '-'}) accepted by Nova {age:.0f}s ago"
+            f"{', guest prepared' if op.get('prepared') else ''}; waiting for Nova to finish, "
+            f"record expires in {max(left, 0):.0f}s")
+
+
 def cmd_status(client: redis.Redis, args) -> int:
     routes = redis_schema.all_routes(client)
+    operations = redis_schema.all_operations(client)
+    now = time.time()
     by_host = defaultdict(list)
     for instance, host in routes.items():
         by_host[host].append(instance)
@@ -64,6 +75,14 @@ def cmd_status(client: redis.Redis, args) -> int:
         print(f"{host}: {len(by_host[host])} instance(s)")
         for instance in sorted(by_host[host]):
             print(f"  {instance}")
+            for op in operations.get(instance, []):
+                print(f"    operation {_operation(op, now)}")
+    unrouted = sorted(set(operations) - set(routes))
+    if unrouted:
+        print(f"operations of instances no agent serves: {len(unrouted)}")
+        for instance in unrouted:
+            for op in operations[instance]:
+                print(f"  {instance} {_operation(op, now)}")
     locks = redis_schema.all_locks(client)
     print(f"negotiations in flight: {len(locks)}")
     for instance, ttl in sorted(locks.items()):

@@ -20,6 +20,23 @@ def test_status_lists_routes_by_host_and_locks(redis_client, redis_server):
     assert "negotiations in flight: 1\n  u-2 (lock expires in" in out
 
 
+def test_status_shows_operations_nova_is_carrying_out(redis_client, redis_server):
+    import time
+
+    now = time.time()
+    redis_schema.publish_routes(redis_client, "compute1", ["u-1"])
+    redis_schema.record_operation(redis_client, "u-1", {
+        "id": "a", "event": "migrate", "action": "migrate", "prepared": True,
+        "created": now - 5, "expires": now + 100}, 100)
+    redis_schema.record_operation(redis_client, "u-9", {
+        "id": "b", "event": "unshelve", "action": "unshelve", "created": now,
+        "expires": now + 100}, 100)
+    out = run(redis_server, "status").stdout
+    assert ("  u-1\n    operation migrate (migrate) accepted by Nova 5s ago, guest prepared; "
+            "waiting for Nova to finish, record expires in ") in out
+    assert "operations of instances no agent serves: 1\n  u-9 unshelve (unshelve)" in out
+
+
 def test_events_newest_last_and_negotiations_only(redis_client, redis_server):
     redis_schema.audit(redis_client, "negotiation", "u-1", event="reboot", outcome="reject",
                        why="the guest rejected",
