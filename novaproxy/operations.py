@@ -21,7 +21,7 @@ class Lifecycle:
     ``done``: the statuses Nova settles in when the operation succeeded.
     ``end``: whether the guest gets an end notice once it answers again (not
     when the operation leaves it off, frozen or gone: the pair's other half,
-    such as start after stop, brings that end).
+    such as start after stop, brings that end; see :func:`tells_guest`).
     ``pending``: statuses that mean Nova has not begun yet. Most operations set
     a task state before Nova's API answers; confirmResize does not (only its
     migration record changes until the compute host acts), so its start state
@@ -56,7 +56,8 @@ _TABLE = [
     Lifecycle("shelve-offload", False, ("SHELVED_OFFLOADED",), False),
     Lifecycle("unshelve", False, ("ACTIVE",), True),
     Lifecycle("rebuild", True, ("ACTIVE",), True),
-    Lifecycle("evacuate", False, ("ACTIVE",), True),
+    # Since microversion 2.95 an evacuated server stays stopped on its new host.
+    Lifecycle("evacuate", False, ("ACTIVE", "SHUTOFF"), True),
     Lifecycle("delete", True, (), False),
     Lifecycle("restore", False, ("ACTIVE",), True),
     Lifecycle("crash-dump", True, ("ACTIVE", "SHUTOFF", "ERROR"), False),
@@ -86,6 +87,18 @@ def progress(event: str, server: dict | None) -> str:
     if status in ("BUILD", "MIGRATING", "RESIZE", "REBOOT", "HARD_REBOOT", "REBUILD"):
         return WAIT  # transitional statuses sometimes outlive the task state
     return ABORT
+
+
+RUNNING = ("ACTIVE", "VERIFY_RESIZE")  # statuses in which the guest runs
+
+
+def tells_guest(event: str, server: dict) -> bool:
+    """Whether an operation that ended gets an end notice: only if the guest runs.
+
+    A resize of a stopped server, or an evacuation that leaves it stopped, ends
+    with nobody to tell; the start that follows brings its own end.
+    """
+    return LIFECYCLES[event].end and server.get("status") in RUNNING
 
 
 def steps(events: list, server: dict | None) -> list:

@@ -29,11 +29,23 @@ class Endings:
         self.agent = agent
         self.nova = nova
         self._busy: set = set()  # op ids being delivered by this agent right now
+        self._followed: set = set()  # instances that left with operations still recorded
 
     def check(self, served: set) -> None:
-        """One round over the recorded operations of the instances served here."""
+        """One round over the recorded operations of the instances served here.
+
+        An instance that stops being served (powered off, moved away) is still
+        followed while it has records: a stop completes when there is no guest
+        left to serve, and a record nobody else finishes must still expire here.
+        """
         client = self.agent.redis
-        for instance, ops in redis_schema.operations_of(client, served).items():
+        records = redis_schema.operations_of(client, served | self._followed)
+        self._followed = set(records) - served
+        for instance, ops in records.items():
+            ops = [op for op in ops if op.get("event") in operations.LIFECYCLES
+                   and not self._expired(instance, op)]
+            if not ops:
+                continue
             try:
                 server = self.nova.server(instance)
             except NovaUnavailable as exc:
@@ -42,26 +54,27 @@ class Endings:
             nova_host = (server or {}).get("OS-EXT-SRV-ATTR:host")
             if nova_host and nova_host != self.agent.config.host:
                 continue  # Nova has it elsewhere now: that host's agent finishes it
-            ops = [op for op in ops if op.get("event") in operations.LIFECYCLES]
             for op, step in zip(ops, operations.steps([op["event"] for op in ops], server)):
                 self._step(instance, op, step, server)
+
+    def _expired(self, instance: str, op: dict) -> bool:
+        if op.get("id") in self._busy or time.time() <= op.get("expires", 0):
+            return False
+        self._finish(instance, op, "expired", f"{op['event']} did not complete in Nova before "
+                     "its record expired; no end notice was sent")
+        return True
 
     def _step(self, instance: str, op: dict, step: str, server: dict | None) -> None:
         op_id, event = op.get("id"), op["event"]
         if op_id in self._busy:
             return
-        if time.time() > op.get("expires", 0):
-            self._finish(instance, op, "expired", f"{event} did not complete in Nova before "
-                         "its record expired; no end notice was sent")
-            return
-        lifecycle = operations.LIFECYCLES[event]
         if step == operations.WAIT:
             return
         if step == operations.SUPERSEDED:
             self._finish(instance, op, "superseded", "Nova has accepted a newer operation")
         elif step == operations.GONE:
             self._finish(instance, op, "gone", "the server no longer exists")
-        elif step == operations.END and not lifecycle.end:
+        elif step == operations.END and not operations.tells_guest(event, server):
             self._finish(instance, op, "complete",
                          f"Nova reports {server.get('status')}; nothing to tell the guest")
         elif step == operations.ABORT and not op.get("prepared"):

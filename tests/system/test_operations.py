@@ -6,14 +6,12 @@ other host), so end notices arrive only once the guest answers again, on the
 host it now runs on.
 """
 
-import time
-
 import pytest
 from novaclient import exceptions
 
 from guestd.client import Vote
 from harness.stack import IMAGE
-from novaproxy import redis_schema
+from tests.system.helpers import events_of, host_of
 
 
 @pytest.fixture
@@ -22,26 +20,12 @@ def vm(stack, negotiated_flavor, recorder):
     return server, host, recorder(stack.guests[server.id])
 
 
-def host_of(stack, server_id):
-    return getattr(stack.nova(direct=True).servers.get(server_id), "OS-EXT-SRV-ATTR:host")
-
-
-def events_of(stack, server_id, kind, event, timeout=5.0):
-    """Audit events of ``kind`` for ``event`` (they follow the notice: wait for one)."""
-    client = redis_schema.connect(stack.redis.url)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [f for _, f in redis_schema.read_events(client, 500)
-                 if f["instance"] == server_id and f["kind"] == kind and f["event"] == event]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
 def test_stop_then_start(stack, vm):
     server, _, rec = vm
     stack.nova().servers.stop(server.id)
     stack.wait_for_server(server.id, "SHUTOFF")
+    # The guest is off, served by no agent, and its stop still completes.
+    assert events_of(stack, server.id, "operation", "stop")[-1]["outcome"] == "complete"
     stack.nova().servers.start(server.id)
     stack.wait_for_server(server.id, "ACTIVE")
     assert rec.wait_for(3) == [("stop", "vote"), ("stop", "prepare"), ("start", "end")]
@@ -167,3 +151,18 @@ def test_every_vetoable_operation_can_be_rejected(stack, vm, plain_flavor, call)
     assert rec.seen == [(event, "vote")]
     assert f"recorder: not now: {event}" in str(raised.value)
     assert stack.nova(direct=True).servers.get(server.id).status == "ACTIVE"
+
+
+@pytest.mark.parametrize("call, event", [
+    (lambda nova, sid: nova.server_migrations.live_migrate_force_complete(sid, 4242),
+     "live-migrate-complete"),
+    (lambda nova, sid: nova.server_migrations.live_migration_abort(sid, 4242),
+     "live-migrate-abort"),
+], ids=["force-complete", "abort"])
+def test_live_migration_calls_nova_refuses_are_aborted(stack, vm, call, event):
+    # The fake virt driver finishes a live migration at once, so there is never one in
+    # progress to act on: Nova refuses, and the guest, told first, hears it is off.
+    server, _, rec = vm
+    with pytest.raises(exceptions.ClientException):
+        call(stack.nova(), server.id)
+    assert rec.wait_for(2) == [(event, "prepare"), (event, "abort")]

@@ -44,6 +44,14 @@ def test_progress(event, nova, expected):
     assert operations.progress(event, nova) == expected
 
 
+def test_end_notices_only_where_the_guest_runs():
+    assert operations.tells_guest("evacuate", server("ACTIVE"))
+    assert not operations.tells_guest("evacuate", server("SHUTOFF"))  # microversion >= 2.95
+    assert operations.tells_guest("resize", server("VERIFY_RESIZE"))
+    assert not operations.tells_guest("resize-confirm", server("SHUTOFF"))
+    assert not operations.tells_guest("stop", server("SHUTOFF"))
+
+
 def test_an_older_operation_is_superseded_by_a_newer_one():
     # pause, then unpause before the agent looked: pause is not a failure.
     assert operations.steps(["pause", "unpause"], server("ACTIVE")) == ["superseded", "end"]
