@@ -26,6 +26,7 @@ MAX_REASON = 512
 MAX_NAME = 64
 MAX_VOTERS = 64
 MAX_DETAILS = 8 * 1024
+MAX_APPS = 64  # applications listed in the status file
 
 # Phases of a lifecycle operation, in the order the guest sees them.
 VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
@@ -49,6 +50,13 @@ NOTICE = "notice"  # guestd -> application
 BALLOT = "ballot"  # application -> guestd: its vote on a notice
 DONE = "done"  # application -> guestd: a non-vote notice was handled
 FAILURE = "error"  # either way: what went wrong
+HEALTH = "health"  # application -> guestd: how it is doing
+STATUS = "status"  # guestd -> host, through the status file it rewrites every beat
+
+# Corrective actions an unhealthy application may ask the host for. They only
+# ever act on the application's own VM, and the host rate-limits them.
+LOG_ONLY, REBOOT, STOP = "log", "reboot", "stop"
+ACTIONS = (LOG_ONLY, REBOOT, STOP)
 
 
 class ProtocolError(ValueError):
@@ -242,3 +250,59 @@ def done(nid: str) -> dict:
 
 def failure(message: str) -> dict:
     return {"v": VERSION, "type": FAILURE, "message": message[:MAX_REASON]}
+
+
+def health(healthy: bool, reason: str = "", action: str = LOG_ONLY) -> dict:
+    """An application's health report; ``action`` is what it asks for when unhealthy."""
+    return {"v": VERSION, "type": HEALTH, "healthy": bool(healthy),
+            "reason": reason[:MAX_REASON], "action": action}
+
+
+def parse_health(message: dict) -> tuple:
+    """(healthy, reason, action) from an application's health report."""
+    healthy = message.get("healthy")
+    if not isinstance(healthy, bool):
+        raise ProtocolError("healthy must be true or false")
+    action = message.get("action") or LOG_ONLY
+    if action not in ACTIONS:
+        raise ProtocolError(f"action must be one of {', '.join(ACTIONS)}")
+    return healthy, _text(message.get("reason"), "reason", MAX_REASON, required=False), action
+
+
+def app_health(name: str, healthy: bool, reason: str = "", action: str = LOG_ONLY) -> dict:
+    return {"name": name[:MAX_NAME], "healthy": healthy, "reason": reason[:MAX_REASON],
+            "action": action}
+
+
+def status(seq: int, interval: float, apps: list) -> dict:
+    """guestd's status file: ``seq`` advances every ``interval`` seconds while guestd
+    is alive; ``apps`` is each reporting application's last :func:`app_health`."""
+    return {"v": VERSION, "type": STATUS, "seq": seq, "interval": interval,
+            "apps": apps[:MAX_APPS]}
+
+
+def parse_status(data: bytes) -> dict:
+    """Validate a status file read from an untrusted guest (at most MAX_FRAME bytes)."""
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"status file exceeds {MAX_FRAME} bytes")
+    message = decode(data)
+    if message.get("type") != STATUS:
+        raise ProtocolError(f"expected a {STATUS}, got {message.get('type')!r}")
+    seq = message.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ProtocolError("seq must be a non-negative integer")
+    interval = message.get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+            or not 0 < interval <= 3600:
+        raise ProtocolError("interval must be a number of seconds in (0, 3600]")
+    apps = message.get("apps") or []
+    if not isinstance(apps, list) or len(apps) > MAX_APPS:
+        raise ProtocolError(f"apps must be a list of at most {MAX_APPS}")
+    clean = []
+    for entry in apps:
+        if not isinstance(entry, dict):
+            raise ProtocolError("each app must be an object")
+        healthy, reason, action = parse_health(entry)
+        clean.append(app_health(_text(entry.get("name"), "app name", MAX_NAME), healthy,
+                                reason, action))
+    return status(seq, float(interval), clean)
