@@ -1,0 +1,254 @@
+"""Is this guest alive? One instance's monitoring state machine (pure).
+
+Fed with what the agent observes (guest-ping answered or missed, guestd's
+status file, libvirt lifecycle events, whether silence is expected right now)
+and the clock, it says when a failure is declared and why, with the evidence.
+It never acts: the agent confirms with Nova, claims the recovery in Redis and
+carries it out, then reports back (:meth:`Monitor.recovering`,
+:meth:`Monitor.left_alone`).
+
+The mistakes it is built to avoid (the field's known ones): treating a user's
+own stop, pause or migration as a failure (expected silence is ``quiet``, never
+counted), recovering the same failure twice (``recovering`` until the guest
+answers again), ignoring a VM that never answered (``never-answered`` is
+reported after its grace period), and flapping (one answer does not undo a
+failure being recovered; see :meth:`Monitor.answered`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guestd import protocol
+
+BOOTING, HEALTHY, SUSPECT, FAILED = "booting", "healthy", "suspect", "failed"
+RECOVERING, QUIET, NEVER_ANSWERED, LEFT_ALONE = (
+    "recovering", "quiet", "never-answered", "left-alone")
+STATES = (BOOTING, HEALTHY, SUSPECT, FAILED, RECOVERING, QUIET, NEVER_ANSWERED, LEFT_ALONE)
+
+# Recovery actions an operator may pick per flavor (guest:recovery).
+REBOOT, STOP, MASAKARI, LOG = "reboot", "stop", "masakari", "log"
+RECOVERIES = (REBOOT, STOP, MASAKARI, LOG)
+
+# Causes of a declared failure (Masakari's event follows from them).
+HUNG, CRASHED, APPLICATION, GUESTD_STALLED = "hung", "crashed", "application", "guestd-stalled"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-instance monitoring settings: operator defaults, tightened by the flavor."""
+
+    interval: float = 1.0  # seconds between guest-pings; a ping waits at most this long
+    threshold: int = 3  # consecutive misses that declare a failure
+    boot_grace: float = 300.0  # time for a (re)started guest to answer for the first time
+    recovery: str = REBOOT
+    recovery_timeout: float = 300.0  # a recovered guest must answer again within this
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of state worth a log line and an audit event."""
+
+    old: str
+    new: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A declared failure: the agent confirms it and recovers with ``action``."""
+
+    cause: str
+    action: str
+    why: str
+    evidence: dict
+
+
+@dataclass
+class Monitor:
+    instance: str
+    settings: Settings
+    now: float
+    state: str = BOOTING
+    since: float = 0.0  # when the current state began
+    misses: int = 0
+    first_miss: float | None = None
+    last_answer: float | None = None  # monotonic time of the last answer
+    answered_before: bool = False  # this VM has answered at least once (ever)
+    quiet_reason: str = ""
+    unhealthy: dict = field(default_factory=dict)  # app name -> (reason, action)
+    status_seq: int | None = None
+    status_advanced: float | None = None  # when guestd's counter last moved
+    status_interval: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.since = self.now
+
+    # -- what the agent observed -------------------------------------------
+
+    def answered(self, now: float) -> list:
+        """guest-ping answered."""
+        self.last_answer, self.misses, self.first_miss = now, 0, None
+        self.answered_before = True
+        if self.state in (BOOTING, SUSPECT, NEVER_ANSWERED, RECOVERING, LEFT_ALONE):
+            why = {SUSPECT: "answered again", RECOVERING: "answered after the recovery",
+                   LEFT_ALONE: "answered again"}.get(self.state, "first answer")
+            return self._to(HEALTHY, now, why)
+        return []
+
+    def missed(self, now: float, detail: str) -> list:
+        """guest-ping went unanswered for a whole interval."""
+        if self.state not in (HEALTHY, SUSPECT):
+            return []  # booting, quiet or already failed: silence is not news
+        self.misses += 1
+        self.first_miss = self.first_miss or now
+        if self.misses < self.settings.threshold:
+            return self._to(SUSPECT, now, f"{self.misses} missed ping(s): {detail}") \
+                if self.state == HEALTHY else []
+        evidence = {"missed_pings": self.misses, "last_error": detail,
+                    "last_answer_ago": _ago(now, self.last_answer),
+                    "silent_for": round(now - self.first_miss + self.settings.interval, 3)}
+        return self._fail(now, HUNG, self.settings.recovery,
+                          f"{self.misses} consecutive guest-pings unanswered ({detail})",
+                          evidence)
+
+    def status(self, now: float, status: dict) -> list:
+        """guestd's status file, validated (:func:`guestd.protocol.parse_status`)."""
+        if status["seq"] != self.status_seq:
+            self.status_seq, self.status_advanced = status["seq"], now
+        self.status_interval = status["interval"]
+        out = []
+        unhealthy = {app["name"]: (app["reason"], app["action"])
+                     for app in status["apps"] if not app["healthy"]}
+        for name in sorted(set(unhealthy) - set(self.unhealthy)):
+            reason, action = unhealthy[name]
+            out.append(Transition(self.state, self.state, f"application {name} reports "
+                                  f"unhealthy: {reason or 'no reason given'} "
+                                  f"(asks for {action})"))
+        for name in sorted(set(self.unhealthy) - set(unhealthy)):
+            out.append(Transition(self.state, self.state, f"application {name} is healthy "
+                                  "again"))
+        self.unhealthy = unhealthy
+        wanted = [(name, reason, action) for name, (reason, action) in sorted(unhealthy.items())
+                  if action != protocol.LOG_ONLY]
+        if wanted and self.state in (HEALTHY, SUSPECT):
+            name, reason, action = wanted[0]
+            out += self._fail(now, APPLICATION, action,
+                              f"application {name} is unhealthy and asks for {action}: "
+                              f"{reason or 'no reason given'}",
+                              {"application": name, "reason": reason})
+        return out
+
+    def crashed(self, now: float, event: str) -> list:
+        """A libvirt lifecycle event that means the guest died or froze for good."""
+        if self.state in (FAILED, RECOVERING, LEFT_ALONE):
+            return []
+        self.quiet_reason = ""
+        return self._fail(now, CRASHED, self.settings.recovery, f"libvirt reports {event}",
+                          {"libvirt_event": event, "last_answer_ago": _ago(now,
+                                                                           self.last_answer)})
+
+    def quiet(self, now: float, reason: str) -> list:
+        """Silence is expected from now on (paused, shut off, an operation in flight)."""
+        if self.state == RECOVERING or (self.state == QUIET and reason == self.quiet_reason):
+            return []  # our own recovery shows in Nova too: wait for its answer instead
+        self.quiet_reason, self.misses, self.first_miss = reason, 0, None
+        return self._to(QUIET, now, reason)
+
+    def active(self, now: float) -> list:
+        """Silence is no longer expected: the guest should answer again."""
+        if self.state != QUIET:
+            return []
+        self.quiet_reason = ""
+        self.status_seq = self.status_advanced = None
+        return self._to(BOOTING, now, "expected to run again")
+
+    def tick(self, now: float) -> list:
+        """Deadlines: boot grace, recovery timeout, a guestd that stopped counting."""
+        s = self.settings
+        if self.state == BOOTING and now - self.since >= s.boot_grace:
+            if not self.answered_before:
+                return self._to(NEVER_ANSWERED, now, f"no answer from the guest agent within "
+                                f"{s.boot_grace:.0f}s of start (is qemu-ga in the image?)")
+            return self._fail(now, HUNG, s.recovery, f"no answer within {s.boot_grace:.0f}s "
+                              "of start, though it has answered before",
+                              {"boot_grace": s.boot_grace,
+                               "last_answer_ago": _ago(now, self.last_answer)})
+        if self.state == RECOVERING and now - self.since >= s.recovery_timeout:
+            return self._fail(now, HUNG, s.recovery, f"no answer within "
+                              f"{s.recovery_timeout:.0f}s of its recovery",
+                              {"recovery_timeout": s.recovery_timeout})
+        if self.state in (HEALTHY, SUSPECT) and self.status_advanced is not None:
+            stall = s.threshold * max(s.interval, self.status_interval) + s.interval
+            if now - self.status_advanced >= stall:
+                seq = self.status_seq
+                self.status_seq = self.status_advanced = None  # one declaration per stall
+                return self._fail(now, GUESTD_STALLED, s.recovery,
+                                  f"guestd's status counter stopped at {seq} for "
+                                  f"{stall:.1f}s while the guest agent answers",
+                                  {"status_seq": seq, "stalled_for": round(stall, 3)})
+        return []
+
+    # -- what the agent did about a failure ---------------------------------
+
+    def recovering(self, now: float, why: str) -> list:
+        self.misses, self.first_miss = 0, None
+        return self._to(RECOVERING, now, why)
+
+    def left_alone(self, now: float, why: str) -> list:
+        """No recovery (rate limit reached): watch, report, do nothing until it answers."""
+        return self._to(LEFT_ALONE, now, why)
+
+    # -- internals ------------------------------------------------------------
+
+    def _to(self, new: str, now: float, why: str) -> list:
+        old, self.state, self.since = self.state, new, now
+        return [Transition(old, new, why)]
+
+    def _fail(self, now: float, cause: str, action: str, why: str, evidence: dict) -> list:
+        return self._to(FAILED, now, why) + [Failure(cause, action, why, evidence)]
+
+
+def _ago(now: float, then: float | None) -> float | None:
+    return None if then is None else round(now - then, 3)
+
+
+def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:
+    """The flavor's settings, or None when ``guest:monitoring`` does not turn it on.
+
+    Invalid values fall back to the operator's defaults (the caller logs them),
+    and a flavor may not make monitoring more aggressive than one ping per 0.2 s.
+    """
+    if str(extra_specs.get("guest:monitoring", "")).lower() not in ("true", "yes", "1", "on"):
+        return None
+    recovery = extra_specs.get("guest:recovery", defaults.recovery)
+    return Settings(
+        interval=_number(extra_specs.get("guest:monitoring_interval"), defaults.interval,
+                         0.2, 60.0),
+        threshold=int(_number(extra_specs.get("guest:monitoring_threshold"),
+                              defaults.threshold, 1, 100)),
+        boot_grace=defaults.boot_grace,
+        recovery=recovery if recovery in RECOVERIES else defaults.recovery,
+        recovery_timeout=defaults.recovery_timeout,
+    )
+
+
+def invalid_specs(extra_specs: dict) -> list:
+    """Monitoring extra specs the flavor sets but :func:`settings_from` ignores."""
+    bad = []
+    if extra_specs.get("guest:recovery", REBOOT) not in RECOVERIES:
+        bad.append(f"guest:recovery={extra_specs['guest:recovery']!r} (one of "
+                   f"{', '.join(RECOVERIES)})")
+    for key, low, high in (("guest:monitoring_interval", 0.2, 60.0),
+                           ("guest:monitoring_threshold", 1, 100)):
+        if key in extra_specs and _number(extra_specs[key], None, low, high) is None:
+            bad.append(f"{key}={extra_specs[key]!r} (a number from {low} to {high})")
+    return bad
+
+
+def _number(raw: object, default, low: float, high: float):
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return default
+    return value if low <= value <= high else default
