@@ -15,6 +15,12 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
 - ``novaproxy:{<uuid>}:ops`` hash, op id -> JSON: operations the proxy forwarded
   to Nova and that are not over for the guest yet (end or abort notice to come).
   The agent now hosting the instance finishes them.
+- ``novaproxy:{<uuid>}:recovery`` string: the recovery under way for the
+  instance (who claimed it), with a TTL; at most one at a time, cluster-wide.
+- ``novaproxy:{<uuid>}:recoveries`` sorted set, time -> time: recoveries in the
+  rate-limit window.
+- ``novaproxy:{<uuid>}:monitor`` hash: the monitor's view of the instance
+  (state, why, since, last answer, host), refreshed by its agent with a TTL.
 - ``novaproxy:events`` stream, capped: the audit trail.
 """
 
@@ -54,6 +60,18 @@ def lock_key(instance: str) -> str:
 
 def ops_key(instance: str) -> str:
     return f"{PREFIX}:{{{instance}}}:ops"
+
+
+def recovery_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:recovery"
+
+
+def recoveries_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:recoveries"
+
+
+def monitor_key(instance: str) -> str:
+    return f"{PREFIX}:{{{instance}}}:monitor"
 
 
 EVENTS_STREAM = f"{PREFIX}:events"
@@ -302,6 +320,66 @@ def all_operations(client: redis.Redis) -> dict:
     """instance -> operations, for every instance (a SCAN: for operators)."""
     keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:ops", count=1000))
     return operations_of(client, [_instance_of(k) for k in keys])
+
+
+# -- recoveries and the monitor's view ------------------------------------------
+
+CLAIMED, ALREADY_CLAIMED, RATE_LIMITED = "claimed", "already-claimed", "rate-limited"
+
+# Claim a recovery unless one is under way or the window's allowance is spent;
+# one script, so two agents (or a restarted one) can never both win.
+_CLAIM_RECOVERY = """
+if redis.call('exists', KEYS[1]) == 1 then return 'already-claimed' end
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('zremrangebyscore', KEYS[2], '-inf', now - window)
+if redis.call('zcard', KEYS[2]) >= tonumber(ARGV[5]) then return 'rate-limited' end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('zadd', KEYS[2], now, ARGV[3])
+redis.call('expire', KEYS[2], math.ceil(window))
+return 'claimed'
+"""
+
+
+def claim_recovery(client: redis.Redis, instance: str, owner: str, hold: float,
+                   window: float, allowed: int) -> str:
+    """:data:`CLAIMED`, :data:`ALREADY_CLAIMED` or :data:`RATE_LIMITED`.
+
+    The claim lasts ``hold`` seconds (the time a recovered guest has to answer
+    again); at most ``allowed`` recoveries start within ``window`` seconds.
+    """
+    now = redis_time(client)
+    return client.eval(_CLAIM_RECOVERY, 2, recovery_key(instance), recoveries_key(instance),
+                       owner, int(hold * 1000), f"{now:.6f}", window, allowed)
+
+
+def release_recovery(client: redis.Redis, instance: str, owner: str) -> None:
+    """The guest answered again: a later failure is a new one."""
+    client.eval(_RELEASE, 1, recovery_key(instance), owner)
+
+
+def recoveries_within(client: redis.Redis, instance: str, window: float) -> int:
+    now = redis_time(client)
+    return client.zcount(recoveries_key(instance), now - window, "+inf")
+
+
+def publish_monitor(client: redis.Redis, views: dict, ttl: float) -> None:
+    """instance -> the monitor's view of it (flat string fields), for operators."""
+    pipe = client.pipeline(transaction=False)
+    for instance, view in views.items():
+        key = monitor_key(instance)
+        pipe.delete(key)
+        pipe.hset(key, mapping={k: str(v) for k, v in view.items()})
+        pipe.expire(key, int(ttl))
+    pipe.execute()
+
+
+def all_monitored(client: redis.Redis) -> dict:
+    """instance -> its monitor view, for every monitored instance (a SCAN)."""
+    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:monitor", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    return {_instance_of(k): v for k, v in zip(keys, pipe.execute()) if v}
 
 
 # -- audit ---------------------------------------------------------------------

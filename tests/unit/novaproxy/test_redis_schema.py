@@ -3,7 +3,9 @@ from novaproxy import redis_schema
 
 def test_keys_of_one_instance_share_a_hash_slot():
     tags = {key[key.index("{"):key.index("}") + 1]
-            for key in (redis_schema.route_key("u1"), redis_schema.lock_key("u1"))}
+            for key in (redis_schema.route_key("u1"), redis_schema.lock_key("u1"),
+                        redis_schema.ops_key("u1"), redis_schema.recovery_key("u1"),
+                        redis_schema.recoveries_key("u1"), redis_schema.monitor_key("u1"))}
     assert tags == {"{u1}"}
 
 
