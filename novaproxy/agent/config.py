@@ -6,13 +6,28 @@ import configparser
 import os
 import shlex
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from novaproxy.agent import monitor
 
 HYPERVISORS = ("libvirt", "qga-socket")
+DEFAULT_STATUS_FILE = "/run/guestd/status.json"  # guestd's --status-file default
 
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """The ``[monitoring]`` section: operator defaults, which a flavor may tighten."""
+
+    enabled: bool = True  # monitor the VMs whose flavor sets guest:monitoring=true
+    defaults: monitor.Settings = monitor.Settings()
+    max_recoveries: int = 3  # per VM within recovery_window (VMware HA: 3 per hour)
+    recovery_window: float = 3600.0
+    status_file: str = DEFAULT_STATUS_FILE
+    nova_refresh: float = 10.0  # seconds between reads of this host's servers from Nova
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,8 @@ class AgentConfig:
     route_interval: float
     operation_interval: float
     nova: dict  # the [nova] section (keystoneauth1 options), empty without one
+    masakari: dict = field(default_factory=dict)  # the [masakari] section, the same way
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 def _positive(section, key: str, default: float, kind=float) -> float:
@@ -34,10 +51,48 @@ def _positive(section, key: str, default: float, kind=float) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"[agent] {key} = {raw!r}: must be a number") from None
+        raise ConfigError(f"[{section.name}] {key} = {raw!r}: must be a number") from None
     if value <= 0:
-        raise ConfigError(f"[agent] {key} = {raw!r}: must be greater than 0")
+        raise ConfigError(f"[{section.name}] {key} = {raw!r}: must be greater than 0")
     return value
+
+
+def _monitoring(parser: configparser.ConfigParser) -> MonitoringConfig:
+    if not parser.has_section("monitoring"):
+        return MonitoringConfig()
+    section = parser["monitoring"]
+    try:
+        enabled = section.getboolean("enabled", fallback=True)
+    except ValueError:
+        raise ConfigError("[monitoring] enabled: must be true or false") from None
+    recovery = section.get("recovery", monitor.REBOOT).strip()
+    if recovery not in monitor.RECOVERIES:
+        raise ConfigError(f"[monitoring] recovery = {recovery!r}: must be one of "
+                          + ", ".join(monitor.RECOVERIES))
+    if recovery == monitor.MASAKARI and not parser.has_section("masakari"):
+        raise ConfigError("[monitoring] recovery = masakari needs a [masakari] section "
+                          "(keystoneauth1 options, like [nova])")
+    interval = _positive(section, "interval", 1.0)
+    if interval < 0.2:
+        raise ConfigError(f"[monitoring] interval = {interval}: at least 0.2 s")
+    defaults = monitor.Settings(
+        interval=interval,
+        threshold=int(_positive(section, "threshold", 3, int)),
+        boot_grace=_positive(section, "boot_grace", 300.0),
+        recovery=recovery,
+        recovery_timeout=_positive(section, "recovery_timeout", 300.0),
+    )
+    status_file = section.get("status_file", DEFAULT_STATUS_FILE).strip()
+    if not status_file:
+        raise ConfigError("[monitoring] status_file: the path of guestd's status file in "
+                          "the guest")
+    return MonitoringConfig(
+        enabled=enabled, defaults=defaults,
+        max_recoveries=int(_positive(section, "max_recoveries", 3, int)),
+        recovery_window=_positive(section, "recovery_window", 3600.0),
+        status_file=status_file,
+        nova_refresh=_positive(section, "nova_refresh", 10.0),
+    )
 
 
 def load(path: str) -> AgentConfig:
@@ -73,4 +128,6 @@ def load(path: str) -> AgentConfig:
         route_interval=_positive(section, "route_interval", 5.0),
         operation_interval=_positive(section, "operation_interval", 1.0),
         nova=dict(parser["nova"]) if parser.has_section("nova") else {},
+        masakari=dict(parser["masakari"]) if parser.has_section("masakari") else {},
+        monitoring=_monitoring(parser),
     )

@@ -213,6 +213,25 @@ def _ago(now: float, then: float | None) -> float | None:
     return None if then is None else round(now - then, 3)
 
 
+RUNNING = ("ACTIVE", "VERIFY_RESIZE")  # Nova statuses in which the guest should answer
+
+
+def expected_silence(server: dict | None, host: str) -> str:
+    """Why Nova's view of the server means its guest need not answer here ("" if it should)."""
+    if server is None:
+        return "Nova no longer knows the server"
+    nova_host = server.get("OS-EXT-SRV-ATTR:host")
+    if nova_host and nova_host != host:
+        return f"Nova has it on {nova_host}"
+    task = server.get("OS-EXT-STS:task_state")
+    if task:
+        return f"Nova is busy with it ({task})"
+    status = server.get("status")
+    if status not in RUNNING:
+        return f"Nova reports it {status}"
+    return ""
+
+
 def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:
     """The flavor's settings, or None when ``guest:monitoring`` does not turn it on.
 

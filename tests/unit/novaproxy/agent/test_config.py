@@ -31,7 +31,15 @@ def test_defaults(tmp_path):
     ("[agent]\nredis_url = redis://r\nhypervisor = qga-socket\nqga_socket_dir = /nonexistent\n",
      "qga_socket_dir"),
     ("[agent]\nredis_url = redis://r\nworkers = many\n", "workers"),
-    ("[agent]\nredis_url = redis://r\nroute_interval = 0\n", "route_interval"),
+    ("[agent]\nredis_url = redis://r\nroute_interval = 0\n", "\\[agent\\] route_interval"),
+    ("[agent]\nredis_url = redis://r\n[monitoring]\nrecovery = nuke\n",
+     "\\[monitoring\\] recovery = 'nuke': must be one of reboot, stop, masakari, log"),
+    ("[agent]\nredis_url = redis://r\n[monitoring]\nrecovery = masakari\n",
+     "needs a \\[masakari\\] section"),
+    ("[agent]\nredis_url = redis://r\n[monitoring]\ninterval = 0.01\n", "at least 0.2 s"),
+    ("[agent]\nredis_url = redis://r\n[monitoring]\nthreshold = 0\n",
+     "\\[monitoring\\] threshold = '0': must be greater than 0"),
+    ("[agent]\nredis_url = redis://r\n[monitoring]\nenabled = maybe\n", "enabled"),
 ])
 def test_errors_say_what_to_fix(tmp_path, body, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -41,3 +49,21 @@ def test_errors_say_what_to_fix(tmp_path, body, message):
 def test_unreadable_file(tmp_path):
     with pytest.raises(config.ConfigError, match="cannot read"):
         config.load(str(tmp_path / "missing.ini"))
+
+
+def test_monitoring_defaults_follow_the_design(tmp_path):
+    conf = config.load(write(tmp_path, "[agent]\nredis_url = redis://r\n")).monitoring
+    assert conf.enabled and conf.status_file == "/run/guestd/status.json"
+    assert (conf.defaults.interval, conf.defaults.threshold, conf.defaults.recovery) == (
+        1.0, 3, "reboot")
+    assert (conf.max_recoveries, conf.recovery_window) == (3, 3600.0)
+
+
+def test_monitoring_section(tmp_path):
+    conf = config.load(write(tmp_path, "[agent]\nredis_url = redis://r\n[monitoring]\n"
+                                       "interval = 0.5\nthreshold = 4\nrecovery = masakari\n"
+                                       "status_file = guestd-status.json\n"
+                                       "[masakari]\nauth_type = admin_token\n"))
+    assert conf.monitoring.defaults.interval == 0.5
+    assert conf.monitoring.defaults.recovery == "masakari"
+    assert conf.masakari == {"auth_type": "admin_token"}

@@ -161,3 +161,16 @@ def test_invalid_flavor_settings_fall_back_and_are_named(specs, bad):
     specs = {"guest:monitoring": "true", **specs}
     assert monitor.settings_from(Settings(), specs) == Settings()
     assert monitor.invalid_specs(specs)[0].startswith(bad)
+
+
+@pytest.mark.parametrize("server, reason", [
+    ({"status": "ACTIVE", "OS-EXT-SRV-ATTR:host": "c1"}, ""),
+    ({"status": "VERIFY_RESIZE", "OS-EXT-SRV-ATTR:host": "c1"}, ""),
+    ({"status": "SHUTOFF", "OS-EXT-SRV-ATTR:host": "c1"}, "Nova reports it SHUTOFF"),
+    ({"status": "ACTIVE", "OS-EXT-STS:task_state": "migrating"},
+     "Nova is busy with it (migrating)"),
+    ({"status": "ACTIVE", "OS-EXT-SRV-ATTR:host": "c2"}, "Nova has it on c2"),
+    (None, "Nova no longer knows the server"),
+])
+def test_expected_silence_from_nova(server, reason):
+    assert monitor.expected_silence(server, "c1") == reason

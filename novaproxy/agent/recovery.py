@@ -1,0 +1,106 @@
+"""Carrying out a declared failure: confirm, claim, act, and say so.
+
+Never through a vote, and never on a hunch: before acting, the agent reads
+the server from Nova afresh and the operation records from Redis, and backs
+off if silence is expected after all (a user's own stop, a migration, another
+host). Then it claims the recovery in Redis (one script: at most one under way
+per VM, at most N per window), so two agents after a migration, or an agent
+restarted mid-way, never recover the same failure twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+
+from novaproxy import redis_schema
+from novaproxy.agent import monitor
+from novaproxy.agent.config import MonitoringConfig
+from novaproxy.agent.nova import NovaUnavailable
+
+LOG = logging.getLogger("novaproxy.agent.recovery")
+
+# Masakari's VM notification events: a silent guest agent, or a dead domain.
+MASAKARI_EVENTS = {monitor.HUNG: "QEMU_GUEST_AGENT_ERROR",
+                   monitor.GUESTD_STALLED: "QEMU_GUEST_AGENT_ERROR",
+                   monitor.APPLICATION: "QEMU_GUEST_AGENT_ERROR",
+                   monitor.CRASHED: "LIFECYCLE"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a failure: the monitor's next state and why."""
+
+    state: str  # monitor.QUIET, RECOVERING or LEFT_ALONE
+    why: str
+    owner: str = ""  # the recovery claim's token, released once the guest answers
+
+
+class Recovery:
+    def __init__(self, client, host: str, nova, masakari, config: MonitoringConfig) -> None:
+        self.redis = client
+        self.host = host
+        self.nova = nova
+        self.masakari = masakari
+        self.config = config
+
+    def handle(self, instance: str, failure: monitor.Failure) -> Outcome:
+        """Confirm ``failure``, claim its recovery and carry it out."""
+        outcome = self._handle(instance, failure)
+        log = LOG.info if outcome.state == monitor.QUIET else LOG.warning
+        log("instance %s: %s failure (%s): %s", instance, failure.cause, failure.why,
+            outcome.why)
+        redis_schema.audit(self.redis, "recovery", instance, event=failure.cause,
+                           action=failure.action, outcome=outcome.state, why=outcome.why,
+                           detail=failure.why, evidence=failure.evidence, host=self.host)
+        return outcome
+
+    def _handle(self, instance: str, failure: monitor.Failure) -> Outcome:
+        try:
+            server = self.nova.server(instance)
+        except NovaUnavailable as exc:
+            # Without Nova's word nothing is confirmed: wait, and decide again later.
+            wait = self.config.defaults.recovery_timeout
+            return Outcome(monitor.RECOVERING, f"not recovered: cannot confirm with Nova "
+                           f"({exc}); trying again after {wait:.0f}s")
+        silence = monitor.expected_silence(server, self.host)
+        if not silence:
+            ops = redis_schema.operations_of(self.redis, [instance]).get(instance)
+            if ops:
+                silence = f"{ops[-1].get('event')} in flight (recorded by the proxy)"
+        if silence:
+            return Outcome(monitor.QUIET, f"not a failure after all: {silence}")
+        if failure.action == monitor.LOG:
+            return Outcome(monitor.LEFT_ALONE, "recovery is log only: left to the operator")
+        owner = f"{self.host}:{uuid.uuid4().hex}"
+        claim = redis_schema.claim_recovery(
+            self.redis, instance, owner, hold=self.config.defaults.recovery_timeout,
+            window=self.config.recovery_window, allowed=self.config.max_recoveries)
+        if claim == redis_schema.ALREADY_CLAIMED:
+            return Outcome(monitor.RECOVERING, "a recovery is already under way (claimed "
+                           "earlier, by this host or another)")
+        if claim == redis_schema.RATE_LIMITED:
+            return Outcome(monitor.LEFT_ALONE, f"left alone: {self.config.max_recoveries} "
+                           f"recoveries within {self.config.recovery_window:.0f}s already; "
+                           "an operator must look at it")
+        return Outcome(monitor.RECOVERING, self._act(instance, failure), owner)
+
+    def _act(self, instance: str, failure: monitor.Failure) -> str:
+        try:
+            if failure.action == monitor.REBOOT:
+                self.nova.reboot(instance, hard=True)
+                return "Nova hard reboot requested"
+            if failure.action == monitor.STOP:
+                self.nova.stop(instance)
+                return "Nova stop requested"
+            if self.masakari is None:
+                return "no Masakari configured ([masakari] section): nothing sent"
+            result = self.masakari.notify(
+                instance, self.host, MASAKARI_EVENTS[failure.cause], "STOPPED_FAILED",
+                datetime.datetime.now(datetime.timezone.utc))
+            return f"Masakari notification: {result}"
+        except Exception as exc:  # Nova/Masakari refused or unreachable: said, retried later
+            return (f"{failure.action} failed: {exc}; tried again if the guest has not "
+                    f"answered within {self.config.defaults.recovery_timeout:.0f}s")
