@@ -23,12 +23,14 @@ from novaclient import client as nova_client
 
 from harness.guest import REPO, Guest, write_guestd_ctl
 from harness.processes import Process, free_port, wait_for
+from harness.recording_http import RecordingEndpoint
 from harness.redis_server import RedisServer
 from novaproxy import redis_schema
 
 IMAGE = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # an image of Nova's Glance fixture
 MICROVERSION = "2.96"
 ADMIN_TOKEN = "admin:demo"  # the Nova fixture reads user:project from the token
+MONITOR_BOOT_GRACE = 8.0
 
 
 def _http_ok(url: str) -> bool:
@@ -85,6 +87,9 @@ class Stack:
         wait_for(lambda: _http_ok(self.nova_url + "/"), 60, "the Nova API", interval=0.2)
         self.log(f"Nova API on {self.nova_url} with computes {', '.join(self.computes)}")
 
+        # Masakari is not run here: a recording endpoint answers as its API would.
+        self.masakari = RecordingEndpoint(default=(202, {"notification": {}}))
+        self._processes.append(self.masakari)
         for host in self.computes:
             self.start_agent(host)
         if self.in_process:
@@ -140,11 +145,26 @@ class Stack:
                     f"guestd_ctl = {' '.join(self.guestd_ctl)}\nroute_interval = 0.5\n"
                     f"operation_interval = 0.3\n\n"
                     f"[nova]\nauth_type = admin_token\nendpoint = {self.nova_url}/v2.1\n"
-                    f"token = {ADMIN_TOKEN}\n")
+                    f"token = {ADMIN_TOKEN}\n\n"
+                    f"[masakari]\nauth_type = admin_token\nendpoint = {self.masakari.url}/v1\n"
+                    f"token = {ADMIN_TOKEN}\n\n"
+                    # The defaults' interval and threshold; short grace periods so that
+                    # a test sees a silent guest reported in seconds.
+                    f"[monitoring]\nboot_grace = {MONITOR_BOOT_GRACE}\n"
+                    f"recovery_timeout = 60\nnova_refresh = 2\n"
+                    # qemu-ga runs in the guest's directory (see harness.guest).
+                    f"status_file = guestd-status.json\n")
         self.agents[host] = self._spawn(f"agent-{host}", [
             sys.executable, "-m", "novaproxy.agent.service", "--config", config])
         self.log(f"novaproxy-agent for {host}: guests in {self.socket_dir(host)}")
         return self.agents[host]
+
+    def restart_agent(self, host: str) -> Process:
+        """Stop the host's agent (SIGTERM) and start a new one with the same config."""
+        old = self.agents[host]
+        old.stop()
+        self._processes.remove(old)
+        return self.start_agent(host)
 
     # -- clients ---------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """novaproxy: the operator's view of the system, read from Redis.
 
-    novaproxy status                 instances served, by host, with operations Nova is
-                                     still carrying out; negotiations in flight
+    novaproxy status                 instances served, by host: monitor state and last
+                                     answer, operations Nova is still carrying out;
+                                     negotiations in flight
     novaproxy events [-n N] [-f]     the audit trail, newest last; -f follows it
     novaproxy negotiations [-n N]    only negotiations and their outcome
 
@@ -62,9 +63,27 @@ def _operation(op: dict, now: float) -> str:
             f"record expires in {max(left, 0):.0f}s")
 
 
+def _monitor(view: dict, now: float) -> str:
+    """One monitored VM: its state, since when, why, and its last answer."""
+    def ago(field: str) -> str:
+        try:
+            return f"{now - float(view[field]):.1f}s ago"
+        except (KeyError, ValueError):
+            return "never"
+
+    text = (f"monitor: {view.get('state', '?')} since {ago('since')}, "
+            f"last answer {ago('last_answer')}")
+    if view.get("quiet"):
+        text += f" — quiet: {view['quiet']}"
+    if view.get("unhealthy"):
+        text += f" — unhealthy: {view['unhealthy']}"
+    return text
+
+
 def cmd_status(client: redis.Redis, args) -> int:
     routes = redis_schema.all_routes(client)
     operations = redis_schema.all_operations(client)
+    monitored = redis_schema.all_monitored(client)
     now = time.time()
     by_host = defaultdict(list)
     for instance, host in routes.items():
@@ -75,6 +94,8 @@ def cmd_status(client: redis.Redis, args) -> int:
         print(f"{host}: {len(by_host[host])} instance(s)")
         for instance in sorted(by_host[host]):
             print(f"  {instance}")
+            if instance in monitored:
+                print(f"    {_monitor(monitored[instance], now)}")
             for op in operations.get(instance, []):
                 print(f"    operation {_operation(op, now)}")
     unrouted = sorted(set(operations) - set(routes))

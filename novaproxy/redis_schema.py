@@ -373,6 +373,11 @@ def publish_monitor(client: redis.Redis, views: dict, ttl: float) -> None:
     pipe.execute()
 
 
+def monitor_view(client: redis.Redis, instance: str) -> dict:
+    """The last published view of one instance ({} if none), e.g. for a restarted agent."""
+    return client.hgetall(monitor_key(instance))
+
+
 def all_monitored(client: redis.Redis) -> dict:
     """instance -> its monitor view, for every monitored instance (a SCAN)."""
     keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:monitor", count=1000))

@@ -74,6 +74,9 @@ class Endings:
             self._finish(instance, op, "superseded", "Nova has accepted a newer operation")
         elif step == operations.GONE:
             self._finish(instance, op, "gone", "the server no longer exists")
+        elif step == operations.END and not op.get("notify", True):
+            self._finish(instance, op, "complete", f"Nova reports {server.get('status')}; "
+                         "the guest is monitored, not negotiated with: no notice")
         elif step == operations.END and not operations.tells_guest(event, server):
             self._finish(instance, op, "complete",
                          f"Nova reports {server.get('status')}; nothing to tell the guest")

@@ -120,7 +120,11 @@ class Monitor:
         out = []
         unhealthy = {app["name"]: (app["reason"], app["action"])
                      for app in status["apps"] if not app["healthy"]}
-        for name in sorted(set(unhealthy) - set(self.unhealthy)):
+        # A corrective action is asked for once per unhealthy episode: the
+        # application must report healthy (or go) before it can ask again.
+        new = sorted(name for name in unhealthy
+                     if unhealthy[name][1] != self.unhealthy.get(name, (None, None))[1])
+        for name in new:
             reason, action = unhealthy[name]
             out.append(Transition(self.state, self.state, f"application {name} reports "
                                   f"unhealthy: {reason or 'no reason given'} "
@@ -129,10 +133,10 @@ class Monitor:
             out.append(Transition(self.state, self.state, f"application {name} is healthy "
                                   "again"))
         self.unhealthy = unhealthy
-        wanted = [(name, reason, action) for name, (reason, action) in sorted(unhealthy.items())
-                  if action != protocol.LOG_ONLY]
+        wanted = [name for name in new if unhealthy[name][1] != protocol.LOG_ONLY]
         if wanted and self.state in (HEALTHY, SUSPECT):
-            name, reason, action = wanted[0]
+            name = wanted[0]
+            reason, action = unhealthy[name]
             out += self._fail(now, APPLICATION, action,
                               f"application {name} is unhealthy and asks for {action}: "
                               f"{reason or 'no reason given'}",

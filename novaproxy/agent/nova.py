@@ -1,59 +1,149 @@
 """The agent's view of Nova: a keystoneauth1 session with the service's credentials.
 
-The ``[nova]`` section of the agent config is read with keystoneauth1's own
-plugin loaders: ``auth_type`` plus that plugin's options (``password``:
-auth_url, username, password, project_name, user_domain_name,
+A section of the agent config (``[nova]``, ``[masakari]``) is read with
+keystoneauth1's own plugin loaders: ``auth_type`` plus that plugin's options
+(``password``: auth_url, username, password, project_name, user_domain_name,
 project_domain_name, ...; ``admin_token``: endpoint and token), and
 optionally ``endpoint_override``, ``region_name``, ``interface``, ``cafile``,
 ``insecure``, ``timeout``. Values are never logged.
+
+Besides reading servers, Nova is where the monitor's recovery actions go (hard
+reboot, stop) and where it learns which servers this host should be running.
 """
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from keystoneauth1 import adapter, loading, session
 from keystoneauth1 import exceptions as ks_exceptions
+from requests import Response
 
-# 2.47: the flavor is embedded in the server; the admin's view includes the host.
+# 2.47: the flavor (with its extra specs) is embedded in the server; the admin's
+# view includes the host.
 MICROVERSION = "2.47"
 SESSION_KEYS = ("endpoint_override", "region_name", "interface", "cafile", "insecure", "timeout")
+MESSAGE_LIMIT = 500  # characters of a service's error message kept in exceptions and results
 
 
-class NovaConfigError(ValueError):
-    pass
+class ConfigError(ValueError):
+    """A section of the agent config that cannot give a working client; says what to fix."""
+
+
+class NovaError(Exception):
+    """A Nova call that did not happen: what was asked, the HTTP status (None when
+    Nova was not reached) and Nova's own message, so logs and audits say why."""
+
+    def __init__(self, what: str, status: int | None, message: str) -> None:
+        super().__init__(f"{what}: " + (f"HTTP {status}: " if status else "") + message)
+        self.what = what
+        self.status = status
+        self.message = message
+
+
+class NovaRefused(NovaError):
+    """Nova answered and will not do it (4xx, e.g. 409 while the server is in a task
+    state): asking again unchanged does not help."""
+
+
+class NovaUnavailable(NovaError):
+    """Nova could not be asked (connection failure, 5xx): asking later may work."""
+
+
+def fault_message(resp: Response) -> str:
+    """The message of an OpenStack error envelope (``{"conflictingRequest": {"code": 409,
+    "message": ...}}``, as Nova and Masakari answer), else the start of the body."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for fault in body.values():
+            if isinstance(fault, dict) and fault.get("message"):
+                return str(fault["message"])[:MESSAGE_LIMIT]
+    return (resp.text.strip() or resp.reason or "")[:MESSAGE_LIMIT]
 
 
 class Nova:
     def __init__(self, compute: adapter.Adapter) -> None:
         self.compute = compute
 
-    def server(self, instance: str) -> dict | None:
-        """The server as the service sees it; None once Nova no longer knows it."""
+    def _request(self, method: str, path: str, what: str, **kwargs) -> Response:
         try:
-            resp = self.compute.get(f"/servers/{instance}", raise_exc=False)
+            return self.compute.request(path, method, raise_exc=False, **kwargs)
         except ks_exceptions.ClientException as exc:
-            raise NovaUnavailable(str(exc)) from None
+            raise NovaUnavailable(what, None, str(exc)[:MESSAGE_LIMIT]) from None
+
+    @staticmethod
+    def _failure(what: str, resp: Response) -> NovaError:
+        error = NovaRefused if 400 <= resp.status_code < 500 else NovaUnavailable
+        return error(what, resp.status_code, fault_message(resp))
+
+    def server(self, instance: str) -> dict | None:
+        """The server as the service sees it; None once Nova no longer knows it.
+
+        Any other failure is NovaUnavailable: the caller reads again next round.
+        """
+        what = f"GET /servers/{instance}"
+        resp = self._request("GET", f"/servers/{instance}", what)
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise NovaUnavailable(f"GET /servers/{instance}: HTTP {resp.status_code}")
+            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return resp.json().get("server")
 
+    def _action(self, instance: str, action: dict) -> None:
+        what = f"{next(iter(action))} of server {instance}"
+        resp = self._request("POST", f"/servers/{instance}/action", what, json=action)
+        if resp.status_code != 202:
+            raise self._failure(what, resp)
 
-class NovaUnavailable(Exception):
-    pass
+    def reboot(self, instance: str, hard: bool = True) -> None:
+        """Reboot; HARD (the recovery action) also works on a hung, stopped, paused or
+        errored server, where Nova refuses a soft one."""
+        self._action(instance, {"reboot": {"type": "HARD" if hard else "SOFT"}})
+
+    def stop(self, instance: str) -> None:
+        """Power the server off through Nova, so Nova's state agrees with the host's."""
+        self._action(instance, {"os-stop": None})
+
+    def servers_on_host(self, host: str, page_size: int | None = None) -> list[dict]:
+        """Every server Nova has placed on ``host``, all projects (admin only).
+
+        Nova answers at most ``page_size`` (or its own ``[api] max_limit``) servers
+        per page with a ``next`` link carrying the marker; all pages are read.
+        """
+        what = f"GET /servers/detail?host={host}"
+        params: dict = {"all_tenants": 1, "host": host}
+        if page_size:
+            params["limit"] = page_size
+        servers: list[dict] = []
+        while True:
+            resp = self._request("GET", "/servers/detail", what, params=params)
+            if resp.status_code != 200:
+                raise self._failure(what, resp)
+            body = resp.json()
+            servers.extend(body.get("servers", []))
+            following = [link["href"] for link in body.get("servers_links", [])
+                         if link.get("rel") == "next"]
+            if not following:
+                return servers
+            params["marker"] = parse_qs(urlsplit(following[0]).query)["marker"][0]
 
 
-def from_section(section: dict) -> Nova:
-    """A Nova client from the ``[nova]`` options, or NovaConfigError saying what to fix."""
+def adapter_from_section(section: dict, name: str, service_type: str,
+                         microversion: str | None = None) -> adapter.Adapter:
+    """An adapter for ``service_type`` from the ``[name]`` options, or ConfigError
+    naming the section and what to fix."""
     auth_type = section.get("auth_type", "").strip()
     if not auth_type:
-        raise NovaConfigError("[nova] auth_type: set it to a keystoneauth1 plugin such as "
-                              "password or admin_token")
+        raise ConfigError(f"[{name}] auth_type: set it to a keystoneauth1 plugin such as "
+                          "password or admin_token")
     try:
         loader = loading.get_plugin_loader(auth_type)
     except ks_exceptions.NoMatchingPlugin:
-        raise NovaConfigError(f"[nova] auth_type = {auth_type!r}: no such keystoneauth1 "
-                              "plugin") from None
+        raise ConfigError(f"[{name}] auth_type = {auth_type!r}: no such keystoneauth1 "
+                          "plugin") from None
     options = {}
     for opt in loader.get_options():
         for key in (opt.dest, opt.name):
@@ -63,22 +153,29 @@ def from_section(section: dict) -> Nova:
     known = {opt.dest for opt in loader.get_options()} | {o.name for o in loader.get_options()}
     unknown = set(section) - known - set(SESSION_KEYS) - {"auth_type"}
     if unknown:
-        raise NovaConfigError(f"[nova] unknown option(s) for auth_type {auth_type}: "
-                              + ", ".join(sorted(unknown)))
+        raise ConfigError(f"[{name}] unknown option(s) for auth_type {auth_type}: "
+                          + ", ".join(sorted(unknown)))
     try:
         auth = loader.load_from_options(**options)
     except ks_exceptions.MissingRequiredOptions as exc:
         names = ", ".join(opt.dest for opt in exc.options)
-        raise NovaConfigError(f"[nova] auth_type = {auth_type} needs: {names}") from None
+        raise ConfigError(f"[{name}] auth_type = {auth_type} needs: {names}") from None
+    except TypeError as exc:  # a plugin whose loader does not mark its required options
+        raise ConfigError(f"[{name}] auth_type = {auth_type}: {exc}") from None
     verify = section.get("cafile") or section.get("insecure", "false").lower() not in (
         "true", "yes", "1")
     try:
         timeout = float(section.get("timeout", "10"))
     except ValueError:
-        raise NovaConfigError("[nova] timeout: must be a number of seconds") from None
+        raise ConfigError(f"[{name}] timeout: must be a number of seconds") from None
     sess = session.Session(auth=auth, verify=verify, timeout=timeout)
-    return Nova(adapter.Adapter(
-        sess, service_type="compute", interface=section.get("interface", "public"),
+    return adapter.Adapter(
+        sess, service_type=service_type, interface=section.get("interface", "public"),
         region_name=section.get("region_name") or None,
         endpoint_override=section.get("endpoint_override") or None,
-        default_microversion=MICROVERSION))
+        default_microversion=microversion)
+
+
+def from_section(section: dict) -> Nova:
+    """A Nova client from the ``[nova]`` options, or ConfigError saying what to fix."""
+    return Nova(adapter_from_section(section, "nova", "compute", MICROVERSION))

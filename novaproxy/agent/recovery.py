@@ -16,17 +16,17 @@ import uuid
 from dataclasses import dataclass
 
 from novaproxy import redis_schema
-from novaproxy.agent import monitor
+from novaproxy.agent import masakari, monitor
 from novaproxy.agent.config import MonitoringConfig
-from novaproxy.agent.nova import NovaUnavailable
+from novaproxy.agent.nova import NovaError, NovaUnavailable
 
 LOG = logging.getLogger("novaproxy.agent.recovery")
 
 # Masakari's VM notification events: a silent guest agent, or a dead domain.
-MASAKARI_EVENTS = {monitor.HUNG: "QEMU_GUEST_AGENT_ERROR",
-                   monitor.GUESTD_STALLED: "QEMU_GUEST_AGENT_ERROR",
-                   monitor.APPLICATION: "QEMU_GUEST_AGENT_ERROR",
-                   monitor.CRASHED: "LIFECYCLE"}
+MASAKARI_EVENTS = {monitor.HUNG: masakari.QEMU_GUEST_AGENT_ERROR,
+                   monitor.GUESTD_STALLED: masakari.QEMU_GUEST_AGENT_ERROR,
+                   monitor.APPLICATION: masakari.QEMU_GUEST_AGENT_ERROR,
+                   monitor.CRASHED: masakari.LIFECYCLE}
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ class Recovery:
             if self.masakari is None:
                 return "no Masakari configured ([masakari] section): nothing sent"
             result = self.masakari.notify(
-                instance, self.host, MASAKARI_EVENTS[failure.cause], "STOPPED_FAILED",
+                instance, self.host, MASAKARI_EVENTS[failure.cause], masakari.STOPPED_FAILED,
                 datetime.datetime.now(datetime.timezone.utc))
             return f"Masakari notification: {result}"
-        except Exception as exc:  # Nova/Masakari refused or unreachable: said, retried later
+        except NovaError as exc:  # refused or unreachable: said, and tried again later
             return (f"{failure.action} failed: {exc}; tried again if the guest has not "
                     f"answered within {self.config.defaults.recovery_timeout:.0f}s")

@@ -3,6 +3,8 @@
 Takes this host's requests from Redis (a consumer group, so a restarted agent
 still answers what it had taken), asks the guest through qemu-ga and
 ``guestd-ctl``, writes the reply back, and publishes which instances it serves.
+With a ``[nova]`` section it also finishes recorded operations (end notices)
+and monitors the guests whose flavor asks for it, recovering the failed ones.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import redis
 from guestd import protocol
 from novaproxy import redis_schema
 from novaproxy.agent import config as agent_config
-from novaproxy.agent import deliver, endings, hypervisor
+from novaproxy.agent import deliver, endings, hypervisor, lifecycle_events, recovery, watcher
+from novaproxy.agent import masakari as masakari_client
 from novaproxy.agent import nova as nova_client
 
 LOG = logging.getLogger("novaproxy.agent")
@@ -29,7 +32,7 @@ BLOCK_MS = 1000  # longest wait for new requests; bounds how fast a stop is noti
 
 class Agent:
     def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis,
-                 nova=None) -> None:
+                 nova=None, masakari=None) -> None:
         self.config = config
         self.guests = guests
         self.redis = client
@@ -37,7 +40,18 @@ class Agent:
         self._served: set = set()
         self._clock_offset = 0.0  # Redis clock minus ours
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
+        self._routes_now = threading.Event()  # a domain came or went: refresh at once
+        self._operations_now = threading.Event()  # libvirt saw a change: check records now
         self.endings = endings.Endings(self, nova) if nova is not None else None
+        self.watcher = None
+        if nova is not None and config.monitoring.enabled:
+            self.watcher = watcher.Watcher(self, nova, recovery.Recovery(
+                client, config.host, nova, masakari, config.monitoring), config.monitoring)
+
+    @property
+    def served(self) -> set:
+        """The instances this agent serves now."""
+        return self._served
 
     def submit(self, fn, *args) -> None:
         self._pool.submit(fn, *args)
@@ -66,10 +80,25 @@ class Agent:
                 self.refresh_routes()
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("could not publish routes: %s", exc)
-            self.stopping.wait(self.config.route_interval)
+            except Exception:  # libvirt raises its own error types
+                LOG.exception("could not list the guests")
+            self._routes_now.wait(self.config.route_interval)
+            self._routes_now.clear()
+
+    def on_domain_event(self, instance: str, meaning: lifecycle_events.Meaning) -> None:
+        """A libvirt lifecycle event: routes, the monitor, and a prompt for end notices."""
+        LOG.info("instance %s: libvirt event %s", instance, meaning.name)
+        if meaning.domains_changed:
+            self._routes_now.set()
+        if self.watcher is not None and (meaning.fatal or meaning.silence is not None):
+            self.watcher.lifecycle(instance, meaning.name,
+                                   None if meaning.fatal else meaning.silence)
+        self._operations_now.set()  # an operation may just have completed
 
     def _operation_loop(self) -> None:
-        while not self.stopping.wait(self.config.operation_interval):
+        while not self.stopping.is_set():
+            self._operations_now.wait(self.config.operation_interval)
+            self._operations_now.clear()
             try:
                 self.endings.check(set(self._served))
             except (redis.RedisError, OSError) as exc:
@@ -129,7 +158,13 @@ class Agent:
                              daemon=True).start()
         else:
             LOG.warning("no [nova] section: operations are not followed to their end, so "
-                        "guests get no end notices")
+                        "guests get no end notices, and no guest is monitored")
+        if self.watcher is not None:
+            threading.Thread(target=self.watcher.run, name="monitor", daemon=True).start()
+        if self.config.hypervisor == "libvirt":
+            events = lifecycle_events.LibvirtEvents(self.config.libvirt_uri,
+                                                    self.on_domain_event, self.stopping)
+            threading.Thread(target=events.run, name="libvirt-events", daemon=True).start()
         LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
                  host, len(self._served), self.config.hypervisor,
                  redis_schema.redact(self.config.redis_url))
@@ -162,8 +197,9 @@ def main(argv: list | None = None) -> int:
     except agent_config.ConfigError as exc:
         print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
         return 2
-    # One connection per delivery worker, the request loop and the route refresher.
-    client = redis_schema.connect(config.redis_url, max_connections=config.workers + 2,
+    # One connection per delivery worker, the request loop, the route refresher, the
+    # operation checker and the monitor (whose threads use Redis only on transitions).
+    client = redis_schema.connect(config.redis_url, max_connections=config.workers + 4,
                                   client_name=f"novaproxy-agent-{config.host}")
     try:
         client.ping()
@@ -177,14 +213,16 @@ def main(argv: list | None = None) -> int:
         print(f"novaproxy-agent: cannot reach the hypervisor ({config.hypervisor}): {exc}",
               file=sys.stderr)
         return 2
-    nova = None
-    if config.nova:
-        try:
+    nova = masakari = None
+    try:
+        if config.nova:
             nova = nova_client.from_section(config.nova)
-        except nova_client.NovaConfigError as exc:
-            print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
-            return 2
-    agent = Agent(config, guests, client, nova)
+        if config.masakari:
+            masakari = masakari_client.from_section(config.masakari)
+    except nova_client.ConfigError as exc:
+        print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    agent = Agent(config, guests, client, nova, masakari)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: agent.stopping.set())
     agent.run()

@@ -24,10 +24,11 @@ from novaproxy import redis_schema
 from novaproxy.agent import monitor, probe
 from novaproxy.agent.config import MonitoringConfig
 from novaproxy.agent.guest_agent import GuestAgentError
-from novaproxy.agent.nova import NovaUnavailable
+from novaproxy.agent.nova import NovaError
 
 LOG = logging.getLogger("novaproxy.agent.monitor")
 PUBLISH_INTERVAL = 2.0  # seconds between refreshes of the monitor views in Redis
+VIEW_TTL = 120  # a view outlives its agent this long: a restarted agent picks it up
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Watcher:
                     next_publish = now + PUBLISH_INTERVAL
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("monitor: Redis: %s", exc)
-            except NovaUnavailable as exc:
+            except NovaError as exc:
                 LOG.warning("monitor: cannot read this host's servers from Nova: %s", exc)
                 next_nova = now + min(self.config.nova_refresh, 5.0)
             except Exception:
@@ -114,6 +115,13 @@ class Watcher:
 
     def _start(self, instance: str, settings: monitor.Settings) -> Watch:
         watch = Watch(monitor.Monitor(instance, settings, time.monotonic()))
+        try:
+            # A restarted agent (or the migration's destination) knows whether the guest
+            # has answered before, so a guest that stays silent is a failure, not new.
+            if redis_schema.monitor_view(self.agent.redis, instance).get("answered") == "yes":
+                watch.monitor.answered_before = True
+        except redis.RedisError as exc:
+            LOG.warning("instance %s: previous monitor view unreadable: %s", instance, exc)
         self._watches[instance] = watch
         LOG.info("instance %s: monitored every %.1fs, failure after %d missed pings, "
                  "recovery %s", instance, settings.interval, settings.threshold,
@@ -257,10 +265,11 @@ class Watcher:
                     "state": m.state, "since": f"{wall - (now - m.since):.3f}",
                     "last_answer": "" if m.last_answer is None
                     else f"{wall - (now - m.last_answer):.3f}",
-                    "misses": m.misses, "host": self.host, "interval": m.settings.interval,
+                    "answered": "yes" if m.answered_before else "no", "misses": m.misses,
+                    "host": self.host, "interval": m.settings.interval,
                     "quiet": m.quiet_reason,
                     "unhealthy": "; ".join(f"{name}: {reason}" for name, (reason, _) in
                                            sorted(m.unhealthy.items())),
                 }
         if views:
-            redis_schema.publish_monitor(self.agent.redis, views, 5 * PUBLISH_INTERVAL)
+            redis_schema.publish_monitor(self.agent.redis, views, VIEW_TTL)

@@ -69,8 +69,13 @@ class NegotiationFilter:
         if op is None or self.policy.mode(op.event) == policy.OFF:
             return req.get_response(self.app)
         server = _nova.show_server(req, self.app, op.instance)
-        if server is None or not policy.negotiates(server):
+        if server is None:
             return req.get_response(self.app)
+        if not policy.negotiates(server):
+            resp = req.get_response(self.app)
+            if policy.monitored(server) and resp.status_int < 400:
+                self._record(op, server.get("id", op.instance), prepared=False, notify=False)
+            return resp
         if skip and self._admin_skip(req, op, server.get("id", op.instance)):
             return req.get_response(self.app)
         return self._negotiate(req, op, server)
@@ -172,11 +177,13 @@ class NegotiationFilter:
             details["flavor"] = {k: flavor.get(k) for k in ("id", "name", "vcpus", "ram", "disk")}
         return dataclasses.replace(op, details=details)
 
-    def _record(self, op: Operation, instance: str, prepared: bool) -> None:
-        """Nova took it: the agent hosting the VM sends the end (or abort) when it is over."""
+    def _record(self, op: Operation, instance: str, prepared: bool, notify: bool = True) -> None:
+        """Nova took it: the agent hosting the VM sends the end (or abort) when it is over,
+        and its monitor knows the silence meanwhile is intended (``notify``: the guest
+        hears of it; not where only monitoring is on)."""
         now = time.time()
         record = {"id": uuid.uuid4().hex, "event": op.event, "action": op.action,
-                  "details": op.details, "prepared": prepared, "created": now,
+                  "details": op.details, "prepared": prepared, "notify": notify, "created": now,
                   "expires": now + self.policy.operation_timeout,
                   "end_timeout": self.policy.end_timeout}
         try:

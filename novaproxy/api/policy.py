@@ -29,6 +29,7 @@ MAX_TIMEOUT = 300.0
 ENABLE_SPEC = "guest:negotiation"
 VOTE_TIMEOUT_SPEC = "guest:vote_timeout"
 OPT_OUT_METADATA = "guest:negotiation"
+MONITORING_SPEC = "guest:monitoring"  # the agent monitors the VM (novaproxy.agent.monitor)
 TRUE = ("true", "yes", "1", "on")
 
 
@@ -70,6 +71,13 @@ def negotiates(server: dict) -> bool:
     metadata = server.get("metadata") or {}
     opted_out = str(metadata.get(OPT_OUT_METADATA, "")).lower() in ("false", "no", "0", "off")
     return not opted_out
+
+
+def monitored(server: dict) -> bool:
+    """The agent monitors this VM: its operations are recorded so it knows silence
+    is intended, even where the guest is not asked."""
+    specs = (server.get("flavor") or {}).get("extra_specs") or {}
+    return str(specs.get(MONITORING_SPEC, "")).lower() in TRUE
 
 
 def _seconds(conf: dict, key: str, default: float, limit: float = MAX_TIMEOUT) -> float:

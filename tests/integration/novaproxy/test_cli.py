@@ -61,3 +61,18 @@ def test_unreachable_redis_is_a_clear_error_without_the_password():
 
 def test_format_tolerates_odd_events():
     assert "?" in cli.format_event({"time": "x"})
+
+
+def test_status_shows_each_monitored_vm_and_its_last_answer(redis_client, redis_server):
+    import time
+
+    now = time.time()
+    redis_schema.publish_routes(redis_client, "compute1", ["u-1", "u-2"])
+    redis_schema.publish_monitor(redis_client, {
+        "u-1": {"state": "healthy", "since": now - 60, "last_answer": now - 0.4},
+        "u-2": {"state": "quiet", "since": now - 3, "last_answer": "",
+                "quiet": "stop in flight (recorded by the proxy)"}}, 30)
+    out = run(redis_server, "status").stdout
+    assert "  u-1\n    monitor: healthy since 6" in out and "last answer 0." in out
+    assert ("  u-2\n    monitor: quiet since 3" in out
+            and "last answer never — quiet: stop in flight (recorded by the proxy)" in out)

@@ -128,8 +128,13 @@ def test_an_unhealthy_application_gets_the_action_it_asks_for():
     failure, = failures(out)
     assert (failure.cause, failure.action) == ("application", "reboot")
     assert failure.evidence == {"application": "web", "reason": "500s"}
-    # The same report again is not a second failure.
-    assert failures(m.status(3.0, status(3, ("web", False, "500s", "reboot")))) == []
+    # The same report again, even after the recovery, is not a second failure:
+    m.recovering(2.5, "rebooting")
+    m.answered(3.0)
+    assert failures(m.status(3.5, status(3, ("web", False, "500s", "reboot")))) == []
+    # Healthy, then unhealthy again: a new episode.
+    m.status(4.0, status(4))
+    failure, = failures(m.status(5.0, status(5, ("web", False, "500s", "reboot"))))
 
 
 def test_a_guestd_whose_counter_stops_has_failed():
