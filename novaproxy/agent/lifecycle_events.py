@@ -22,6 +22,10 @@ DEFINED, UNDEFINED, STARTED, SUSPENDED, RESUMED, STOPPED, SHUTDOWN, PMSUSPENDED,
 _NAMES = ("DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED", "SHUTDOWN",
           "PMSUSPENDED", "CRASHED")
 _DETAILS = {
+    DEFINED: ("ADDED", "UPDATED", "RENAMED", "FROM_SNAPSHOT"),
+    UNDEFINED: ("REMOVED", "RENAMED"),
+    SHUTDOWN: ("FINISHED", "GUEST", "HOST"),
+    PMSUSPENDED: ("MEMORY", "DISK"),
     SUSPENDED: ("PAUSED", "MIGRATED", "IOERROR", "WATCHDOG", "RESTORED", "FROM_SNAPSHOT",
                 "API_ERROR", "POSTCOPY", "POSTCOPY_FAILED"),
     STOPPED: ("SHUTDOWN", "DESTROYED", "CRASHED", "MIGRATED", "SAVED", "FAILED",
@@ -74,6 +78,7 @@ class LibvirtEvents:
         self.handler = handler
         self.stopping = stopping
         self._closed = threading.Event()
+        self.listening = threading.Event()  # set while events are being received
         _start_event_loop(libvirt)
 
     def run(self) -> None:
@@ -87,8 +92,10 @@ class LibvirtEvents:
                 self.stopping.wait(5.0)
                 continue
             LOG.info("listening to libvirt events at %s", self.uri)
+            self.listening.set()
             while not self.stopping.is_set() and not self._closed.wait(1.0):
                 pass
+            self.listening.clear()
             try:
                 conn.close()
             except self._libvirt.libvirtError:
@@ -134,6 +141,8 @@ def _start_event_loop(libvirt) -> None:
         if _loop_started:
             return
         libvirt.virEventRegisterDefaultImpl()
+        # libvirt prints every error to stderr by default; we log what matters.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
         def loop() -> None:
             while True:

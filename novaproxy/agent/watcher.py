@@ -79,7 +79,7 @@ class Watcher:
             except Exception:
                 LOG.exception("monitor loop failed; continuing")
             self._wake.wait(1.0)
-        for watch in self._all():
+        for _, watch in self._all():
             watch.stop.set()
 
     def refresh(self, served: set) -> None:
