@@ -16,6 +16,14 @@
 ``run`` blocks and reconnects when guestd restarts; ``start`` does the same in
 a daemon thread. A handler that raises, or does not answer in time, counts as
 silence for the host's policy; the deadline is ``notice.timeout`` seconds.
+
+An application reports its health whenever it changes (from any thread)::
+
+    app = Application("db").start()
+    app.report_health(False, "replica lost its primary", action="reboot")
+
+guestd publishes the latest report to the host until the application reports
+again or disconnects; the client re-sends it after reconnecting.
 """
 
 from __future__ import annotations
@@ -69,7 +77,10 @@ class Application:
         self.registered = threading.Event()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
-        self._send_lock = threading.Lock()  # answers come from several threads
+        # Answers and health reports come from several threads; it also keeps a
+        # report from slipping in between a new connection and its register.
+        self._send_lock = threading.Lock()
+        self._health: bytes | None = None  # the latest report, re-sent on every connection
 
     def start(self) -> Application:
         threading.Thread(target=self.run, name=f"guestd-app-{self.name}", daemon=True).start()
@@ -82,6 +93,28 @@ class Application:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def report_health(self, healthy: bool, reason: str = "",
+                      action: str = protocol.LOG_ONLY) -> None:
+        """Tell guestd (and so the host) how this application is doing.
+
+        ``action`` is what the host should do while it is unhealthy: ``log``,
+        ``reboot`` or ``stop`` this VM. Sent at once when connected, and again
+        after every reconnection until the next report.
+        """
+        if action not in protocol.ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(protocol.ACTIONS)}, "
+                             f"not {action!r}")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a string, not {type(reason).__name__}")
+        report = protocol.encode(protocol.health(healthy, reason, action))
+        with self._send_lock:
+            self._health = report
+            if self._sock is not None:
+                try:
+                    self._sock.sendall(report)
+                except OSError as exc:  # sent again once reconnected
+                    LOG.debug("health report not sent now: %s", exc)
 
     def run(self) -> None:
         """Serve notices until :meth:`stop`; reconnect (1 s apart) when guestd goes away."""
@@ -96,8 +129,11 @@ class Application:
     def _session(self) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(self.socket_path)
-            self._sock = sock
-            sock.sendall(protocol.encode(protocol.register(self.name, self.events)))
+            with self._send_lock:
+                sock.sendall(protocol.encode(protocol.register(self.name, self.events)))
+                if self._health is not None:
+                    sock.sendall(self._health)
+                self._sock = sock
             decoder = protocol.FrameDecoder()
             while not self._stop.is_set():
                 data = sock.recv(65536)

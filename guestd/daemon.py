@@ -1,9 +1,14 @@
 """The guestd daemon: applications register here and answer the host's requests.
 
 One unix socket serves both kinds of peer; the first message says which:
-``register`` (an application, which then stays connected and receives notices)
-or ``request`` (``guestd-ctl`` relaying one request from the host, which gets
-one ``answer``). Every wait is bounded by the request's own timeout.
+``register`` (an application, which then stays connected, receives notices and
+may report its health) or ``request`` (``guestd-ctl`` relaying one request from
+the host, which gets one ``answer``). Every wait is bounded by the request's own
+timeout.
+
+Every ``--status-interval`` seconds guestd rewrites its status file: a counter
+that proves guestd alive, and the latest health of every connected application
+and health hook. The host reads it through qemu-ga without spawning a process.
 
 A thread per connection, no asyncio: guestd runs in every VM, and asyncio
 (which pulls in ssl) would cost more memory than all the rest.
@@ -29,6 +34,17 @@ from guestd import hooks, protocol, votes
 LOG = logging.getLogger("guestd")
 DEFAULT_SOCKET = "/run/guestd/guestd.sock"
 DEFAULT_HOOKS_DIR = "/etc/guestd/hooks.d"
+DEFAULT_HEALTH_DIR = "/etc/guestd/health.d"
+DEFAULT_STATUS_FILE = "/run/guestd/status.json"
+DEFAULT_STATUS_INTERVAL = 1.0
+DEFAULT_HEALTH_INTERVAL = 5.0
+# A health hook's deadline when not given: its interval, at most this.
+MAX_HEALTH_TIMEOUT = 10.0
+# At most one log line per this many seconds while the status file cannot be written.
+STATUS_ERROR_LOG_INTERVAL = 60.0
+# Reasons are cut to this when the full status would not fit in one frame (many
+# applications with long non-ASCII reasons); 64 entries then always fit.
+SHORT_REASON = 64
 # Time kept back from a request's timeout to carry the answer out of the guest.
 REPLY_MARGIN = 0.1
 # How long a new connection may take to say what it is.
@@ -43,6 +59,7 @@ class Application:
         self.events = events
         self.sock = sock
         self.pending: dict = {}  # notice id -> Future of its protocol.voter entry
+        self.health: dict | None = None  # its latest protocol.app_health entry
         self._send_lock = threading.Lock()
 
     def wants(self, event: str) -> bool:
@@ -79,14 +96,51 @@ def _background(fn, *args) -> Future:
     return future
 
 
+def _log_health(name: str, previous: dict | None, entry: dict) -> None:
+    """Log a change of health (or of the action asked for), not every report."""
+    if previous is not None and previous["healthy"] == entry["healthy"] and (
+            entry["healthy"] or previous["action"] == entry["action"]):
+        return
+    if entry["healthy"]:
+        LOG.info("%s is healthy%s", name, f": {entry['reason']}" if entry["reason"] else "")
+    else:
+        LOG.warning("%s is unhealthy: %s; action requested: %s", name,
+                    entry["reason"] or "no reason given", entry["action"])
+
+
+def _status_bytes(seq: int, interval: float, entries: list) -> bytes:
+    """The status file's contents: unhealthy entries first, so that the cut at
+    :data:`protocol.MAX_APPS` never hides one."""
+    entries = sorted(entries, key=lambda entry: (entry["healthy"], entry["name"]))
+    try:
+        return protocol.encode(protocol.status(seq, interval, entries))
+    except protocol.ProtocolError:  # over one frame: keep every verdict, cut the reasons
+        return protocol.encode(protocol.status(seq, interval, [
+            {**entry, "reason": entry["reason"][:SHORT_REASON]} for entry in entries]))
+
+
 class Guestd:
-    def __init__(self, socket_path: str, hooks_dir: str | None) -> None:
+    def __init__(self, socket_path: str, hooks_dir: str | None, status_file: str | None = None,
+                 status_interval: float = DEFAULT_STATUS_INTERVAL, health_dir: str | None = None,
+                 health_interval: float = DEFAULT_HEALTH_INTERVAL,
+                 health_timeout: float | None = None) -> None:
+        """``status_file`` None: no status file (and so no health hooks either)."""
         self.socket_path = socket_path
         self.hooks_dir = hooks_dir
+        self.status_file = status_file
+        self.status_interval = status_interval
+        self.health_dir = health_dir
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout or min(health_interval, MAX_HEALTH_TIMEOUT)
         self.apps: dict = {}
-        self._apps_lock = threading.Lock()
+        self.hook_health: dict = {}  # "hook:<file name>" -> its latest protocol.app_health
+        self._apps_lock = threading.Lock()  # guards apps, their health and hook_health
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._seq = 0
+        self._status_failures = 0
+        self._status_log_after = 0.0
 
     def serve(self, ready: threading.Event | None = None) -> None:
         os.makedirs(os.path.dirname(self.socket_path) or ".", exist_ok=True)
@@ -97,6 +151,14 @@ class Guestd:
         os.chmod(self.socket_path, 0o666)
         listener.listen(64)
         LOG.info("guestd listening on %s, hooks in %s", self.socket_path, self.hooks_dir)
+        if self.status_file:
+            self._seq = _previous_seq(self.status_file)
+            self._write_status()  # before ready: whoever waits for guestd finds the file
+            threading.Thread(target=self._status_beat, name="status", daemon=True).start()
+            threading.Thread(target=self._health_hooks, name="health", daemon=True).start()
+            LOG.info("status every %gs in %s; health hooks in %s every %gs (deadline %gs)",
+                     self.status_interval, self.status_file, self.health_dir,
+                     self.health_interval, self.health_timeout)
         if ready is not None:
             ready.set()
         while True:
@@ -107,8 +169,71 @@ class Guestd:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._listener is not None:
             self._listener.close()
+
+    def _status_beat(self) -> None:
+        while not self._stopping.wait(self.status_interval):
+            self._write_status()
+
+    def _write_status(self) -> None:
+        with self._apps_lock:
+            entries = [app.health for app in self.apps.values() if app.health is not None]
+            entries += self.hook_health.values()
+        directory = os.path.dirname(self.status_file) or "."
+        temporary = os.path.join(directory,
+                                 f".{os.path.basename(self.status_file)}.{os.getpid()}.tmp")
+        try:
+            data = _status_bytes(self._seq + 1, self.status_interval, entries)
+            os.makedirs(directory, exist_ok=True)
+            # O_EXCL and O_NOFOLLOW: never write through a link someone left in our place.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with open(fd, "wb") as f:
+                os.fchmod(fd, 0o644)  # whatever the umask
+                f.write(data)
+            os.replace(temporary, self.status_file)
+        except (OSError, ValueError) as exc:  # whatever it is, the beat goes on
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            self._status_failures += 1
+            if time.monotonic() >= self._status_log_after:
+                LOG.error("cannot write the status file %s: %s (%d failed writes; next report "
+                          "in %gs at the latest)", self.status_file, exc, self._status_failures,
+                          STATUS_ERROR_LOG_INTERVAL)
+                self._status_log_after = time.monotonic() + STATUS_ERROR_LOG_INTERVAL
+            return
+        self._seq += 1
+        if self._status_failures:
+            LOG.info("status file %s written again after %d failed writes", self.status_file,
+                     self._status_failures)
+            self._status_failures, self._status_log_after = 0, 0.0
+
+    def _health_hooks(self) -> None:
+        """Run the health hooks one at a time, a round every interval (or at once after
+        a round that took longer), until stopped."""
+        while True:
+            started = time.monotonic()
+            paths = hooks.discover(self.health_dir)
+            names = {f"hook:{os.path.basename(path)}" for path in paths}
+            with self._apps_lock:
+                gone = [name for name in self.hook_health if name not in names]
+                for name in gone:
+                    del self.hook_health[name]
+            for name in gone:
+                LOG.info("health hook %s removed", name)
+            for path in paths:
+                if self._stopping.is_set():
+                    return
+                name = f"hook:{os.path.basename(path)}"
+                entry = protocol.app_health(name, *hooks.check(path, self.health_timeout))
+                with self._apps_lock:
+                    previous, self.hook_health[name] = self.hook_health.get(name), entry
+                _log_health(name, previous, entry)
+            if self._stopping.wait(max(started + self.health_interval - time.monotonic(), 0)):
+                return
 
     def _connection(self, conn: socket.socket) -> None:
         decoder = protocol.FrameDecoder()
@@ -141,7 +266,9 @@ class Guestd:
                 with self._apps_lock:
                     if self.apps.get(app.name) is app:
                         del self.apps[app.name]
-                        LOG.info("application %s disconnected", app.name)
+                        LOG.info("application %s disconnected%s", app.name,
+                                 "" if app.health is None or app.health["healthy"]
+                                 else "; its unhealthy report goes with it")
                 app.drop()
             conn.close()
 
@@ -169,6 +296,11 @@ class Guestd:
                 app.settle(*protocol.parse_ballot(message))
             elif kind == protocol.DONE:
                 app.settle(str(message.get("id")), protocol.ACCEPT)
+            elif kind == protocol.HEALTH:
+                entry = protocol.app_health(app.name, *protocol.parse_health(message))
+                with self._apps_lock:
+                    previous, app.health = app.health, entry
+                _log_health(f"application {app.name}", previous, entry)
             else:
                 raise protocol.ProtocolError(f"unexpected {kind!r} from an application")
         except protocol.ProtocolError as exc:
@@ -222,6 +354,16 @@ class Guestd:
         return answered
 
 
+def _previous_seq(path: str) -> int:
+    """The seq of the status file a previous guestd left, so that a restarted guestd
+    carries on counting and never looks to the host as if it went backwards."""
+    try:
+        with open(path, "rb") as f:
+            return protocol.parse_status(f.read(protocol.MAX_FRAME + 1))["seq"]
+    except (OSError, protocol.ProtocolError):
+        return 0
+
+
 def _peer_may_request(conn: socket.socket) -> bool:
     """Only root (qemu-ga's guestd-ctl) or guestd's own user may relay host requests.
 
@@ -235,15 +377,40 @@ def _peer_may_request(conn: socket.socket) -> bool:
     return uid in (0, os.getuid())
 
 
+def _seconds(value: str) -> float:
+    """An interval or deadline option: the status file's own rule, (0, 3600]."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds in (0, 3600]")
+    return seconds
+
+
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestd", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get("GUESTD_SOCKET", DEFAULT_SOCKET))
-    parser.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR)
+    parser.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR,
+                        help="vote and notice hooks (default %(default)s)")
+    parser.add_argument("--status-file", default=DEFAULT_STATUS_FILE,
+                        help="rewritten every --status-interval for the host to read "
+                             "(default %(default)s)")
+    parser.add_argument("--status-interval", type=_seconds, default=DEFAULT_STATUS_INTERVAL,
+                        metavar="SECONDS", help="default %(default)s")
+    parser.add_argument("--health-dir", default=DEFAULT_HEALTH_DIR,
+                        help="health hooks (default %(default)s)")
+    parser.add_argument("--health-interval", type=_seconds, default=DEFAULT_HEALTH_INTERVAL,
+                        metavar="SECONDS", help="default %(default)s")
+    parser.add_argument("--health-timeout", type=_seconds, metavar="SECONDS",
+                        help=f"a health hook's deadline (default: its interval, at most "
+                             f"{MAX_HEALTH_TIMEOUT:g})")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s guestd %(levelname)s %(message)s")
-    daemon = Guestd(args.socket, args.hooks_dir)
+    daemon = Guestd(args.socket, args.hooks_dir, args.status_file, args.status_interval,
+                    args.health_dir, args.health_interval, args.health_timeout)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         daemon.serve()

@@ -1,10 +1,20 @@
 """Hook scripts: applications that are scripts take part without a client.
 
-Every executable file in the hooks directory is run as ``HOOK EVENT PHASE``
+Vote hooks (``hooks.d``): every executable file is run as ``HOOK EVENT PHASE``
 with the notice as JSON on stdin. For a vote, exit 0 accepts, exit 1 rejects
 with the first line of stdout as the reason, and anything else (another status,
 a crash, a missed deadline) is an error, counted as the host's policy says.
 For other phases the exit status is only logged.
+
+Health hooks (``health.d``): every executable file is run with no arguments
+and nothing on stdin. Exit 0 is healthy; another status, or a missed deadline,
+unhealthy. The last non-empty line of stdout is the reason, unless it is a JSON
+object, whose ``reason`` and ``action`` (``log``, ``reboot`` or ``stop``) are
+used instead.
+
+Either kind is killed with everything it started (its process group) at its
+deadline, and only the first and last :data:`MAX_OUTPUT` bytes of its output
+are kept, so a hook can neither hold guestd up nor fill its memory.
 """
 
 from __future__ import annotations
@@ -12,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import selectors
 import signal
 import subprocess
+import time
 
 from guestd import protocol
 
@@ -33,6 +45,59 @@ def discover(hooks_dir: str | None) -> list:
     return hooks
 
 
+def _execute(argv: list, stdin: bytes | None, timeout: float) -> tuple:
+    """Run ``argv`` with ``stdin`` within ``timeout``: (exit status, output).
+
+    The exit status is None when the deadline came first (the process still
+    running, or something it started still holding its stdout); the whole
+    process group is then killed. Raises OSError when it cannot start.
+    """
+    # A session of its own, so that a missed deadline kills whatever it started.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    output = bytearray()
+    pending = memoryview(stdin or b"")
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            if proc.stdin is not None:
+                os.set_blocking(proc.stdin.fileno(), False)
+                selector.register(proc.stdin, selectors.EVENT_WRITE)
+            while len(selector.get_map()) and time.monotonic() < deadline:
+                for key, _ in selector.select(deadline - time.monotonic()):
+                    if key.fileobj is proc.stdin:
+                        try:
+                            pending = pending[os.write(key.fd, pending):]
+                        except BrokenPipeError:  # the hook does not read its stdin
+                            pending = pending[:0]
+                        if not pending:
+                            selector.unregister(proc.stdin)
+                            proc.stdin.close()
+                        continue
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(proc.stdout)
+                    output += chunk
+                    if len(output) > 2 * MAX_OUTPUT:
+                        del output[MAX_OUTPUT:-MAX_OUTPUT]
+            if len(selector.get_map()):
+                raise subprocess.TimeoutExpired(argv, timeout)
+        return proc.wait(max(deadline - time.monotonic(), 0)), bytes(output)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        return None, bytes(output)
+    finally:
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
 def _ballot(returncode: int, stdout: bytes) -> tuple:
     if returncode == 0:
         return protocol.ACCEPT, ""
@@ -43,28 +108,53 @@ def _ballot(returncode: int, stdout: bytes) -> tuple:
 
 
 def run(path: str, req: dict, timeout: float) -> dict:
-    """Run one hook for ``req`` within ``timeout``; its :func:`protocol.voter` entry."""
+    """Run one vote hook for ``req`` within ``timeout``; its :func:`protocol.voter` entry."""
     name = os.path.basename(path)
     payload = json.dumps(protocol.notice(req)).encode()
     try:
-        # A session of its own, so that a missed deadline kills whatever it started.
-        proc = subprocess.Popen([path, req["event"], req["phase"]], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        returncode, stdout = _execute([path, req["event"], req["phase"]], payload, timeout)
     except OSError as exc:
         LOG.warning("hook %s could not start: %s", name, exc)
         return protocol.voter(name, protocol.ERROR, str(exc))
-    try:
-        stdout, _ = proc.communicate(payload, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
+    if returncode is None:
         LOG.warning("hook %s missed its %.1fs deadline for %s %s", name, timeout,
                     req["event"], req["phase"])
         return protocol.voter(name, protocol.TIMEOUT)
-    vote, reason = _ballot(proc.returncode, stdout[:MAX_OUTPUT])
+    vote, reason = _ballot(returncode, stdout[:MAX_OUTPUT])
     LOG.info("hook %s: %s %s -> %s %s", name, req["event"], req["phase"], vote, reason)
     return protocol.voter(name, vote, reason)
+
+
+def verdict(returncode: int | None, stdout: bytes, timeout: float) -> tuple:
+    """(healthy, reason, action) of a health hook that ended with ``returncode``
+    (None: killed at its ``timeout``) after printing ``stdout``."""
+    healthy = returncode == 0
+    if returncode is None:
+        return False, f"timed out after {timeout:g}s", protocol.LOG_ONLY
+    lines = [line.strip() for line in stdout.decode(errors="replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    default = "" if healthy else (f"killed by signal {-returncode}" if returncode < 0
+                                  else f"exit status {returncode}")
+    try:
+        report = json.loads(last) if last.startswith("{") else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        return healthy, last or default, protocol.LOG_ONLY
+    try:
+        _, reason, action = protocol.parse_health({**report, "healthy": healthy})
+    except protocol.ProtocolError as exc:
+        # Still a verdict (the exit status), but no action on the host's side.
+        reason = report.get("reason")
+        reason = reason if isinstance(reason, str) and reason else default
+        return healthy, f"{reason} (ignored: {exc})".lstrip(), protocol.LOG_ONLY
+    return healthy, reason or default, action
+
+
+def check(path: str, timeout: float) -> tuple:
+    """Run one health hook within ``timeout``: (healthy, reason, action)."""
+    try:
+        returncode, stdout = _execute([path], None, timeout)
+    except OSError as exc:
+        return False, f"could not start: {exc}", protocol.LOG_ONLY
+    return verdict(returncode, stdout[-MAX_OUTPUT:], timeout)

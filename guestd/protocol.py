@@ -67,7 +67,10 @@ def encode(message: dict) -> bytes:
     """One frame: compact JSON and a newline; refuses what a peer would reject."""
     import json
 
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate (JSON escapes allow one, UTF-8 does not) from a peer's text
+    # becomes "?" rather than making the whole message, or every status write, fail.
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
+        errors="replace")
     if len(data) >= MAX_FRAME:
         raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_FRAME}")
     return data + b"\n"

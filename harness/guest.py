@@ -2,7 +2,9 @@
 
 The qemu-ga socket is ``<socket_dir>/<instance>.sock``, where the agent in
 qga-socket mode finds it. qemu-ga's children (guestd-ctl) inherit
-GUESTD_SOCKET, exactly as in a real guest.
+GUESTD_SOCKET, exactly as in a real guest. qemu-ga runs in the guest's work
+directory, so that the host reads guestd's status file through it as the
+relative path :data:`STATUS_FILE` (qemu-ga resolves paths against its cwd).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # guestd is standard library only: run it, as a guest would, on the system's
 # python3 (Debian's, in a Debian guest) when there is one.
 GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# guestd's status file, relative to the guest's work directory (qemu-ga's cwd).
+STATUS_FILE = "guestd-status.json"
+STATUS_INTERVAL = 0.2
+HEALTH_INTERVAL = 0.5
 
 
 def write_guestd_ctl(path: str) -> list:
@@ -43,21 +49,39 @@ class Guest:
         self.instance = instance
         self.workdir = workdir
         self.hooks_dir = os.path.join(workdir, "hooks.d")
+        self.health_dir = os.path.join(workdir, "health.d")
         self.guestd_socket = os.path.join(workdir, "guestd.sock")
+        self.status_file = os.path.join(workdir, STATUS_FILE)
         self.qga_socket = ""
         os.makedirs(self.hooks_dir, exist_ok=True)
+        os.makedirs(self.health_dir, exist_ok=True)
         os.makedirs(os.path.join(workdir, "qga-state"), exist_ok=True)
         env = {**os.environ, "GUESTD_SOCKET": self.guestd_socket, "PYTHONPATH": REPO}
-        self.guestd = Process([GUEST_PYTHON, "-m", "guestd.daemon", "--socket",
-                               self.guestd_socket, "--hooks-dir", self.hooks_dir],
-                              os.path.join(workdir, "guestd.log"), env)
+        self._guestd_argv = [
+            GUEST_PYTHON, "-m", "guestd.daemon", "--socket", self.guestd_socket,
+            "--hooks-dir", self.hooks_dir, "--status-file", self.status_file,
+            "--status-interval", str(STATUS_INTERVAL), "--health-dir", self.health_dir,
+            "--health-interval", str(HEALTH_INTERVAL)]
         self._qemu_ga_binary, self._env = qemu_ga, env
+        self.guestd = self._start_guestd()
         self.state = "off"
         self.qemu_ga = None
         self._lock = threading.Lock()  # the test and the harness's follower both drive it
         self._stopped = False
         self.power_on(socket_dir)
-        wait_for(lambda: _connectable(self.guestd_socket), 10, f"guestd of {instance}")
+        self._wait_for_guestd()
+
+    def _start_guestd(self) -> Process:
+        return Process(self._guestd_argv, os.path.join(self.workdir, "guestd.log"), self._env)
+
+    def _wait_for_guestd(self) -> None:
+        wait_for(lambda: _connectable(self.guestd_socket), 10, f"guestd of {self.instance}")
+
+    def restart_guestd(self) -> None:
+        """guestd stops and starts again, as ``systemctl restart guestd`` does."""
+        self.guestd.stop()
+        self.guestd = self._start_guestd()
+        self._wait_for_guestd()
 
     # The VM's life as Nova drives it, played on the host processes: powered
     # off = no guest agent; paused or suspended = a frozen guest agent; moved
@@ -79,7 +103,7 @@ class Guest:
                 [self._qemu_ga_binary, "-m", "unix-listen", "-p", qga_socket,
                  "-t", os.path.join(self.workdir, "qga-state"),
                  "-f", os.path.join(self.workdir, "qga.pid")],
-                os.path.join(self.workdir, "qemu-ga.log"), self._env)
+                os.path.join(self.workdir, "qemu-ga.log"), self._env, cwd=self.workdir)
             wait_for(lambda: os.path.exists(qga_socket), 10, f"qemu-ga of {self.instance}")
         self.state = "running"
 
@@ -101,18 +125,40 @@ class Guest:
                 self.qemu_ga.signal(signal.SIGSTOP)
                 self.state = "frozen"
 
+    def hang(self) -> None:
+        """The guest hangs (its qemu-ga stops answering) while Nova still thinks it runs;
+        unlike :meth:`freeze`, the harness's follower does not undo it."""
+        with self._lock:
+            if self.qemu_ga is not None:
+                self.qemu_ga.signal(signal.SIGSTOP)
+
+    def unhang(self) -> None:
+        """What a reboot does to a hung guest: it answers again."""
+        with self._lock:
+            if self.qemu_ga is not None:
+                self.qemu_ga.signal(signal.SIGCONT)
+
     def add_hook(self, name: str, script: str) -> str:
-        path = os.path.join(self.hooks_dir, name)
-        with open(path, "w") as f:
-            f.write(script)
-        os.chmod(path, 0o755)
-        return path
+        """A vote/notice hook script; its path."""
+        return _write_script(self.hooks_dir, name, script)
+
+    def add_health_hook(self, name: str, script: str) -> str:
+        """A health hook script (in the status file as ``hook:<name>``); its path."""
+        return _write_script(self.health_dir, name, script)
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True  # no power_on() from the harness's follower after this
             self._power_off()
         self.guestd.stop()
+
+
+def _write_script(directory: str, name: str, script: str) -> str:
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o755)
+    return path
 
 
 def _connectable(path: str) -> bool:

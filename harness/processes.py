@@ -77,12 +77,13 @@ class Supervised:
     """A process restarted whenever it exits, until stopped (qemu-ga needs it:
     on a host unix socket it exits when a client leaves replies unread)."""
 
-    def __init__(self, argv: list, log_path: str, env: dict | None = None) -> None:
-        self.argv, self.log_path, self.env = argv, log_path, env
+    def __init__(self, argv: list, log_path: str, env: dict | None = None,
+                 cwd: str | None = None) -> None:
+        self.argv, self.log_path, self.env, self.cwd = argv, log_path, env, cwd
         self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self.process = Process(argv, log_path, env)
+        self.process = Process(argv, log_path, env, cwd)
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -95,7 +96,7 @@ class Supervised:
                 if self._stopping.is_set():
                     return
                 self.restarts += 1
-                self.process = Process(self.argv, self.log_path, self.env)
+                self.process = Process(self.argv, self.log_path, self.env, self.cwd)
 
     def signal(self, signum: int) -> None:
         with self._lock:

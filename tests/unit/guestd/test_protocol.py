@@ -102,3 +102,97 @@ def test_answer_from_hostile_guest_is_capped_or_refused():
             protocol.parse_answer({**long_reason, "voters": bad_voters}, "r1", "vm-a")
     with pytest.raises(protocol.ProtocolError):
         protocol.parse_answer({**long_reason, "result": "yes"}, "r1", "vm-a")
+
+
+def test_health_round_trip():
+    report = protocol.decode(protocol.encode(protocol.health(False, "no primary", "reboot")))
+    assert report["type"] == "health"
+    assert protocol.parse_health(report) == (False, "no primary", "reboot")
+    assert protocol.parse_health({"type": "health", "healthy": True}) == (True, "", "log")
+    assert len(protocol.parse_health(protocol.health(False, "r" * 5000))[1]) == protocol.MAX_REASON
+
+
+@pytest.mark.parametrize("bad", [
+    {"healthy": "false"}, {"healthy": 0}, {}, {"healthy": False, "action": "restart"},
+    {"healthy": False, "action": 1}, {"healthy": False, "reason": 5},
+])
+def test_malformed_health_reports_are_refused(bad):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_health({"v": 1, "type": "health", **bad})
+
+
+def status_file(**changes):
+    """A status file as a guest could write it: a good one, with ``changes``."""
+    message = protocol.status(7, 1.0, [protocol.app_health("db", False, "down", "stop"),
+                                       protocol.app_health("hook:web", True)])
+    return json.dumps({**message, **changes}).encode()
+
+
+def test_status_round_trip():
+    data = protocol.encode(protocol.status(
+        3, 0.2, [protocol.app_health("db", False, "no primary", "reboot")]))
+    assert protocol.parse_status(data) == {
+        "v": 1, "type": "status", "seq": 3, "interval": 0.2,
+        "apps": [{"name": "db", "healthy": False, "reason": "no primary", "action": "reboot"}]}
+    parsed = protocol.parse_status(status_file(interval=1))
+    assert parsed["interval"] == 1.0 and isinstance(parsed["interval"], float)
+    assert [a["name"] for a in parsed["apps"]] == ["db", "hook:web"]
+
+
+def test_status_from_a_newer_guestd_is_understood():
+    newer = json.loads(status_file())
+    newer.update(v=3, messages=[{"to": "peer"}])
+    newer["apps"][0]["since"] = 12
+    parsed = protocol.parse_status(json.dumps(newer).encode())
+    assert "messages" not in parsed and "since" not in parsed["apps"][0]
+    assert parsed["apps"][0]["action"] == "stop"
+
+
+def test_status_caps_names_and_reasons():
+    parsed = protocol.parse_status(status_file(apps=[
+        {"name": "n" * 500, "healthy": False, "reason": "r" * 5000, "action": "stop"}]))
+    assert len(parsed["apps"][0]["name"]) == protocol.MAX_NAME
+    assert len(parsed["apps"][0]["reason"]) == protocol.MAX_REASON
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"not json",
+    b"[1, 2]",
+    b'"status"',
+    b"\xff\xfe",
+    status_file() + b" " * protocol.MAX_FRAME,  # oversized, however valid
+    status_file(type="answer"),
+    status_file(v=0),
+    status_file(seq=True),  # bool is an int in Python, never a counter
+    status_file(seq=-1),
+    status_file(seq=1.5),
+    status_file(seq="7"),
+    status_file(seq=None),
+    status_file(interval=0),
+    status_file(interval=False),
+    status_file(interval="1"),
+    status_file(interval=1e9),
+    status_file(apps={"db": {}}),
+    status_file(apps=["db"]),
+    status_file(apps=[None]),
+    status_file(apps=[protocol.app_health("db", True)] * (protocol.MAX_APPS + 1)),
+    status_file(apps=[{"name": "db", "healthy": "no", "reason": "", "action": "log"}]),
+    status_file(apps=[{"name": "db", "healthy": 0, "reason": "", "action": "log"}]),
+    status_file(apps=[{"name": "db", "healthy": False, "reason": "", "action": "reset"}]),
+    status_file(apps=[{"name": "db", "healthy": False, "reason": ["x"], "action": "stop"}]),
+    status_file(apps=[{"name": "", "healthy": False, "reason": "", "action": "stop"}]),
+    status_file(apps=[{"name": 5, "healthy": False, "reason": "", "action": "stop"}]),
+    status_file(apps=[{"healthy": False, "reason": "", "action": "stop"}]),
+])
+def test_hostile_status_files_are_refused(data):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_status(data)
+
+
+def test_a_lone_surrogate_cannot_break_a_message():
+    # Valid JSON (an escape), invalid UTF-8: a hostile peer's reason is kept, mangled.
+    ballot = protocol.decode(b'{"type": "ballot", "id": "n", "vote": "reject", '
+                             b'"reason": "bad \\ud800 byte"}')
+    frame = protocol.encode(protocol.ballot(*protocol.parse_ballot(ballot)))
+    assert protocol.decode(frame)["reason"] == "bad ? byte"
