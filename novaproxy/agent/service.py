@@ -48,11 +48,6 @@ class Agent:
             self.watcher = watcher.Watcher(self, nova, recovery.Recovery(
                 client, config.host, nova, masakari, config.monitoring), config.monitoring)
 
-    @property
-    def served(self) -> set:
-        """The instances this agent serves now."""
-        return self._served
-
     def submit(self, fn, *args) -> None:
         self._pool.submit(fn, *args)
 

@@ -65,7 +65,7 @@ class Watcher:
             try:
                 if now >= next_nova or self._wake.is_set():
                     self._wake.clear()
-                    self.refresh(set(self.agent.served))
+                    self.refresh()
                     next_nova = now + self.config.nova_refresh
                 self._read_operations()
                 if now >= next_publish:
@@ -82,17 +82,19 @@ class Watcher:
         for _, watch in self._all():
             watch.stop.set()
 
-    def refresh(self, served: set) -> None:
-        """Start, retune or stop the watches from the servers Nova has on this host."""
-        servers = {s["id"]: s for s in self.nova.servers_on_host(self.host)}
+    def refresh(self) -> None:
+        """Start, retune or stop the watches from the servers Nova has on this host.
+
+        Nova's view, not the guests found here, decides: a server Nova runs here
+        whose guest is gone (QEMU died, the domain vanished) must be noticed too.
+        """
         wanted = {}
-        for instance in served:
-            server = servers.get(instance)
-            specs = ((server or {}).get("flavor") or {}).get("extra_specs") or {}
+        for server in self.nova.servers_on_host(self.host):
+            specs = (server.get("flavor") or {}).get("extra_specs") or {}
             settings = monitor.settings_from(self.config.defaults, specs)
-            self._warn_specs(instance, specs)
+            self._warn_specs(server["id"], specs)
             if settings is not None:
-                wanted[instance] = (settings, server)
+                wanted[server["id"]] = (settings, server)
         with self._lock:
             for instance in set(self._watches) - set(wanted):
                 self._watches.pop(instance).stop.set()
@@ -143,7 +145,9 @@ class Watcher:
             ops = records.get(instance)
             silence = f"{ops[-1].get('event')} in flight (recorded by the proxy)" if ops else ""
             if watch.ops_silence and not silence:
-                self._wake.set()  # an operation ended: Nova's view is stale, read it now
+                # The operation ended and Nova's view is stale: stay quiet until it is read.
+                watch.nova_silence = watch.nova_silence or "operation over; reading Nova"
+                self._wake.set()
             watch.ops_silence = silence
 
     def lifecycle(self, instance: str, event: str, silence: str | None) -> None:

@@ -1,0 +1,171 @@
+"""Monitoring and recovery against the real Nova API and real qemu-ga + guestd guests.
+
+The agents run with the default interval and threshold (1 s, 3 misses), a
+short boot grace (harness.stack.MONITOR_BOOT_GRACE) and a recording endpoint in
+place of Masakari. A "hung" guest is its qemu-ga SIGSTOPped; the fake virt
+driver does not touch the guest when Nova reboots it, so the test thaws it once
+Nova's instance actions show the reboot.
+"""
+
+import json
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from guestd.client import Application
+from harness.processes import wait_for
+from harness.stack import MONITOR_BOOT_GRACE
+from novaproxy import redis_schema
+
+
+@pytest.fixture(scope="module")
+def monitored_flavor(stack):
+    return stack.flavor(f"monitored-{uuid.uuid4().hex[:6]}", {"guest:monitoring": "true"})
+
+
+@pytest.fixture(scope="module")
+def masakari_flavor(stack):
+    return stack.flavor(f"masakari-{uuid.uuid4().hex[:6]}",
+                        {"guest:monitoring": "true", "guest:recovery": "masakari"})
+
+
+def redis_of(stack):
+    return redis_schema.connect(stack.redis.url)
+
+
+def wait_state(stack, instance, state, timeout=20.0):
+    client = redis_of(stack)
+    return wait_for(lambda: redis_schema.monitor_view(client, instance).get("state") == state
+                    and redis_schema.monitor_view(client, instance), timeout,
+                    f"monitor state {state} of {instance}", interval=0.1)
+
+
+def audits(stack, instance, kind):
+    return [f for _, f in redis_schema.read_events(redis_of(stack), 2000)
+            if f["instance"] == instance and f["kind"] == kind]
+
+
+def wait_audit(stack, instance, kind, count=1, timeout=20.0):
+    return wait_for(lambda: len(audits(stack, instance, kind)) >= count
+                    and audits(stack, instance, kind), timeout, f"{count} {kind} event(s)",
+                    interval=0.1)
+
+
+def reboots(stack, instance):
+    return stack.instance_actions(instance).count("reboot")
+
+
+def boot_healthy(stack, flavor, name="mon"):
+    server, host = stack.boot(name, flavor)
+    wait_state(stack, server.id, "healthy")
+    return server, host, stack.guests[server.id]
+
+
+def test_hung_guest_is_declared_failed_and_rebooted_once(stack, monitored_flavor):
+    server, host, guest = boot_healthy(stack, monitored_flavor)
+    guest.hang()
+    failure, = wait_audit(stack, server.id, "failure")
+    evidence = json.loads(failure["evidence"])
+    assert failure["event"] == "hung" and failure["host"] == host
+    assert evidence["missed_pings"] == 3  # the default threshold
+    recovery, = wait_audit(stack, server.id, "recovery")
+    assert (recovery["outcome"], recovery["why"]) == ("recovering", "Nova hard reboot requested")
+    wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
+    guest.unhang()  # what the reboot would have done to a real guest
+    wait_state(stack, server.id, "healthy")
+    assert reboots(stack, server.id) == 1
+    assert len(audits(stack, server.id, "failure")) == 1
+
+
+def test_restarted_agent_does_not_recover_the_same_failure_again(stack, monitored_flavor):
+    server, host, guest = boot_healthy(stack, monitored_flavor)
+    guest.hang()
+    wait_audit(stack, server.id, "recovery")
+    wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
+    stack.restart_agent(host)
+    # The new agent knows the guest answered before: still silent after the boot
+    # grace is a failure, and the recovery is found already claimed.
+    failures = wait_audit(stack, server.id, "failure", count=2,
+                          timeout=MONITOR_BOOT_GRACE + 15)
+    recoveries = wait_audit(stack, server.id, "recovery", count=2)
+    assert "already under way" in recoveries[-1]["why"], failures[-1]
+    assert reboots(stack, server.id) == 1
+    guest.unhang()
+    wait_state(stack, server.id, "healthy")
+
+
+def test_intended_silence_causes_no_recovery(stack, monitored_flavor):
+    server, host, guest = boot_healthy(stack, monitored_flavor)
+    nova = stack.nova()  # through the proxy, which records each operation
+    for stop, settled, start in (("stop", "SHUTOFF", "start"), ("pause", "PAUSED", "unpause"),
+                                 ("suspend", "SUSPENDED", "resume")):
+        getattr(nova.servers, stop)(server.id)
+        stack.wait_for_server(server.id, settled)
+        wait_state(stack, server.id, "quiet")
+        time.sleep(5)  # longer than interval x threshold + one interval
+        getattr(nova.servers, start)(server.id)
+        stack.wait_for_server(server.id, "ACTIVE")
+        wait_state(stack, server.id, "healthy")
+    nova.servers.live_migrate(server.id, host=None, block_migration="auto")
+    stack.wait_for_server(server.id, "ACTIVE")
+    wait_for(lambda: stack.guests[server.id].qga_socket.startswith(
+        stack.socket_dir(host) + os.sep) is False, 10, "the guest on its new host")
+    wait_state(stack, server.id, "healthy")
+    assert audits(stack, server.id, "failure") == []
+    assert reboots(stack, server.id) == 0
+
+
+def test_vm_that_never_answers_is_reported_after_its_grace(stack, monitored_flavor):
+    server, host = stack.boot("silent", monitored_flavor, with_guest=False)
+    # A guest agent channel nobody answers on: the image has no qemu-ga.
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = os.path.join(stack.socket_dir(host), f"{server.id}.sock")
+    silent.bind(path)
+    silent.listen(8)
+    try:
+        view = wait_state(stack, server.id, "never-answered", timeout=MONITOR_BOOT_GRACE + 15)
+        assert view["answered"] == "no"
+        event, = [e for e in audits(stack, server.id, "monitor")
+                  if e["outcome"] == "never-answered"]
+        assert "is qemu-ga in the image?" in event["why"]
+        assert audits(stack, server.id, "recovery") == []
+    finally:
+        silent.close()
+        os.unlink(path)
+
+
+def test_unhealthy_application_asking_for_reboot_gets_one(stack, monitored_flavor):
+    server, host, guest = boot_healthy(stack, monitored_flavor)
+    app = Application("web", socket_path=guest.guestd_socket).start()
+    try:
+        assert app.registered.wait(5)
+        app.report_health(False, "answers 500 to every request", "reboot")
+        failure, = wait_audit(stack, server.id, "failure")
+        assert failure["event"] == "application"
+        assert json.loads(failure["evidence"]) == {"application": "web",
+                                                   "reason": "answers 500 to every request"}
+        wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
+        time.sleep(3)  # the report stands; one episode, one reboot
+        assert reboots(stack, server.id) == 1
+    finally:
+        app.stop()
+
+
+def test_masakari_gets_the_notification(stack, masakari_flavor):
+    server, host, guest = boot_healthy(stack, masakari_flavor)
+    sent = len(stack.masakari.requests)
+    guest.hang()
+    wait_audit(stack, server.id, "recovery")
+    request = wait_for(lambda: stack.masakari.requests[sent:] and stack.masakari.requests[sent],
+                       10, "the Masakari notification")
+    notification = request.body["notification"]
+    assert request.method == "POST" and request.path == "/v1/notifications"
+    assert (notification["type"], notification["hostname"]) == ("VM", host)
+    assert notification["payload"] == {"event": "QEMU_GUEST_AGENT_ERROR",
+                                       "instance_uuid": server.id,
+                                       "vir_domain_event": "STOPPED_FAILED"}
+    assert reboots(stack, server.id) == 0  # Masakari's engine recovers, not the agent
+    guest.unhang()
