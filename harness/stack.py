@@ -30,6 +30,8 @@ from novaproxy import redis_schema
 IMAGE = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # an image of Nova's Glance fixture
 MICROVERSION = "2.96"
 ADMIN_TOKEN = "admin:demo"  # the Nova fixture reads user:project from the token
+# The default interval and threshold; a short grace, so that a test sees a silent
+# guest reported in seconds.
 MONITOR_BOOT_GRACE = 8.0
 
 
@@ -44,10 +46,16 @@ def _http_ok(url: str) -> bool:
 
 class Stack:
     def __init__(self, workdir: str, computes=("compute1", "compute2"),
-                 log=lambda message: None, in_process: bool = False) -> None:
+                 log=lambda message: None, in_process: bool = False,
+                 monitoring: dict | None = None) -> None:
         """``in_process``: the negotiation filter runs inside nova-api's own pipeline
-        (deploy/nova-api-paste.ini) and no separate proxy is started."""
+        (deploy/nova-api-paste.ini) and no separate proxy is started. ``monitoring``:
+        the agents' [monitoring] options over the harness's own."""
         self.workdir = workdir
+        self.monitoring = {"boot_grace": MONITOR_BOOT_GRACE, "recovery_timeout": 60,
+                           "nova_refresh": 2,
+                           # qemu-ga runs in the guest's directory (see harness.guest).
+                           "status_file": "guestd-status.json", **(monitoring or {})}
         self.in_process = in_process
         self.computes = list(computes)
         self.log = log
@@ -147,13 +155,8 @@ class Stack:
                     f"[nova]\nauth_type = admin_token\nendpoint = {self.nova_url}/v2.1\n"
                     f"token = {ADMIN_TOKEN}\n\n"
                     f"[masakari]\nauth_type = admin_token\nendpoint = {self.masakari.url}/v1\n"
-                    f"token = {ADMIN_TOKEN}\n\n"
-                    # The defaults' interval and threshold; short grace periods so that
-                    # a test sees a silent guest reported in seconds.
-                    f"[monitoring]\nboot_grace = {MONITOR_BOOT_GRACE}\n"
-                    f"recovery_timeout = 60\nnova_refresh = 2\n"
-                    # qemu-ga runs in the guest's directory (see harness.guest).
-                    f"status_file = guestd-status.json\n")
+                    f"token = {ADMIN_TOKEN}\n\n[monitoring]\n"
+                    + "".join(f"{k} = {v}\n" for k, v in self.monitoring.items()))
         self.agents[host] = self._spawn(f"agent-{host}", [
             sys.executable, "-m", "novaproxy.agent.service", "--config", config])
         self.log(f"novaproxy-agent for {host}: guests in {self.socket_dir(host)}")

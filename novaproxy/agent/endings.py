@@ -51,6 +51,8 @@ class Endings:
             except NovaUnavailable as exc:
                 LOG.warning("cannot read instance %s from Nova: %s; retrying", instance, exc)
                 continue
+            if self.agent.watcher is not None:
+                self.agent.watcher.saw(instance, server)  # fresh news for the monitor
             nova_host = (server or {}).get("OS-EXT-SRV-ATTR:host")
             if nova_host and nova_host != self.agent.config.host:
                 continue  # Nova has it elsewhere now: that host's agent finishes it

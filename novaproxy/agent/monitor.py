@@ -236,6 +236,11 @@ def expected_silence(server: dict | None, host: str) -> str:
     return ""
 
 
+def operation_silence(ops: list) -> str:
+    """Why the proxy's operation records mean silence is intended ("" if none)."""
+    return f"{ops[-1].get('event')} in flight (recorded by the proxy)" if ops else ""
+
+
 def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:
     """The flavor's settings, or None when ``guest:monitoring`` does not turn it on.
 

@@ -67,9 +67,8 @@ class Recovery:
                            f"({exc}); trying again after {wait:.0f}s")
         silence = monitor.expected_silence(server, self.host)
         if not silence:
-            ops = redis_schema.operations_of(self.redis, [instance]).get(instance)
-            if ops:
-                silence = f"{ops[-1].get('event')} in flight (recorded by the proxy)"
+            silence = monitor.operation_silence(
+                redis_schema.operations_of(self.redis, [instance]).get(instance, []))
         if silence:
             return Outcome(monitor.QUIET, f"not a failure after all: {silence}")
         if failure.action == monitor.LOG:

@@ -143,12 +143,27 @@ class Watcher:
         records = redis_schema.operations_of(self.agent.redis, watches)
         for instance, watch in watches.items():
             ops = records.get(instance)
-            silence = f"{ops[-1].get('event')} in flight (recorded by the proxy)" if ops else ""
+            silence = monitor.operation_silence(ops)
             if watch.ops_silence and not silence:
                 # The operation ended and Nova's view is stale: stay quiet until it is read.
                 watch.nova_silence = watch.nova_silence or "operation over; reading Nova"
                 self._wake.set()
             watch.ops_silence = silence
+
+    def saw(self, instance: str, server: dict | None) -> None:
+        """A fresh read of the server from Nova (the end-notice checker makes them)."""
+        watch = dict(self._all()).get(instance)
+        if watch is not None:
+            watch.nova_silence = monitor.expected_silence(server, self.host)
+
+    def _recheck_operations(self, instance: str, watch: Watch) -> None:
+        """Before a miss counts: an operation may have been recorded since the last read."""
+        try:
+            ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
+        except redis.RedisError:
+            return  # the miss counts; the confirmation before any recovery reads again
+        if ops:
+            watch.ops_silence = monitor.operation_silence(ops)
 
     def lifecycle(self, instance: str, event: str, silence: str | None) -> None:
         """A libvirt lifecycle event: ``silence`` is why the guest is now expected
@@ -186,6 +201,11 @@ class Watcher:
             missed = probe.ping(agent, interval)
         except GuestAgentError as exc:  # no socket or domain: the guest is not there
             agent, missed = None, str(exc)
+        if missed:
+            self._recheck_operations(instance, watch)
+            if watch.ops_silence:  # recorded since the last read: the silence is intended
+                with watch.lock:
+                    return out + m.quiet(time.monotonic(), watch.ops_silence)
         done = time.monotonic()
         with watch.lock:
             out += m.missed(done, missed) if missed else m.answered(done)
