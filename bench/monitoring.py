@@ -121,8 +121,9 @@ def main() -> int:
             detected, requested = induce_hang(stack, client, servers[n % len(servers)])
             latencies.append(detected)
             to_recovery.append(requested)
-        print(f"hang -> failure declared: {seconds(latencies)} (target p99 <= 4 s)")
-        print(f"failure -> recovery requested: {seconds(to_recovery)} (target <= 1 s)")
+        if latencies:
+            print(f"hang -> failure declared: {seconds(latencies)} (target p99 <= 4 s)")
+            print(f"failure -> recovery requested: {seconds(to_recovery)} (target <= 1 s)")
 
         # 3. soak under saturation
         if args.soak_minutes > 0:
