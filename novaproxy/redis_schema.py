@@ -352,6 +352,10 @@ def claim_recovery(client: redis.Redis, instance: str, owner: str, hold: float,
                        owner, int(hold * 1000), f"{now:.6f}", window, allowed)
 
 
+def recovery_under_way(client: redis.Redis, instance: str) -> bool:
+    return bool(client.exists(recovery_key(instance)))
+
+
 def release_recovery(client: redis.Redis, instance: str, owner: str) -> None:
     """The guest answered again: a later failure is a new one."""
     client.eval(_RELEASE, 1, recovery_key(instance), owner)

@@ -29,6 +29,9 @@ MASAKARI_EVENTS = {monitor.HUNG: masakari.QEMU_GUEST_AGENT_ERROR,
                    monitor.CRASHED: masakari.LIFECYCLE}
 
 
+ALREADY = "a recovery is already under way (claimed earlier, by this host or another)"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of a failure: the monitor's next state and why."""
@@ -58,6 +61,8 @@ class Recovery:
         return outcome
 
     def _handle(self, instance: str, failure: monitor.Failure) -> Outcome:
+        if redis_schema.recovery_under_way(self.redis, instance):
+            return Outcome(monitor.RECOVERING, ALREADY)  # its own reboot keeps Nova busy
         try:
             server = self.nova.server(instance)
         except NovaUnavailable as exc:
@@ -78,8 +83,7 @@ class Recovery:
             self.redis, instance, owner, hold=self.config.defaults.recovery_timeout,
             window=self.config.recovery_window, allowed=self.config.max_recoveries)
         if claim == redis_schema.ALREADY_CLAIMED:
-            return Outcome(monitor.RECOVERING, "a recovery is already under way (claimed "
-                           "earlier, by this host or another)")
+            return Outcome(monitor.RECOVERING, ALREADY)
         if claim == redis_schema.RATE_LIMITED:
             return Outcome(monitor.LEFT_ALONE, f"left alone: {self.config.max_recoveries} "
                            f"recoveries within {self.config.recovery_window:.0f}s already; "

@@ -183,10 +183,17 @@ class Watcher:
     # -- one instance -----------------------------------------------------------
 
     def _watch(self, instance: str, watch: Watch) -> None:
+        """One VM's loop. It never ends on an error: a monitor that silently stops
+        working is one of the failures this is built against."""
         while not watch.stop.is_set() and not self.agent.stopping.is_set():
             started = time.monotonic()
             interval = watch.monitor.settings.interval
-            self._outcomes(instance, watch, self._round(instance, watch, started, interval))
+            try:
+                self._outcomes(instance, watch, self._round(instance, watch, started, interval))
+            except redis.RedisError as exc:
+                LOG.warning("instance %s: monitor round without Redis: %s", instance, exc)
+            except Exception:
+                LOG.exception("instance %s: monitor round failed; continuing", instance)
             watch.stop.wait(max(started + interval - time.monotonic(), 0.0))
 
     def _round(self, instance: str, watch: Watch, now: float, interval: float) -> list:

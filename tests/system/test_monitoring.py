@@ -169,3 +169,17 @@ def test_masakari_gets_the_notification(stack, masakari_flavor):
                                        "vir_domain_event": "STOPPED_FAILED"}
     assert reboots(stack, server.id) == 0  # Masakari's engine recovers, not the agent
     guest.unhang()
+
+
+def test_a_guestd_that_stops_counting_is_a_failure(stack, monitored_flavor):
+    import signal
+
+    server, host, guest = boot_healthy(stack, monitored_flavor)
+    wait_for(lambda: os.path.exists(guest.status_file), 5, "guestd's status file")
+    guest.guestd.signal(signal.SIGSTOP)  # qemu-ga still answers; guestd is stuck
+    try:
+        failure, = wait_audit(stack, server.id, "failure")
+        assert failure["event"] == "guestd-stalled"
+        wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
+    finally:
+        guest.guestd.signal(signal.SIGCONT)
