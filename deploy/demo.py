@@ -6,8 +6,11 @@ front of Nova, and for each VM a "guest" (qemu-ga + guestd) running the example
 application. Then a real python-novaclient, pointed at the proxy, plays:
 
 1. a reboot vetoed by the database application inside the VM (HTTP 409, reason);
-2. a stop accepted by the same application once it is idle (prepare, then Nova);
-3. a VM whose flavor does not ask for negotiation: its reboot passes untouched.
+2. a stop accepted by the same application once it is idle (prepare, then Nova),
+   and the start whose end notice the guest gets once it answers again;
+3. the guest hangs: the agent declares the failure within seconds and Nova
+   hard-reboots the VM, once;
+4. a VM whose flavor does not ask for negotiation: its reboot passes untouched.
 
 Everything is torn down at the end, also on Ctrl-C.
 Run it with: ./deploy/demo.sh
@@ -28,6 +31,7 @@ sys.path.insert(0, REPO)
 
 from novaclient import exceptions  # noqa: E402
 
+from harness.processes import wait_for  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from novaproxy import redis_schema  # noqa: E402
 from novaproxy.cli import format_event  # noqa: E402
@@ -78,9 +82,10 @@ def play(stack: Stack, workdir: str) -> None:
     client = redis_schema.connect(stack.redis.url)
 
     step("Flavors: the operator's lever")
-    ha = stack.flavor("ha.small", {"guest:negotiation": "true"})
+    ha = stack.flavor("ha.small", {"guest:negotiation": "true", "guest:monitoring": "true"})
     plain = stack.flavor("plain.small")
-    say(f"ha.small    extra specs {ha.get_keys()}  → lifecycle operations are negotiated")
+    say(f"ha.small    extra specs {ha.get_keys()}")
+    say("            → lifecycle operations are negotiated, the guest is monitored")
     say("plain.small no extra specs                        → everything passes through")
 
     step("Boot two VMs; each gets a guest (qemu-ga + guestd) on the host Nova chose")
@@ -121,6 +126,31 @@ def play(stack: Stack, workdir: str) -> None:
     wait_status(stack, db.id, "SHUTOFF")
     say("in the guest:")
     tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 2)
+
+    step("Start db-1 again: the guest hears the end of it once it answers")
+    nova.servers.start(db.id)
+    wait_status(stack, db.id, "ACTIVE")
+    wait_for(lambda: redis_schema.monitor_view(client, db.id).get("state") == "healthy", 30,
+             "db-1 monitored and healthy", interval=0.1)
+    say("in the guest:")
+    tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 1)
+
+    step("db-1's guest hangs: the agent notices within seconds, and Nova hard-reboots it")
+    say("the agent pings qemu-ga every second; three misses declare a failure")
+    hung_at = time.time()
+    stack.guests[db.id].hang()  # qemu-ga SIGSTOPped: what a hung guest kernel looks like
+    failure = wait_for(lambda: [f for _, f in redis_schema.read_events(client, 50)
+                                if f["instance"] == db.id and f["kind"] == "failure"
+                                and float(f["time"]) >= hung_at], 30, "the failure")[0]
+    say(f"{RED}failure declared{RESET} {float(failure['time']) - hung_at:.1f} s after the hang: "
+        f"{failure['why']}")
+    wait_for(lambda: "reboot" in stack.instance_actions(db.id), 30, "Nova's hard reboot")
+    say(f"recovery: Nova hard reboot requested (claimed in Redis first, so exactly once); "
+        f"db-1's actions: {', '.join(stack.instance_actions(db.id))}")
+    stack.guests[db.id].unhang()  # what the reboot does to a real guest
+    wait_for(lambda: redis_schema.monitor_view(client, db.id).get("state") == "healthy", 30,
+             "db-1 healthy again", interval=0.1)
+    say(f"{GREEN}db-1 answers again{RESET}: the monitor is back to healthy")
 
     step("Reboot web-1 (flavor without guest:negotiation): passes through untouched")
     nova.servers.reboot(web.id)

@@ -91,6 +91,8 @@ def main() -> int:
     plane.setUp()
     # Tests and the demo boot many servers; the default quota is 10 instances.
     plane.flags(instances=-1, cores=-1, ram=-1, group="quota")
+    # Room for the benchmarks' 100+ servers of 1 vCPU and 512 MB on two fake hosts.
+    plane.flags(initial_cpu_allocation_ratio=16.0, initial_ram_allocation_ratio=16.0)
     computes = [c for c in args.computes.split(",") if c]
     for host in computes:
         plane._start_compute(host)
