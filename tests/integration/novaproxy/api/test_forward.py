@@ -125,3 +125,34 @@ def test_nova_answers_through_the_proxy_as_directly(stack, method, path, token):
         assert via.headers.get(name) == direct.headers.get(name)
     assert via.headers.get("x-openstack-request-id", "").startswith("req-") == \
         direct.headers.get("x-openstack-request-id", "").startswith("req-")
+
+
+MALFORMED_ACTIONS = [
+    ("POST", "/action", b"not json"),
+    ("POST", "/action", b""),
+    ("POST", "/action", b"[]"),
+    ("POST", "/action", b'{"reboot": {"type": "SIDEWAYS"}}'),  # classified, then Nova's 400
+    ("POST", "/action", b'{"reboot": {"type": "SOFT"}, "os-stop": null}'),
+    ("POST", "/action", b'{"noSuchAction": {}}'),
+    ("POST", "/action", b'{"resize": {"flavorRef": "does-not-exist"}}'),
+    ("POST", "/action", b'{"os-stop": null}' + b" " * (300 * 1024)),  # over the filter's cap
+    ("POST", "/migrations/4242/action", b'{"force_complete": null}'),
+    ("POST", "/migrations/4242/action", b'{"force_complete": null, "x": 1}'),
+    ("DELETE", "/migrations/4242", None),
+]
+
+
+@pytest.mark.parametrize("method, suffix, body", MALFORMED_ACTIONS)
+def test_malformed_actions_reach_nova_as_sent(stack, negotiated_flavor, recorder, method,
+                                              suffix, body):
+    # A negotiated server whose application accepts everything: whatever the filter makes
+    # of a request, the caller must get Nova's own answer.
+    server, _ = stack.boot("malformed", negotiated_flavor)
+    recorder(stack.guests[server.id])
+    path = f"/v2.1/servers/{server.id}{suffix}"
+    headers = {"X-Auth-Token": "admin:demo", "OpenStack-API-Version": "compute 2.96",
+               "Content-Type": "application/json"}
+    direct = urllib3.request(method, stack.nova_url + path, body=body, headers=headers)
+    via = urllib3.request(method, stack.proxy_url + path, body=body, headers=headers)
+    assert (via.status, via.data) == (direct.status, direct.data)
+    assert direct.status >= 400
