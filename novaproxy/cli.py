@@ -51,8 +51,20 @@ def format_event(fields: dict) -> str:
         body = f"{fields.get('event')}: {fields.get('outcome')} — {fields.get('why', '')}"
     voters = _voters(fields.get("voters"))
     detail = fields.get("detail")
+    evidence = _evidence(fields.get("evidence"))
     return head + "  " + body + (f" [{voters}]" if voters else "") + (
-        f" ({detail})" if detail else "")
+        f" ({detail})" if detail else "") + (f" {{{evidence}}}" if evidence else "")
+
+
+def _evidence(raw: str | None) -> str:
+    """A failure's evidence (missed pings, last answer, libvirt event...) as key=value."""
+    try:
+        evidence = json.loads(raw or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(evidence, dict):
+        return ""
+    return ", ".join(f"{key}={value}" for key, value in evidence.items())
 
 
 def _operation(op: dict, now: float) -> str:

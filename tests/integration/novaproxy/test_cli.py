@@ -59,6 +59,14 @@ def test_unreachable_redis_is_a_clear_error_without_the_password():
     assert "hunter2" not in done.stderr
 
 
+def test_failures_show_their_evidence():
+    line = cli.format_event({"kind": "failure", "instance": "u-1", "time": "0", "event": "hung",
+                             "outcome": "failed", "why": "3 consecutive guest-pings unanswered",
+                             "evidence": '{"missed_pings": 3, "last_answer_ago": 4.0}'})
+    assert line.endswith("hung: failed — 3 consecutive guest-pings unanswered "
+                         "{missed_pings=3, last_answer_ago=4.0}")
+
+
 def test_format_tolerates_odd_events():
     assert "?" in cli.format_event({"time": "x"})
 
