@@ -175,7 +175,8 @@ class Watcher:
         if silence is None:
             with watch.lock:
                 out = watch.monitor.crashed(now, event)
-            self._outcomes(instance, watch, out)
+            # The recovery calls Nova or Masakari: not on libvirt's event loop thread.
+            self.agent.submit(self._outcomes, instance, watch, out)
         else:
             watch.libvirt_silence = silence
         self._wake.set()
