@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Install what the demo, the tests and the benchmarks need, idempotently:
-# Debian packages (redis-server, qemu-guest-agent, libvirt-dev, pkg-config)
-# and a Python venv in .venv with novaproxy and its test extras.
+# Debian packages (redis-server, qemu-guest-agent, libvirt-dev, pkg-config;
+# for the vm tier QEMU, libvirtd and cpio) and a Python venv in .venv with
+# novaproxy and its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(redis-server qemu-guest-agent libvirt-dev pkg-config python3-venv)
+# The vm tier (tests/vm): TCG guests under a session-mode libvirtd, and the
+# initramfs that deploy/guest-image/build.sh packs (its kernel and busybox are
+# downloaded with apt-get download, not installed).
+vm_packages=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu cpio)
+packages+=("${vm_packages[@]}")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
