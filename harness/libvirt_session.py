@@ -197,6 +197,17 @@ class LibvirtSession:
         return any(target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
                    for target in root.iterfind("./devices/channel/target"))
 
+    def qemu_pid(self, domain) -> int:
+        """The PID of the guest's QEMU process (libvirt's pid file), to signal it:
+        a SIGSTOPped QEMU is a hung guest that libvirt still reports running."""
+        path = os.path.join(self.workdir, "r", "libvirt", "qemu", "run", f"{domain.name()}.pid")
+        with open(path) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"qemu-system" not in f.read():
+                raise RuntimeError(f"{path}: PID {pid} is not a QEMU process")
+        return pid
+
     def destroy(self, domain) -> None:
         """Power the guest off at once and forget it (undefine)."""
         libvirt = self._libvirt

@@ -33,6 +33,10 @@ ADMIN_TOKEN = "admin:demo"  # the Nova fixture reads user:project from the token
 # The default interval and threshold; a short grace, so that a test sees a silent
 # guest reported in seconds.
 MONITOR_BOOT_GRACE = 8.0
+# Inside a real guest (deploy/guest-image), as in production: what a libvirt-mode
+# agent runs through guest-exec, and where guestd writes its status.
+GUEST_GUESTD_CTL = "/usr/bin/guestd-ctl"
+GUEST_STATUS_FILE = "/run/guestd/status.json"
 
 
 def _http_ok(url: str) -> bool:
@@ -47,11 +51,14 @@ def _http_ok(url: str) -> bool:
 class Stack:
     def __init__(self, workdir: str, computes=("compute1", "compute2"),
                  log=lambda message: None, in_process: bool = False,
-                 monitoring: dict | None = None) -> None:
+                 monitoring: dict | None = None, libvirt: dict | None = None) -> None:
         """``in_process``: the negotiation filter runs inside nova-api's own pipeline
         (deploy/nova-api-paste.ini) and no separate proxy is started. ``monitoring``:
-        the agents' [monitoring] options over the harness's own."""
+        the agents' [monitoring] options over the harness's own. ``libvirt``: host ->
+        libvirt URI, for hosts whose agent runs in libvirt mode (real VMs, defined
+        with their servers' UUIDs) instead of serving host-process guests."""
         self.workdir = workdir
+        self.libvirt = dict(libvirt or {})
         self.monitoring = {"boot_grace": MONITOR_BOOT_GRACE, "recovery_timeout": 60,
                            "nova_refresh": 2,
                            # qemu-ga runs in the guest's directory (see harness.guest).
@@ -147,19 +154,25 @@ class Stack:
 
     def start_agent(self, host: str) -> Process:
         config = os.path.join(self.workdir, f"agent-{host}.ini")
+        uri, monitoring = self.libvirt.get(host), self.monitoring
+        if uri is None:
+            guests = (f"hypervisor = qga-socket\nqga_socket_dir = {self.socket_dir(host)}\n"
+                      f"guestd_ctl = {' '.join(self.guestd_ctl)}\n")
+        else:
+            guests = f"hypervisor = libvirt\nlibvirt_uri = {uri}\nguestd_ctl = {GUEST_GUESTD_CTL}\n"
+            monitoring = {**monitoring, "status_file": GUEST_STATUS_FILE}
         with open(config, "w") as f:
-            f.write(f"[agent]\nhost = {host}\nredis_url = {self.redis.url}\n"
-                    f"hypervisor = qga-socket\nqga_socket_dir = {self.socket_dir(host)}\n"
-                    f"guestd_ctl = {' '.join(self.guestd_ctl)}\nroute_interval = 0.5\n"
-                    f"operation_interval = 0.3\n\n"
+            f.write(f"[agent]\nhost = {host}\nredis_url = {self.redis.url}\n{guests}"
+                    f"route_interval = 0.5\noperation_interval = 0.3\n\n"
                     f"[nova]\nauth_type = admin_token\nendpoint = {self.nova_url}/v2.1\n"
                     f"token = {ADMIN_TOKEN}\n\n"
                     f"[masakari]\nauth_type = admin_token\nendpoint = {self.masakari.url}/v1\n"
                     f"token = {ADMIN_TOKEN}\n\n[monitoring]\n"
-                    + "".join(f"{k} = {v}\n" for k, v in self.monitoring.items()))
+                    + "".join(f"{k} = {v}\n" for k, v in monitoring.items()))
         self.agents[host] = self._spawn(f"agent-{host}", [
             sys.executable, "-m", "novaproxy.agent.service", "--config", config])
-        self.log(f"novaproxy-agent for {host}: guests in {self.socket_dir(host)}")
+        self.log(f"novaproxy-agent for {host}: guests "
+                 + (f"in {self.socket_dir(host)}" if uri is None else f"through {uri}"))
         return self.agents[host]
 
     def restart_agent(self, host: str) -> Process:

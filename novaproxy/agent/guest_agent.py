@@ -8,14 +8,20 @@ untrusted: replies are size-capped and must be JSON objects.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import random
+import re
 import select
 import socket
 import threading
 import time
 
+# How libvirt reports qemu-ga's own error replies (VIR_ERR_INTERNAL_ERROR), and the
+# descriptions qemu-ga gives an unknown or blocked (block-rpcs) command.
+_AGENT_ERROR = re.compile(r"unable to execute QEMU agent command '[^']*'(?:: (.*))?", re.S)
+_NOT_FOUND = re.compile(r"^(?:The command|Command) \S+ has (?:not been found|been disabled)")
 MAX_REPLY = 1024 * 1024  # bytes of one reply line; guest-exec output is capped well below
 MAX_OUTPUT = 64 * 1024  # bytes of a program's stdout we accept
 
@@ -197,9 +203,15 @@ class SocketGuestAgent:
 class LibvirtGuestAgent:
     """qemu-ga through libvirt (``libvirt_qemu.qemuAgentCommand``).
 
-    libvirt runs its own guest-sync before each command and waits a fixed 5 s
-    for it unless the domain's agent response timeout is lowered, which
-    ``response_timeout`` does once per domain.
+    libvirt runs its own guest-sync before a command and waits the domain's
+    agent response timeout for it (at most 5 s): ``response_timeout`` (1 s) is
+    set once per domain, so that a ping to a hung agent costs about the
+    monitoring interval, not 5 s. libvirt's typed agent APIs (``guestVcpus``,
+    ``setGuestVcpus``) also wait that same timeout for the command itself, so
+    :meth:`vcpus` and :meth:`set_vcpus` raise it to their own deadline for the
+    call and put it back after. Calls are serialised by a lock (libvirt runs one
+    agent command per domain at a time anyway): no ping ever runs under a raised
+    timeout, and a call waits for another only within its own deadline.
     """
 
     # A poll costs ~1.5 ms through libvirt: poll less often.
@@ -212,18 +224,63 @@ class LibvirtGuestAgent:
         self._qemu = libvirt_qemu
         self._libvirt = libvirt
         self.domain = domain
-        try:
-            domain.agentSetResponseTimeout(response_timeout, 0)
-        except libvirt.libvirtError:
-            pass  # older libvirt: libvirt's default applies
+        self.response_timeout = response_timeout
+        self._lock = threading.Lock()
+        self._set_response_timeout(response_timeout)
 
     def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
         message = {"execute": command}
         if arguments:
             message["arguments"] = arguments
+        deadline = time.monotonic() + timeout
+        with self._locked(deadline):
+            reply = self._call(self._qemu.qemuAgentCommand, self.domain, json.dumps(message),
+                               _seconds(deadline), 0)
+        if len(reply) > MAX_REPLY:
+            raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
         try:
-            reply = self._qemu.qemuAgentCommand(
-                self.domain, json.dumps(message), max(1, math.ceil(timeout)), 0)
+            return _result(json.loads(reply))
+        except ValueError:
+            raise GuestAgentError("reply is not JSON") from None
+
+    def vcpus(self, timeout: float = 10.0) -> dict:
+        """The guest's vCPUs as its agent reports them (libvirt's ``guestVcpus``):
+        ``{"vcpus": "0-1", "online": "0", "offlinable": "1"}``, cpu lists as text."""
+        return self._typed(timeout, self.domain.guestVcpus)
+
+    def set_vcpus(self, cpus: str, online: bool, timeout: float = 30.0) -> None:
+        """Bring the guest's ``cpus`` (a cpu list: "1", "1-3") online or offline
+        through its agent. Onlining a vCPU can take seconds in a loaded guest."""
+        self._typed(timeout, self.domain.setGuestVcpus, cpus, 1 if online else 0)
+
+    def _typed(self, timeout: float, call, *args):
+        """A typed agent API, with the domain's response timeout at our deadline."""
+        deadline = time.monotonic() + timeout
+        with self._locked(deadline):
+            self._set_response_timeout(_seconds(deadline))
+            try:
+                return self._call(call, *args)
+            finally:
+                self._set_response_timeout(self.response_timeout)
+
+    @contextlib.contextmanager
+    def _locked(self, deadline: float):
+        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            raise GuestAgentTimeout("busy with another guest agent call until the deadline")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _set_response_timeout(self, seconds: int) -> None:
+        try:
+            self.domain.agentSetResponseTimeout(seconds, 0)
+        except self._libvirt.libvirtError:
+            pass  # older libvirt, or the domain is gone: the call says which
+
+    def _call(self, call, *args):
+        try:
+            return call(*args)
         except self._libvirt.libvirtError as exc:
             code = exc.get_error_code()
             if code in (self._libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
@@ -234,16 +291,23 @@ class LibvirtGuestAgent:
                         self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
                         self._libvirt.VIR_ERR_NO_SUPPORT):
                 raise GuestAgentUnavailable(str(exc)) from None
+            failed = _AGENT_ERROR.search(str(exc))
+            if code == self._libvirt.VIR_ERR_INTERNAL_ERROR and failed:
+                # qemu-ga answered with an error (libvirt keeps its text, not its class):
+                # an answer, as over the socket, so that a blocked guest-ping still proves
+                # the agent alive and a missing guestd-ctl means "not negotiating".
+                desc = failed.group(1) or ""
+                raise CommandFailed("CommandNotFound" if _NOT_FOUND.search(desc)
+                                    else "GenericError", desc) from None
             raise GuestAgentError(str(exc)) from None
-        if len(reply) > MAX_REPLY:
-            raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
-        try:
-            return _result(json.loads(reply))
-        except ValueError:
-            raise GuestAgentError("reply is not JSON") from None
 
     def close(self) -> None:
         pass
+
+
+def _seconds(deadline: float) -> int:
+    """Whole seconds left (libvirt's unit), at least one."""
+    return max(1, math.ceil(deadline - time.monotonic()))
 
 
 def guest_exec(agent, argv: list, stdin: bytes, timeout: float,

@@ -1,0 +1,299 @@
+"""The whole system through a real VM: Nova, the proxy, Redis, the agent in libvirt mode.
+
+One guest, shared by the tests in file order: a server is created in the Nova
+fixture (fake virt driver) on the host ``vmhost``, then a libvirt domain with
+that server's UUID is defined and started on the session libvirtd, so the
+proxy, the agent (``hypervisor = libvirt``) and its monitor act on it exactly as
+in production. The guest's application is a vote hook baked into the initramfs
+(``build.sh --extra``): it logs every phase it sees and rejects votes while
+``/run/veto`` exists; the tests switch the veto and read the log through qemu-ga.
+The hung guest is its QEMU process SIGSTOPped from the host: libvirt still
+reports it running, so only the white-box pings can tell.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import statistics
+import tempfile
+import time
+import uuid
+
+import libvirt
+import pytest
+from novaclient import exceptions
+
+from guestd import protocol
+from harness import libvirt_session
+from harness.processes import wait_for
+from harness.stack import Stack
+from novaproxy import redis_schema
+from novaproxy.agent import deliver, guest_agent, hypervisor, probe
+
+HOST = "vmhost"
+HOOK = "50-vm-app"
+HOOK_LOG = "/run/vm-app.log"
+VETO = "/run/veto"
+# The guest's application: every phase to its log; a vote rejected while the veto exists.
+HOOK_SCRIPT = f"""#!/bin/sh
+# The vm tier's guest application, run by guestd as `{HOOK} EVENT PHASE`.
+cat > /dev/null
+echo "$1 $2" >> {HOOK_LOG}
+if [ "$2" = vote ] && [ -e {VETO} ]; then
+    head -n 1 {VETO}
+    exit 1
+fi
+exit 0
+"""
+BOOT_TIMEOUT = 90.0  # create → agent channel connected, as in conftest
+# Until the first answer: a TCG boot under load must never count as a silent guest.
+BOOT_GRACE = 120
+VOTES = 10  # negotiation round trips timed
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+class VM:
+    """The booted guest, its server in Nova, and a guest agent client of our own."""
+
+    def __init__(self, server, domain, agent, created: float) -> None:
+        self.id = server.id
+        self.server = server
+        self.domain = domain
+        self.agent = agent  # the agent's libvirt client class, on the test's connection
+        self.created = created
+
+    def run(self, script: str, *args: str) -> None:
+        """``/bin/sh -c script args...`` in the guest (guest-exec); must exit 0."""
+        code, out = guest_agent.guest_exec(self.agent, ["/bin/sh", "-c", script, "sh", *args],
+                                           b"", 10.0)
+        assert code == 0, f"{script!r} exited {code}: {out!r}"
+
+    def read(self, path: str) -> str:
+        """A guest file through guest-file-open/read/close ("" when it does not exist)."""
+        try:
+            handle = self.agent.execute("guest-file-open", {"path": path, "mode": "r"}, 5)
+        except guest_agent.CommandFailed:
+            return ""
+        try:
+            result = self.agent.execute("guest-file-read",
+                                        {"handle": handle, "count": 65536}, 5)
+        finally:
+            self.agent.execute("guest-file-close", {"handle": handle}, 5)
+        return base64.b64decode(result["buf-b64"]).decode()
+
+    def phases(self) -> list:
+        """What the guest's application has seen, in order: (event, phase)."""
+        return [tuple(line.split()) for line in self.read(HOOK_LOG).splitlines() if line]
+
+    def veto(self, reason: str | None) -> None:
+        if reason is None:
+            self.run(f"rm -f {VETO}")
+        else:
+            self.run(f'printf "%s\\n" "$1" > {VETO}', reason)
+
+
+@pytest.fixture(scope="module")
+def app_initrd(guest_image) -> str:
+    """The guest image's initrd with the application hook appended (built once, cached)."""
+    extra = tempfile.mkdtemp(prefix="np-vm-extra-")
+    try:
+        hooks = os.path.join(extra, "etc", "guestd", "hooks.d")
+        os.makedirs(hooks)
+        path = os.path.join(hooks, HOOK)
+        with open(path, "w") as f:
+            f.write(HOOK_SCRIPT)
+        os.chmod(path, 0o755)
+        return libvirt_session.build_image(extras=(extra,))[1]
+    finally:
+        shutil.rmtree(extra, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def vm_stack(libvirt_vm, vm_report):
+    """Redis, the Nova fixture with one compute, its agent in libvirt mode, the proxy."""
+    workdir = tempfile.mkdtemp(prefix="np-vms-")
+    started = time.monotonic()
+    stack = Stack(workdir, computes=(HOST,), libvirt={HOST: libvirt_vm.uri},
+                  monitoring={"boot_grace": BOOT_GRACE})
+    vm_report(f"stack up in {time.monotonic() - started:.1f}s (Nova, Redis, proxy, "
+              f"agent for {HOST} in libvirt mode)")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if os.environ.get("NOVAPROXY_KEEP_LOGS"):
+            print(f"\nstack logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def vm(vm_stack, libvirt_vm, app_initrd, vm_report):
+    """A negotiated, monitored server whose VM is a real guest, healthy to the monitor."""
+    flavor = vm_stack.flavor(f"vm-{uuid.uuid4().hex[:6]}",
+                             {"guest:negotiation": "true", "guest:monitoring": "true"})
+    server, host = vm_stack.boot("vm", flavor, with_guest=False)
+    assert host == HOST
+    hv = hypervisor.Libvirt(libvirt_vm.uri)
+    domain = None
+    try:
+        created = time.monotonic()
+        domain = libvirt_vm.boot(server.id, initrd=app_initrd)
+        guest = VM(server, domain, None, created)
+        try:
+            wait_for(lambda: libvirt_vm.agent_connected(domain), BOOT_TIMEOUT,
+                     "the guest agent channel", interval=0.1)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; console:\n{libvirt_vm.console(domain.name())}") \
+                from None
+        guest.agent = hv.agent(server.id)
+        wait_for(lambda: probe.ping(guest.agent, 2.0) is None, 30, "guest-ping", interval=0.1)
+        answered = time.monotonic() - created
+        client = redis_schema.connect(vm_stack.redis.url)
+        wait_for(lambda: redis_schema.route_of(client, server.id) == HOST, 10,
+                 "the agent's route to the VM")
+        _wait_state(vm_stack, server.id, "healthy", 30)
+        vm_report(f"create → first guest-ping answer: {answered:.1f}s; → monitor healthy: "
+                  f"{time.monotonic() - created:.1f}s")
+        yield guest
+    finally:
+        vm_stack.cleanup()
+        if domain is not None:
+            libvirt_vm.destroy(domain)
+        hv.conn.close()
+
+
+def _audits(stack, instance: str, kind: str) -> list:
+    client = redis_schema.connect(stack.redis.url)
+    return [f for _, f in redis_schema.read_events(client, 2000)
+            if f["instance"] == instance and f["kind"] == kind]
+
+
+def _wait_state(stack, instance: str, state: str, timeout: float) -> dict:
+    client = redis_schema.connect(stack.redis.url)
+    return wait_for(lambda: redis_schema.monitor_view(client, instance).get("state") == state
+                    and redis_schema.monitor_view(client, instance), timeout,
+                    f"monitor state {state} of {instance}", interval=0.1)
+
+
+def _reboots(stack, instance: str) -> int:
+    return stack.instance_actions(instance).count("reboot")
+
+
+def test_negotiated_reboot_nacked_then_acked_with_its_end_notice(vm_stack, vm):
+    seen = len(vm.phases())
+    reboots = _reboots(vm_stack, vm.id)
+    vm.veto("replication in progress")
+    with pytest.raises(exceptions.Conflict) as raised:
+        vm_stack.nova().servers.reboot(vm.id)
+    assert f"{HOOK}: replication in progress" in str(raised.value)
+    assert "action-rejected" in str(raised.value)
+    assert _reboots(vm_stack, vm.id) == reboots  # Nova never saw it
+    assert vm.phases()[seen:] == [("reboot", "vote")]
+
+    vm.veto(None)
+    vm_stack.nova().servers.reboot(vm.id)
+    vm_stack.wait_for_server(vm.id, "ACTIVE")
+    assert _reboots(vm_stack, vm.id) == reboots + 1
+    # The end notice: once Nova has settled and the guest answers (the fake driver
+    # leaves the domain running, so it answers throughout).
+    wait_for(lambda: len(vm.phases()) >= seen + 4, 30, "the end notice in the guest")
+    assert vm.phases()[seen:] == [("reboot", "vote"), ("reboot", "vote"),
+                                  ("reboot", "prepare"), ("reboot", "end")]
+    ended = wait_for(lambda: [e for e in _audits(vm_stack, vm.id, "operation")
+                              if e["event"] == "reboot"], 10, "the operation's audit event")
+    assert ended[-1]["outcome"] == "end-delivered" and ended[-1]["host"] == HOST
+    assert _audits(vm_stack, vm.id, "failure") == []  # the reboot was an expected silence
+
+
+def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
+    """NACKed reboots: novaclient → proxy → Redis → agent → libvirt → guest-exec
+    guestd-ctl → guestd → hook, and back; Nova is never involved past the look-up."""
+    vm.veto("not now")
+    nova = vm_stack.nova()
+    took = []
+    try:
+        for _ in range(VOTES):
+            started = time.monotonic()
+            with pytest.raises(exceptions.Conflict, match=f"{HOOK}: not now"):
+                nova.servers.reboot(vm.id)
+            took.append(time.monotonic() - started)
+    finally:
+        vm.veto(None)
+    answers = [e for e in _audits(vm_stack, vm.id, "guest-answer")
+               if e["phase"] == "vote" and e["outcome"] == "reject"]
+    assert len(answers) >= VOTES
+    vm_report(f"negotiation round trip (novaclient → proxy → agent → virtio-serial → guestd "
+              f"→ hook, NACK): p50 {_ms(statistics.median(took))}, "
+              f"max {_ms(max(took))} ({VOTES} votes)")
+
+
+def test_agent_error_replies_through_libvirt_are_answers(vm):
+    """libvirt turns qemu-ga's error replies into internal errors: still answers."""
+    with pytest.raises(guest_agent.CommandFailed) as raised:
+        vm.agent.execute("guest-no-such-command", timeout=5)
+    assert raised.value.error_class == "CommandNotFound"
+    req = protocol.request(uuid.uuid4().hex, vm.id, "reboot", protocol.VOTE, timeout=5.0)
+    reply = deliver.deliver(_Guests(vm.agent), ("/usr/bin/no-guestd-ctl",), req, 5.0, HOST)
+    assert reply.outcome == protocol.NOT_NEGOTIATING, reply
+
+
+class _Guests:
+    """One guest's agent, where deliver() expects a hypervisor."""
+
+    def __init__(self, agent) -> None:
+        self._agent = agent
+
+    def agent(self, _instance: str):
+        return self._agent
+
+
+def test_vcpus_through_the_agents_libvirt_client(vm, vm_report):
+    """The typed agent calls get their own deadline, not the 1 s the pings need."""
+    assert vm.agent.vcpus()["online"] == "0"
+    vm.domain.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # hot-plug the second
+    wait_for(lambda: vm.agent.vcpus()["vcpus"] == "0-1", 30, "the hot-plugged vCPU")
+    for online, expected in ((True, "0-1"), (False, "0"), (True, "0-1")):
+        started = time.monotonic()
+        vm.agent.set_vcpus("1", online)
+        took = time.monotonic() - started
+        assert vm.agent.vcpus()["online"] == expected
+        vm_report(f"set_vcpus('1', online={online}) through LibvirtGuestAgent: {_ms(took)}")
+    # The pings are cheap again: the next test's detection latency depends on it.
+    assert probe.ping(vm.agent, 1.0) is None
+
+
+def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_vm, vm_report):
+    reboots = _reboots(vm_stack, vm.id)
+    failures = len(_audits(vm_stack, vm.id, "failure"))
+    pid = libvirt_vm.qemu_pid(vm.domain)
+    stopped = time.time()
+    os.kill(pid, signal.SIGSTOP)  # the whole guest frozen, behind libvirt's back
+    try:
+        failure = wait_for(lambda: _audits(vm_stack, vm.id, "failure")[failures:], 30,
+                           "the failure event")[0]
+        detection = float(failure["time"]) - stopped
+        assert vm.domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING  # libvirt saw nothing
+        assert (failure["event"], failure["host"]) == ("hung", HOST)
+        assert json.loads(failure["evidence"])["missed_pings"] == 3
+        wait_for(lambda: _reboots(vm_stack, vm.id) == reboots + 1, 15,
+                 "Nova's reboot action")
+        recovery = _audits(vm_stack, vm.id, "recovery")[-1]
+        assert (recovery["outcome"], recovery["why"]) == ("recovering",
+                                                          "Nova hard reboot requested")
+    finally:
+        os.kill(pid, signal.SIGCONT)  # what the hard reboot would have done
+    vm_report(f"hung guest (QEMU SIGSTOPped) → failure declared: {detection:.1f}s "
+              "(interval 1 s × 3 misses + one interval)")
+    # A ping waits one interval, never libvirt's 5 s: 3 misses take about 4 s, not 11.
+    assert detection < 8, detection
+    _wait_state(vm_stack, vm.id, "healthy", 30)
+    assert _reboots(vm_stack, vm.id) == reboots + 1
+    assert len(_audits(vm_stack, vm.id, "failure")) == failures + 1
