@@ -90,7 +90,7 @@ class Nova:
             return None
         if resp.status_code != 200:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
-        return resp.json().get("server")
+        return _object(what, resp).get("server")
 
     def _action(self, instance: str, action: dict) -> None:
         what = f"{next(iter(action))} of server {instance}"
@@ -122,13 +122,24 @@ class Nova:
             resp = self._request("GET", "/servers/detail", what, params=params)
             if resp.status_code != 200:
                 raise self._failure(what, resp)
-            body = resp.json()
+            body = _object(what, resp)
             servers.extend(body.get("servers", []))
             following = [link["href"] for link in body.get("servers_links", [])
                          if link.get("rel") == "next"]
             if not following:
                 return servers
             params["marker"] = parse_qs(urlsplit(following[0]).query)["marker"][0]
+
+
+def _object(what: str, resp: Response) -> dict:
+    """A 200 answer's JSON object; anything else (a proxy's HTML page) is Nova unavailable."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise NovaUnavailable(what, resp.status_code, "the answer is not a JSON object")
+    return body
 
 
 def adapter_from_section(section: dict, name: str, service_type: str,

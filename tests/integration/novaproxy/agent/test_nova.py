@@ -35,6 +35,21 @@ def test_a_nova_that_cannot_be_reached_is_unavailable():
     assert exc.value.status is None and ADMIN_TOKEN not in str(exc.value)
 
 
+def test_a_200_that_is_not_json_is_unavailable():
+    # What a misconfigured endpoint (a load balancer's HTML page) looks like.
+    from harness.recording_http import RecordingEndpoint
+
+    page = RecordingEndpoint(default=(200, "<html>maintenance</html>"))
+    try:
+        nova = nova_client.from_section({"auth_type": "admin_token", "token": ADMIN_TOKEN,
+                                         "endpoint": page.url})
+        for call in (lambda: nova.server(str(uuid.uuid4())), lambda: nova.servers_on_host("c1")):
+            with pytest.raises(NovaUnavailable, match="not a JSON object"):
+                call()
+    finally:
+        page.stop()
+
+
 @pytest.fixture(scope="module")
 def nova(stack):
     """Built the way the stack's agents build theirs from their [nova] section."""
