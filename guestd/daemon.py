@@ -6,6 +6,12 @@ may report its health) or ``request`` (``guestd-ctl`` relaying one request from
 the host, which gets one ``answer``). Every wait is bounded by the request's own
 timeout.
 
+The host may also drop a request frame into the spool directory (``<id>.req``,
+written with qemu-ga's guest-file-* RPCs, so no process starts in the guest, which
+costs ~150 ms under TCG); guestd picks it up within :data:`SPOOL_POLL`, answers it
+exactly as a relayed request and writes the answer frame to ``<id>.ans``. The
+directory is guestd's own, mode 0700: only root (qemu-ga) may put requests there.
+
 Every ``--status-interval`` seconds guestd rewrites its status file: a counter
 that proves guestd alive, and the latest health of every connected application
 and health hook. The host reads it through qemu-ga without spawning a process.
@@ -17,11 +23,13 @@ A thread per connection, no asyncio: guestd runs in every VM, and asyncio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -37,6 +45,15 @@ DEFAULT_HOOKS_DIR = "/etc/guestd/hooks.d"
 DEFAULT_HEALTH_DIR = "/etc/guestd/health.d"
 DEFAULT_STATUS_FILE = "/run/guestd/status.json"
 DEFAULT_STATUS_INTERVAL = 1.0
+DEFAULT_SPOOL_DIR = "/run/guestd/spool"
+# The spool is scanned this often: the latency a spooled request adds.
+SPOOL_POLL = 0.01
+# A request file still without its final newline after this is garbage.
+SPOOL_INCOMPLETE = 5.0
+# Answers the host never collected (it cannot delete files) are removed after this,
+# by a sweep every SPOOL_SWEEP seconds.
+SPOOL_ANSWER_TTL = 600.0
+SPOOL_SWEEP = 30.0
 DEFAULT_HEALTH_INTERVAL = 5.0
 # A health hook's deadline when not given: its interval, at most this.
 MAX_HEALTH_TIMEOUT = 10.0
@@ -123,8 +140,9 @@ class Guestd:
     def __init__(self, socket_path: str, hooks_dir: str | None, status_file: str | None = None,
                  status_interval: float = DEFAULT_STATUS_INTERVAL, health_dir: str | None = None,
                  health_interval: float = DEFAULT_HEALTH_INTERVAL,
-                 health_timeout: float | None = None) -> None:
-        """``status_file`` None: no status file (and so no health hooks either)."""
+                 health_timeout: float | None = None, spool_dir: str | None = None) -> None:
+        """``status_file`` None: no status file (and so no health hooks either);
+        ``spool_dir`` None: no spool, requests come through the socket only."""
         self.socket_path = socket_path
         self.hooks_dir = hooks_dir
         self.status_file = status_file
@@ -132,6 +150,7 @@ class Guestd:
         self.health_dir = health_dir
         self.health_interval = health_interval
         self.health_timeout = health_timeout or min(health_interval, MAX_HEALTH_TIMEOUT)
+        self.spool_dir = spool_dir
         self.apps: dict = {}
         self.hook_health: dict = {}  # "hook:<file name>" -> its latest protocol.app_health
         self._apps_lock = threading.Lock()  # guards apps, their health and hook_health
@@ -159,6 +178,11 @@ class Guestd:
             LOG.info("status every %gs in %s; health hooks in %s every %gs (deadline %gs)",
                      self.status_interval, self.status_file, self.health_dir,
                      self.health_interval, self.health_timeout)
+        if self.spool_dir:
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            os.chmod(self.spool_dir, 0o700)  # whatever the umask, or whoever made it before
+            threading.Thread(target=self._spool, name="spool", daemon=True).start()
+            LOG.info("spool in %s, scanned every %gs", self.spool_dir, SPOOL_POLL)
         if ready is not None:
             ready.set()
         while True:
@@ -316,6 +340,114 @@ class Guestd:
         except protocol.ProtocolError as exc:
             return protocol.failure(str(exc))
 
+    def _spool(self) -> None:
+        """Scan the spool until stopped: take complete requests, drop garbage, expire
+        old answers. Never raises: whatever a file holds, guestd goes on."""
+        pending: dict = {}  # incomplete request file -> when first seen
+        stuck: set = set()  # garbage that could not be removed: not reported again
+        sweep_after = 0.0
+        while not self._stopping.wait(SPOOL_POLL):
+            try:
+                with os.scandir(self.spool_dir) as entries:
+                    names = [entry.name for entry in entries
+                             if entry.name.endswith(protocol.REQ_SUFFIX)]
+                for name in names:
+                    if name not in stuck:
+                        self._take(name, pending, stuck)
+                pending = {name: seen for name, seen in pending.items() if name in names}
+                stuck.intersection_update(names)
+                if time.monotonic() >= sweep_after:
+                    self._sweep_answers()
+                    sweep_after = time.monotonic() + SPOOL_SWEEP
+            except Exception:  # the spool must never take guestd down
+                LOG.exception("spool scan of %s failed", self.spool_dir)
+                self._stopping.wait(1.0)
+
+    def _take(self, name: str, pending: dict, stuck: set) -> None:
+        """One ``.req`` file: handled in the background once complete, else left or dropped."""
+        path = os.path.join(self.spool_dir, name)
+        rid = name[:-len(protocol.REQ_SUFFIX)]
+        try:
+            protocol.spool_name(rid)
+            # O_NONBLOCK: a FIFO someone left there must not block the scan.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise protocol.ProtocolError("not a regular file")
+                data = f.read(protocol.MAX_FRAME + 1)
+        except FileNotFoundError:
+            return
+        except (OSError, protocol.ProtocolError) as exc:
+            self._discard(path, str(exc), stuck)
+            return
+        if len(data) > protocol.MAX_FRAME:
+            self._discard(path, f"over {protocol.MAX_FRAME} bytes", stuck)
+            return
+        if not data.endswith(b"\n"):
+            seen = pending.setdefault(name, time.monotonic())
+            if time.monotonic() - seen > SPOOL_INCOMPLETE:
+                self._discard(path, f"still incomplete after {SPOOL_INCOMPLETE:g}s", stuck)
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            LOG.warning("spool: cannot remove %s (%s); left alone", name, exc)
+            stuck.add(name)
+            return
+        threading.Thread(target=self._answer_spooled, args=(rid, data), daemon=True).start()
+
+    def _answer_spooled(self, rid: str, data: bytes) -> None:
+        """Answer a spooled request as a relayed one is answered, into ``<rid>.ans``."""
+        try:
+            req = protocol.parse_request(protocol.decode(data))
+            if req["id"] != rid:
+                raise protocol.ProtocolError(f"request id {req['id']!r} in {rid}"
+                                             f"{protocol.REQ_SUFFIX}")
+        except protocol.ProtocolError as exc:
+            LOG.warning("spool: bad request %s: %s", rid, exc)
+            answer = protocol.failure(str(exc))
+        else:
+            LOG.debug("spool: request %s (%s %s)", rid, req["event"], req["phase"])
+            answer = self.handle(req)
+        path = os.path.join(self.spool_dir, rid + protocol.ANS_SUFFIX)
+        temporary = os.path.join(self.spool_dir, f".{rid}.{next(self._ids)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with open(fd, "wb") as f:
+                f.write(protocol.encode(answer))
+            os.replace(temporary, path)
+        except OSError as exc:
+            LOG.error("spool: cannot write the answer to %s: %s", rid, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+    def _discard(self, path: str, why: str, stuck: set) -> None:
+        LOG.warning("spool: dropped %s: %s", os.path.basename(path), why)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            LOG.warning("spool: cannot remove %s (%s); left alone", os.path.basename(path), exc)
+            stuck.add(os.path.basename(path))
+
+    def _sweep_answers(self) -> None:
+        """Remove answers (and temporary files of a crash) older than SPOOL_ANSWER_TTL."""
+        expired = time.time() - SPOOL_ANSWER_TTL
+        old = 0
+        with os.scandir(self.spool_dir) as entries:
+            for entry in entries:
+                if entry.name.endswith((protocol.ANS_SUFFIX, ".tmp")):
+                    # Suppressed: a temporary file may be renamed under our feet.
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < expired:
+                            os.unlink(entry.path)
+                            old += 1
+        if old:
+            LOG.info("spool: removed %d answers older than %gs", old, SPOOL_ANSWER_TTL)
+
     def handle(self, req: dict) -> dict:
         """Hand ``req`` to every interested application and hook; return the answer."""
         budget = max(req["timeout"] - REPLY_MARGIN, 0.05)
@@ -405,12 +537,16 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--health-timeout", type=_seconds, metavar="SECONDS",
                         help=f"a health hook's deadline (default: its interval, at most "
                              f"{MAX_HEALTH_TIMEOUT:g})")
+    parser.add_argument("--spool-dir", default=DEFAULT_SPOOL_DIR,
+                        help="where the host drops requests through qemu-ga's file RPCs "
+                             "(default %(default)s; empty: none)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s guestd %(levelname)s %(message)s")
     daemon = Guestd(args.socket, args.hooks_dir, args.status_file, args.status_interval,
-                    args.health_dir, args.health_interval, args.health_timeout)
+                    args.health_dir, args.health_interval, args.health_timeout,
+                    args.spool_dir or None)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         daemon.serve()

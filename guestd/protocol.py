@@ -59,8 +59,23 @@ LOG_ONLY, REBOOT, STOP = "log", "reboot", "stop"
 ACTIONS = (LOG_ONLY, REBOOT, STOP)
 
 
+# The spool: the host writes a request frame to ``<spool>/<id>.req`` with qemu-ga's
+# guest-file-* RPCs (no process started in the guest) and reads the answer frame
+# guestd puts in ``<spool>/<id>.ans``.
+REQ_SUFFIX, ANS_SUFFIX = ".req", ".ans"
+
+
 class ProtocolError(ValueError):
     """A message that does not follow this protocol."""
+
+
+def spool_name(rid: str) -> str:
+    """``rid`` if it is safe as a spool file name (``[A-Za-z0-9_-]{1,64}``): a request id
+    becomes a path in the guest, so nothing in it may leave the spool directory."""
+    if not (isinstance(rid, str) and 0 < len(rid) <= MAX_NAME and rid.isascii()
+            and all(c.isalnum() or c in "_-" for c in rid)):
+        raise ProtocolError(f"request id {rid!r:.80} is not a spool file name")
+    return rid
 
 
 def encode(message: dict) -> bytes:

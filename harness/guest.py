@@ -4,7 +4,8 @@ The qemu-ga socket is ``<socket_dir>/<instance>.sock``, where the agent in
 qga-socket mode finds it. qemu-ga's children (guestd-ctl) inherit
 GUESTD_SOCKET, exactly as in a real guest. qemu-ga runs in the guest's work
 directory, so that the host reads guestd's status file through it as the
-relative path :data:`STATUS_FILE` (qemu-ga resolves paths against its cwd).
+relative path :data:`STATUS_FILE` (qemu-ga resolves paths against its cwd), and
+puts requests into guestd's spool as :data:`SPOOL_DIR`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 # guestd's status file, relative to the guest's work directory (qemu-ga's cwd).
 STATUS_FILE = "guestd-status.json"
+# guestd's spool, relative to the guest's work directory too.
+SPOOL_DIR = "guestd-spool"
 STATUS_INTERVAL = 0.2
 HEALTH_INTERVAL = 0.5
 
@@ -52,6 +55,7 @@ class Guest:
         self.health_dir = os.path.join(workdir, "health.d")
         self.guestd_socket = os.path.join(workdir, "guestd.sock")
         self.status_file = os.path.join(workdir, STATUS_FILE)
+        self.spool_dir = os.path.join(workdir, SPOOL_DIR)
         self.qga_socket = ""
         os.makedirs(self.hooks_dir, exist_ok=True)
         os.makedirs(self.health_dir, exist_ok=True)
@@ -61,7 +65,7 @@ class Guest:
             GUEST_PYTHON, "-m", "guestd.daemon", "--socket", self.guestd_socket,
             "--hooks-dir", self.hooks_dir, "--status-file", self.status_file,
             "--status-interval", str(STATUS_INTERVAL), "--health-dir", self.health_dir,
-            "--health-interval", str(HEALTH_INTERVAL)]
+            "--health-interval", str(HEALTH_INTERVAL), "--spool-dir", self.spool_dir]
         self._qemu_ga_binary, self._env = qemu_ga, env
         self.guestd = self._start_guestd()
         self.state = "off"

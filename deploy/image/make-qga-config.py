@@ -38,6 +38,7 @@ ALLOWED: dict[str, str] = {
     "guest-file-open": "novaproxy-agent: read guestd's status file",
     "guest-file-read": "novaproxy-agent: read guestd's status file",
     "guest-file-close": "novaproxy-agent: read guestd's status file",
+    "guest-file-write": "novaproxy-agent: write a request into guestd's spool (no process start)",
     "guest-get-vcpus": "novaproxy-agent's vCPU calls: libvirt guestVcpus, setGuestVcpus",
     "guest-set-vcpus": "novaproxy-agent's vCPU calls: libvirt setGuestVcpus",
     # libvirt on behalf of Nova (nova/virt/libvirt/guest.py, driver.py)

@@ -12,6 +12,7 @@ from novaproxy.agent import monitor
 
 HYPERVISORS = ("libvirt", "qga-socket")
 DEFAULT_STATUS_FILE = "/run/guestd/status.json"  # guestd's --status-file default
+DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,8 @@ class AgentConfig:
     nova: dict  # the [nova] section (keystoneauth1 options), empty without one
     masakari: dict = field(default_factory=dict)  # the [masakari] section, the same way
     monitoring: MonitoringConfig = MonitoringConfig()
+    # guestd's spool in the guest, tried before guest-exec; empty: guest-exec only.
+    spool_dir: str = DEFAULT_SPOOL_DIR
 
 
 def _positive(section, key: str, default: float, kind=float) -> float:
@@ -116,6 +119,10 @@ def load(path: str) -> AgentConfig:
     guestd_ctl = tuple(shlex.split(section.get("guestd_ctl", "/usr/bin/guestd-ctl")))
     if not guestd_ctl:
         raise ConfigError("[agent] guestd_ctl: must be the command line to run in the guest")
+    spool_dir = section.get("spool_dir", DEFAULT_SPOOL_DIR).strip()
+    if any(c in spool_dir for c in "\0\n"):
+        raise ConfigError(f"[agent] spool_dir = {spool_dir!r}: must be a path in the guest "
+                          "(guestd's --spool-dir), or empty for guest-exec only")
     return AgentConfig(
         # Must match the compute host name Nova knows the host by (its CONF.host).
         host=section.get("host", "").strip() or socket.gethostname(),
@@ -130,4 +137,5 @@ def load(path: str) -> AgentConfig:
         nova=dict(parser["nova"]) if parser.has_section("nova") else {},
         masakari=dict(parser["masakari"]) if parser.has_section("masakari") else {},
         monitoring=_monitoring(parser),
+        spool_dir=spool_dir,
     )

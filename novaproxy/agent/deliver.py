@@ -1,4 +1,10 @@
-"""Deliver one request to a guest: ``guestd-ctl`` through qemu-ga, and the reply.
+"""Deliver one request to a guest through qemu-ga, and the reply.
+
+Two ways in. The spool, first: the request frame is written to ``<spool>/<id>.req``
+with qemu-ga's guest-file-* RPCs and guestd's answer read back from ``<id>.ans``, so
+no process starts in the guest (starting Python costs ~150 ms under TCG). Then
+``guestd-ctl`` run with guest-exec, when the spool is off, absent (an older guestd, or
+none: guestd-ctl then says "not-negotiating") or its RPCs are blocked.
 
 The guest is untrusted: its output is size-capped by the guest agent client,
 must parse as an answer to this very request id and instance, and anything else
@@ -7,8 +13,12 @@ becomes an ``invalid`` reply that names what was wrong, never a vote.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import posixpath
+import threading
+import time
 
 from guestd import protocol
 from novaproxy import redis_schema
@@ -19,6 +29,24 @@ LOG = logging.getLogger(__name__)
 RETURN_MARGIN = 0.2
 # Kept back from the exec deadline: guestd-ctl's start and guest-exec polling.
 EXEC_MARGIN = 0.3
+DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
+# Kept back from the spool deadline: reading the answer file back.
+SPOOL_MARGIN = 0.1
+# Answer file polls: the first wait, doubling up to the cap.
+SPOOL_POLL_FIRST, SPOOL_POLL_CAP = 0.002, 0.016
+# guestd takes a request file within 10 ms; one still there after this means no
+# guestd runs (its spool outlives it): guest-exec, whose guestd-ctl says so, takes over.
+SPOOL_PICKUP = 2.0
+# After the spool failed a guest, only guest-exec for this long: the fallback does not
+# pay the failed attempt every time.
+SPOOL_RETRY = 60.0
+
+_spool_off: dict = {}  # instance -> time.monotonic() until which its spool is not tried
+_spool_off_lock = threading.Lock()
+
+
+class _SpoolUnusable(Exception):
+    """The spool cannot carry this request, and nothing reached guestd: guest-exec may."""
 
 
 def _does_not_negotiate(exc: guest_agent.CommandFailed) -> bool:
@@ -34,16 +62,22 @@ def budget(timeout: float, age: float) -> float:
 
 def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> redis_schema.Reply:
     """The reply for what ``guestd-ctl`` printed (pure)."""
+    return _interpret(req, stdout, host, "guestd-ctl", f"guestd-ctl exited {exit_code}")
+
+
+def _interpret(req: dict, data: bytes, host: str, source: str,
+               garbled: str) -> redis_schema.Reply:
+    """The reply for an answer frame from ``source``; ``garbled`` prefixes undecodable ones."""
     def invalid(why: str) -> redis_schema.Reply:
         return redis_schema.Reply(req["id"], req["instance"], redis_schema.INVALID,
                                   detail=why, host=host)
 
     try:
-        message = protocol.decode(stdout)
+        message = protocol.decode(data)
     except protocol.ProtocolError as exc:
-        return invalid(f"guestd-ctl exited {exit_code}: {exc}")
+        return invalid(f"{garbled}: {exc}")
     if message.get("type") == protocol.FAILURE:
-        return invalid(f"guestd-ctl: {str(message.get('message'))[:protocol.MAX_REASON]}")
+        return invalid(f"{source}: {str(message.get('message'))[:protocol.MAX_REASON]}")
     try:
         answer = protocol.parse_answer(message, req["id"], req["instance"])
     except protocol.ProtocolError as exc:
@@ -52,20 +86,38 @@ def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> redis_sche
                               voters=answer["voters"], host=host)
 
 
-def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float,
-            host: str) -> redis_schema.Reply:
-    """Ask the guest; a reply within ``seconds``, whatever happens."""
+def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
+            spool_dir: str = DEFAULT_SPOOL_DIR) -> redis_schema.Reply:
+    """Ask the guest; a reply within ``seconds``, whatever happens.
+
+    ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's);
+    empty: guest-exec only.
+    """
     def reply(outcome: str, detail: str) -> redis_schema.Reply:
         return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
 
     if seconds <= EXEC_MARGIN:
         return reply(redis_schema.EXPIRED, f"only {seconds:.2f}s left when the agent got it")
-    guest_timeout = round(seconds - EXEC_MARGIN, 3)
-    guest_req = {**req, "timeout": guest_timeout}
-    # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
-    argv = [*guestd_ctl, "--timeout", str(guest_timeout)]
+    deadline = time.monotonic() + seconds
+    instance = req["instance"]
     try:
-        agent = hypervisor.agent(req["instance"])
+        agent = hypervisor.agent(instance)
+        if spool_dir and _spool_on(instance) and _spoolable(req["id"]):
+            try:
+                answer = _via_spool(agent, spool_dir, req, deadline)
+                return _interpret(req, answer, host, "guestd", "guestd's answer file")
+            except _SpoolUnusable as exc:
+                LOG.info("spool of %s unusable (%s): guest-exec for the next %gs", instance,
+                         exc, SPOOL_RETRY)
+                with _spool_off_lock:
+                    _spool_off[instance] = time.monotonic() + SPOOL_RETRY
+        seconds = deadline - time.monotonic()
+        if seconds <= EXEC_MARGIN:
+            return reply(redis_schema.TIMEOUT, "no time left for guest-exec after the spool")
+        guest_timeout = round(seconds - EXEC_MARGIN, 3)
+        guest_req = {**req, "timeout": guest_timeout}
+        # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
+        argv = [*guestd_ctl, "--timeout", str(guest_timeout)]
         exit_code, stdout = guest_agent.guest_exec(
             agent, argv, json.dumps(guest_req).encode(), seconds)
     except guest_agent.GuestAgentTimeout as exc:
@@ -79,3 +131,114 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float,
     except guest_agent.GuestAgentError as exc:
         return reply(redis_schema.INVALID, str(exc))
     return interpret(req, exit_code, stdout, host)
+
+
+def _spool_on(instance: str) -> bool:
+    with _spool_off_lock:
+        until = _spool_off.get(instance)
+        if until is not None and until <= time.monotonic():
+            del _spool_off[instance]
+            until = None
+    return until is None
+
+
+def _spoolable(rid: str) -> bool:
+    try:
+        protocol.spool_name(rid)
+    except protocol.ProtocolError:
+        return False
+    return True
+
+
+def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
+    """Put ``req`` in the spool; guestd's answer frame, by ``deadline``.
+
+    Raises :class:`_SpoolUnusable` when the request file cannot be written (no spool
+    directory, file RPCs blocked) or no guestd took it in time (then it is emptied, so
+    that a guestd starting later drops it rather than acting on a stale request).
+    """
+    base = posixpath.join(spool_dir, req["id"])
+    frame = protocol.encode({**req, "timeout": round(
+        deadline - time.monotonic() - SPOOL_MARGIN, 3)})
+    try:
+        _write(agent, base + protocol.REQ_SUFFIX, frame, deadline)
+    except guest_agent.CommandFailed as exc:
+        raise _SpoolUnusable(str(exc)) from None
+    interval = SPOOL_POLL_FIRST
+    pickup_by = time.monotonic() + SPOOL_PICKUP
+    while True:
+        try:
+            answer = _read(agent, base + protocol.ANS_SUFFIX, deadline)
+            if answer is not None:
+                return answer
+            if time.monotonic() >= pickup_by:
+                pickup_by = float("inf")
+                if _read(agent, base + protocol.REQ_SUFFIX, deadline) is not None:
+                    _write(agent, base + protocol.REQ_SUFFIX, b"", deadline)
+                    raise _SpoolUnusable(f"guestd took no request within {SPOOL_PICKUP:g}s")
+        except guest_agent.CommandFailed as exc:
+            # The request may be guestd's already: an error, never a fallback.
+            raise guest_agent.GuestAgentError(f"spool: {exc}") from None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise guest_agent.GuestAgentTimeout("no answer in guestd's spool in time")
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, SPOOL_POLL_CAP)
+
+
+def _open(agent, path: str, mode: str, deadline: float) -> int:
+    handle = agent.execute("guest-file-open", {"path": path, "mode": mode},
+                           deadline - time.monotonic())
+    if isinstance(handle, bool) or not isinstance(handle, int):
+        raise guest_agent.GuestAgentError("guest-file-open returned no handle")
+    return handle
+
+
+def _close(agent, handle: int, deadline: float, quietly: bool = False) -> None:
+    """Close ``handle``; ``quietly`` while another error is on its way out."""
+    try:
+        agent.execute("guest-file-close", {"handle": handle}, deadline - time.monotonic())
+    except guest_agent.GuestAgentError:
+        if not quietly:
+            raise
+
+
+def _write(agent, path: str, data: bytes, deadline: float) -> None:
+    """``path`` holds ``data`` once this returns (qemu-ga flushes it on close)."""
+    handle = _open(agent, path, "w", deadline)
+    try:
+        if data:
+            agent.execute("guest-file-write",
+                          {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
+                          deadline - time.monotonic())
+    except guest_agent.GuestAgentError:
+        _close(agent, handle, deadline, quietly=True)
+        raise
+    _close(agent, handle, deadline)
+
+
+def _read(agent, path: str, deadline: float) -> bytes | None:
+    """The contents of ``path`` (at most one frame), None if it cannot be opened."""
+    try:
+        handle = _open(agent, path, "r", deadline)
+    except guest_agent.CommandFailed:
+        return None
+    try:
+        read = agent.execute("guest-file-read",
+                             {"handle": handle, "count": protocol.MAX_FRAME + 1},
+                             deadline - time.monotonic())
+    except guest_agent.GuestAgentError:
+        _close(agent, handle, deadline, quietly=True)
+        raise
+    _close(agent, handle, deadline)
+    encoded = read.get("buf-b64") if isinstance(read, dict) else None
+    if not isinstance(encoded, str) or len(encoded) > (protocol.MAX_FRAME + 3) * 4 // 3:
+        raise guest_agent.GuestAgentError(f"{path}: no contents, or over "
+                                          f"{protocol.MAX_FRAME} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise guest_agent.GuestAgentError(f"{path}: contents not base64") from None
+    if len(data) > protocol.MAX_FRAME:
+        raise guest_agent.GuestAgentError(f"{path}: over {protocol.MAX_FRAME} bytes")
+    return data

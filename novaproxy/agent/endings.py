@@ -100,7 +100,7 @@ class Endings:
             req = protocol.request(uuid.uuid4().hex, instance, op["event"], phase, timeout,
                                    {**op.get("details", {}), "status": server.get("status")})
             reply = deliver.deliver(self.agent.guests, self.agent.config.guestd_ctl, req,
-                                    timeout, self.agent.config.host)
+                                    timeout, self.agent.config.host, self.agent.config.spool_dir)
             if reply.outcome in DELIVERED:
                 self._finish(instance, op, f"{phase}-delivered",
                              f"{phase} notice delivered: {reply.outcome}", reply)

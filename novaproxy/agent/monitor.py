@@ -91,6 +91,9 @@ class Monitor:
         self.last_answer, self.misses, self.first_miss = now, 0, None
         self.answered_before = True
         if self.state in (BOOTING, SUSPECT, NEVER_ANSWERED, RECOVERING, LEFT_ALONE):
+            # guestd's counter could not be read while the guest was silent: its stall
+            # clock starts again from the next read, not from before the silence.
+            self.status_seq = self.status_advanced = None
             why = {SUSPECT: "answered again", RECOVERING: "answered after the recovery",
                    LEFT_ALONE: "answered again"}.get(self.state, "first answer")
             return self._to(HEALTHY, now, why)

@@ -124,7 +124,7 @@ class Agent:
         age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
         started = time.monotonic()
         reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
-                                deliver.budget(req["timeout"], age), host)
+                                deliver.budget(req["timeout"], age), host, self.config.spool_dir)
         elapsed = time.monotonic() - started
         voters = ", ".join(f"{v['name']}={v['vote']}" for v in reply.voters)
         LOG.info("%s %s of instance %s (request %s): %s in %.0f ms%s%s",

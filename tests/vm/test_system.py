@@ -214,8 +214,8 @@ def test_negotiated_reboot_nacked_then_acked_with_its_end_notice(vm_stack, vm):
 
 
 def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
-    """NACKed reboots: novaclient → proxy → Redis → agent → libvirt → guest-exec
-    guestd-ctl → guestd → hook, and back; Nova is never involved past the look-up."""
+    """NACKed reboots: novaclient → proxy → Redis → agent → libvirt → guestd's spool
+    (guest-file-*) → guestd → hook, and back; Nova is never involved past the look-up."""
     vm.veto("not now")
     nova = vm_stack.nova()
     took = []
@@ -241,7 +241,8 @@ def test_agent_error_replies_through_libvirt_are_answers(vm):
         vm.agent.execute("guest-no-such-command", timeout=5)
     assert raised.value.error_class == "CommandNotFound"
     req = protocol.request(uuid.uuid4().hex, vm.id, "reboot", protocol.VOTE, timeout=5.0)
-    reply = deliver.deliver(_Guests(vm.agent), ("/usr/bin/no-guestd-ctl",), req, 5.0, HOST)
+    reply = deliver.deliver(_Guests(vm.agent), ("/usr/bin/no-guestd-ctl",), req, 5.0, HOST,
+                            spool_dir="")
     assert reply.outcome == protocol.NOT_NEGOTIATING, reply
 
 
@@ -271,6 +272,12 @@ def test_vcpus_through_the_agents_libvirt_client(vm, vm_report):
 
 
 def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_vm, vm_report):
+    # Settled after the earlier tests' reboot (quiet, booting, healthy again): a hang
+    # while the monitor still waits for the rebooted guest's first answer is a boot.
+    client = redis_schema.connect(vm_stack.redis.url)
+    wait_for(lambda: (view := redis_schema.monitor_view(client, vm.id)).get("state") == "healthy"
+             and time.time() - float(view["since"]) > 3, 30, "a settled healthy monitor",
+             interval=0.1)
     reboots = _reboots(vm_stack, vm.id)
     failures = len(_audits(vm_stack, vm.id, "failure"))
     pid = libvirt_vm.qemu_pid(vm.domain)

@@ -114,6 +114,14 @@ def test_the_harmless_allowed_commands_work(agent, short_dir):
     assert base64.b64decode(read["buf-b64"]) == b'{"seq": 7}'
     assert agent.execute("guest-file-close", {"handle": handle}, timeout=5) == {}
 
+    # guest-file-write, as the agent puts a request into guestd's spool.
+    request = os.path.join(short_dir, "r.req")
+    handle = agent.execute("guest-file-open", {"path": request, "mode": "w"}, timeout=5)
+    agent.execute("guest-file-write", {"handle": handle, "buf-b64": "e30K"}, timeout=5)
+    assert agent.execute("guest-file-close", {"handle": handle}, timeout=5) == {}
+    with open(request, "rb") as f:
+        assert f.read() == b"{}\n"
+
     # guest-exec and guest-exec-status, as the agent runs guestd-ctl.
     assert guest_exec(agent, ["/bin/true"], b"", 5) == (0, b"")
     assert guest_exec(agent, ["/bin/cat"], b"answer", 5) == (0, b"answer")
@@ -123,7 +131,7 @@ def test_the_harmless_allowed_commands_work(agent, short_dir):
     # Harmless even if the configuration were wrong: no such user, no such handle.
     ("guest-set-user-password",
      {"username": "np-no-such-user", "password": "eA==", "crypted": False}),
-    ("guest-file-write", {"handle": 0, "buf-b64": ""}),
+    ("guest-file-flush", {"handle": 0}),
     ("guest-file-seek", {"handle": 0, "offset": 0, "whence": "set"}),
     ("guest-network-get-interfaces", None),
     ("guest-get-osinfo", None),
@@ -308,7 +316,8 @@ def test_the_installed_launchers_run_guestd_and_guestd_ctl(short_dir):
         ["/usr/bin/python3", "-IS", "-c", daemon_text, "--socket", sock,
          "--hooks-dir", os.path.join(root, "etc/guestd/hooks.d"),
          "--health-dir", os.path.join(root, "etc/guestd/health.d"),
-         "--status-file", os.path.join(short_dir, "status.json")],
+         "--status-file", os.path.join(short_dir, "status.json"),
+         "--spool-dir", os.path.join(short_dir, "spool")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(sock), 10, "the installed guestd")

@@ -1,12 +1,14 @@
 """guestd, its client library, hook scripts and guestd-ctl, as real processes."""
 
 import json
+import os
+import stat
 import subprocess
 import time
 
 import pytest
 
-from guestd import protocol
+from guestd import daemon, protocol
 from guestd.client import Application, Vote
 
 
@@ -341,7 +343,8 @@ def test_status_write_failure_is_logged_once_and_guestd_carries_on(short_dir):
     open(blocker, "w").close()  # the status file's directory cannot be created
     guestd = Process([GUEST_PYTHON, "-m", "guestd.daemon", "--socket", f"{short_dir}/g.sock",
                       "--status-file", f"{blocker}/status.json", "--status-interval", "0.05",
-                      "--health-dir", f"{short_dir}/none"], f"{short_dir}/guestd.log",
+                      "--health-dir", f"{short_dir}/none", "--spool-dir", f"{short_dir}/spool"],
+                     f"{short_dir}/guestd.log",
                      {**os.environ, "PYTHONPATH": REPO})
     try:
         wait_for(lambda: "cannot write the status file" in guestd.log_tail(), 10, "an error")
@@ -359,3 +362,97 @@ def test_status_write_failure_is_logged_once_and_guestd_carries_on(short_dir):
         application.stop()
     finally:
         guestd.stop()
+
+
+# --- the spool: requests as files, answered without any process started ---------------------
+
+
+def spool(guest, req_or_bytes, rid=None):
+    """Drop a request into guestd's spool as qemu-ga would (the file written, then closed)."""
+    data = (req_or_bytes if isinstance(req_or_bytes, bytes)
+            else protocol.encode(req_or_bytes))
+    rid = rid or req_or_bytes["id"]
+    with open(os.path.join(guest.spool_dir, rid + protocol.REQ_SUFFIX), "wb") as f:
+        f.write(data)
+    return os.path.join(guest.spool_dir, rid + protocol.ANS_SUFFIX)
+
+
+def wait_answer(path, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.005)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data.endswith(b"\n") and data.count(b"\n") == 1  # one frame
+    return protocol.decode(data)
+
+
+def test_spooled_request_is_answered_like_a_relayed_one(guest):
+    assert stat.S_IMODE(os.stat(guest.spool_dir).st_mode) == 0o700
+    app(guest, "db", vote=lambda n: Vote.reject(f"busy with {n.event}"))
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 2.0)
+    started = time.monotonic()
+    answer = protocol.parse_answer(wait_answer(spool(guest, req)), req["id"], guest.instance)
+    assert time.monotonic() - started < 1.0
+    assert answer["result"] == "reject"
+    assert answer["voters"] == [protocol.voter("db", "reject", "busy with reboot")]
+    assert not os.path.exists(os.path.join(guest.spool_dir, req["id"] + protocol.REQ_SUFFIX))
+    # The same deadline as through guestd-ctl: a silent application times out.
+    app(guest, "slow", vote=lambda n: time.sleep(n.timeout + 1) or Vote.accept())
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 0.5,
+                           silence="accept")
+    answer = wait_answer(spool(guest, req), timeout=2.0)
+    assert {v["name"]: v["vote"] for v in answer["voters"]} == {"db": "reject",
+                                                                "slow": "timeout"}
+
+
+def test_spool_garbage_is_dropped_and_guestd_carries_on(guest):
+    names = {
+        "bad name!": b"{}\n",
+        "bad-json": b"not json\n",
+        "not-a-request": protocol.encode({"type": "register", "name": "x"}),
+        "other-id": protocol.encode(protocol.request("not-other-id", guest.instance, "reboot",
+                                                     "vote", 1.0)),
+        "oversize": b"x" * (protocol.MAX_FRAME + 10),
+    }
+    for name, data in names.items():
+        spool(guest, data, name)
+    os.mkfifo(os.path.join(guest.spool_dir, "fifo" + protocol.REQ_SUFFIX))
+    os.symlink("/etc/hostname", os.path.join(guest.spool_dir, "link" + protocol.REQ_SUFFIX))
+    # Undecodable requests with a usable name get an error answer, as guestd-ctl would.
+    for name in ("bad-json", "not-a-request", "other-id"):
+        answer = wait_answer(os.path.join(guest.spool_dir, name + protocol.ANS_SUFFIX))
+        assert answer["type"] == protocol.FAILURE, answer
+    deadline = time.monotonic() + 5
+    while [n for n in os.listdir(guest.spool_dir) if n.endswith(protocol.REQ_SUFFIX)]:
+        assert time.monotonic() < deadline, os.listdir(guest.spool_dir)
+        time.sleep(0.02)
+    assert not os.path.exists(os.path.join(guest.spool_dir, "bad name!" + protocol.ANS_SUFFIX))
+    assert log_count(guest, "spool: dropped") >= 4
+    # guestd still answers, through the spool and its socket.
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 2.0)
+    assert wait_answer(spool(guest, req))["result"] == "accept"
+    assert ctl(guest)[1]["result"] == "accept"
+
+
+def test_incomplete_spool_request_waits_then_is_dropped(guest):
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 2.0)
+    frame = protocol.encode(req)
+    path = os.path.join(guest.spool_dir, req["id"] + protocol.REQ_SUFFIX)
+    with open(path, "wb") as f:
+        f.write(frame[:10])
+        f.flush()
+        time.sleep(0.2)  # qemu-ga still writing: left alone
+        assert os.path.exists(path)
+        f.write(frame[10:])
+    answer = wait_answer(os.path.join(guest.spool_dir, req["id"] + protocol.ANS_SUFFIX))
+    assert answer["result"] == "accept"
+    # One never completed goes after SPOOL_INCOMPLETE.
+    with open(path, "wb") as f:
+        f.write(frame[:10])
+    deadline = time.monotonic() + daemon.SPOOL_INCOMPLETE + 3
+    while os.path.exists(path):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert log_count(guest, "still incomplete") == 1

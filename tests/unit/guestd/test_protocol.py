@@ -196,3 +196,14 @@ def test_a_lone_surrogate_cannot_break_a_message():
                              b'"reason": "bad \\ud800 byte"}')
     frame = protocol.encode(protocol.ballot(*protocol.parse_ballot(ballot)))
     assert protocol.decode(frame)["reason"] == "bad ? byte"
+
+
+@pytest.mark.parametrize("rid", ["a", "0f3c-9_x", "x" * 64])
+def test_spool_names(rid):
+    assert protocol.spool_name(rid) == rid
+
+
+@pytest.mark.parametrize("rid", ["", "x" * 65, "../x", "a/b", "a.req", "é", "a b", None, 7])
+def test_unsafe_spool_names_are_refused(rid):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.spool_name(rid)

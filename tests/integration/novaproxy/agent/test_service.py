@@ -9,7 +9,7 @@ import pytest
 
 from guestd import protocol
 from guestd.client import Application, Vote
-from harness.guest import write_guestd_ctl
+from harness.guest import SPOOL_DIR, write_guestd_ctl
 from novaproxy import redis_schema
 from novaproxy.agent import hypervisor
 from novaproxy.agent.config import AgentConfig
@@ -25,7 +25,8 @@ def run_agent(redis_client, redis_server, make_guest, short_dir):
     config = AgentConfig(host=HOST, redis_url=redis_server.url, hypervisor="qga-socket",
                          qga_socket_dir=make_guest.socket_dir, libvirt_uri="",
                          guestd_ctl=tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl")),
-                         workers=4, route_interval=0.2, operation_interval=1.0, nova={})
+                         workers=4, route_interval=0.2, operation_interval=1.0, nova={},
+                         spool_dir=SPOOL_DIR)
 
     def start():
         agent = Agent(config, hypervisor.QgaSocketDirectory(config.qga_socket_dir),

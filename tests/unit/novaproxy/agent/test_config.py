@@ -22,6 +22,21 @@ def test_defaults(tmp_path):
     conf = config.load(write(tmp_path, "[agent]\nredis_url = redis://r\n"))
     assert conf.hypervisor == "libvirt" and conf.libvirt_uri == "qemu:///system"
     assert conf.guestd_ctl == ("/usr/bin/guestd-ctl",) and conf.host
+    assert conf.spool_dir == "/run/guestd/spool"
+
+
+@pytest.mark.parametrize("line, spool_dir", [
+    ("spool_dir = guestd-spool\n", "guestd-spool"),
+    ("spool_dir =\n", ""),  # guest-exec only
+])
+def test_spool_dir(tmp_path, line, spool_dir):
+    conf = config.load(write(tmp_path, f"[agent]\nredis_url = redis://r\n{line}"))
+    assert conf.spool_dir == spool_dir
+
+
+def test_a_multi_line_spool_dir_is_refused(tmp_path):
+    with pytest.raises(config.ConfigError, match="spool_dir"):
+        config.load(write(tmp_path, "[agent]\nredis_url = redis://r\nspool_dir = a\n  b\n"))
 
 
 @pytest.mark.parametrize("body, message", [

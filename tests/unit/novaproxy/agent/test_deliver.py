@@ -1,7 +1,9 @@
+import base64
 import json
+import uuid
 
 from guestd import protocol
-from novaproxy.agent import deliver
+from novaproxy.agent import deliver, guest_agent
 
 REQ = protocol.request("r1", "vm-a", "reboot", "vote", 5.0)
 
@@ -34,3 +36,95 @@ def test_hostile_output_is_invalid_never_a_vote():
 
 def test_budget_keeps_room_for_the_way_back():
     assert deliver.budget(10.0, 1.0) == 10.0 - 1.0 - deliver.RETURN_MARGIN
+
+
+class FakeAgent:
+    """qemu-ga's file and exec RPCs over a dict of files; ``blocked``: disabled commands."""
+
+    poll_cap = 0.001
+
+    def __init__(self, answer=None, blocked=()):
+        self.files, self.handles, self.calls = {}, {}, []
+        self.answer, self.blocked = answer, set(blocked)
+
+    def execute(self, command, arguments=None, timeout=5.0):
+        self.calls.append(command)
+        if command in self.blocked:
+            raise guest_agent.CommandFailed("CommandNotFound", f"Command {command} has been "
+                                                               "disabled")
+        args = arguments or {}
+        if command == "guest-file-open":
+            path = args["path"]
+            if not path.startswith("spool/"):
+                raise guest_agent.CommandFailed("GenericError", "No such file or directory")
+            if args["mode"] == "w":
+                self.files[path] = b""
+            elif path not in self.files:
+                raise guest_agent.CommandFailed("GenericError", "No such file or directory")
+            self.handles[len(self.handles) + 1] = path
+            return len(self.handles)
+        if command == "guest-file-write":
+            self.files[self.handles[args["handle"]]] += base64.b64decode(args["buf-b64"])
+            return {"count": 0, "eof": False}
+        if command == "guest-file-close":
+            path = self.handles[args["handle"]]
+            if path.endswith(".req") and self.files[path] and self.answer is not None:
+                # guestd takes the request and answers it.
+                req = protocol.decode(self.files.pop(path))
+                self.files[path[:-4] + ".ans"] = self.answer(req)
+            return {}
+        if command == "guest-file-read":
+            data = self.files[self.handles[args["handle"]]][:args["count"]]
+            return {"count": len(data), "buf-b64": base64.b64encode(data).decode(), "eof": True}
+        if command == "guest-exec":
+            return {"pid": 7}
+        if command == "guest-exec-status":
+            return {"exited": True, "exitcode": 0, "out-data": base64.b64encode(
+                out(protocol.answer(REQ, "reject"))).decode()}
+        raise AssertionError(command)
+
+
+class Guests:
+    def __init__(self, agent):
+        self._agent = agent
+
+    def agent(self, _instance):
+        return self._agent
+
+
+def spooled(agent, req=REQ, spool_dir="spool"):
+    return deliver.deliver(Guests(agent), ("/usr/bin/guestd-ctl",), req, 2.0, "c1",
+                           spool_dir=spool_dir)
+
+
+def test_the_spool_carries_the_request_and_its_answer():
+    agent = FakeAgent(lambda req: protocol.encode(protocol.answer(req, "accept")))
+    reply = spooled(agent)
+    assert reply.outcome == "accept"
+    assert "guest-exec" not in agent.calls
+
+
+def test_a_blocked_file_write_falls_back_to_guest_exec():
+    agent = FakeAgent(blocked={"guest-file-write"})
+    req = {**REQ, "instance": "vm-blocked"}
+    assert spooled(agent, req).outcome == "invalid"  # guest-exec's answer, for REQ's instance
+    assert agent.calls.count("guest-file-write") == 1 and "guest-exec" in agent.calls
+    agent.calls.clear()
+    spooled(agent, req)
+    assert "guest-file-open" not in agent.calls  # remembered: straight to guest-exec
+
+
+def test_a_garbage_answer_file_is_invalid_never_a_vote():
+    for answer in (b"accept\n", b"x" * (protocol.MAX_FRAME + 5),
+                   protocol.encode(protocol.answer({**REQ, "instance": "vm-b"}, "accept")),
+                   protocol.encode(protocol.failure("boom"))):
+        agent = FakeAgent(lambda req, answer=answer: answer)
+        reply = spooled(agent, {**REQ, "id": uuid.uuid4().hex})
+        assert reply.outcome == "invalid", answer[:40]
+        assert "guest-exec" not in agent.calls
+
+
+def test_request_ids_unfit_for_a_file_name_go_through_guest_exec():
+    agent = FakeAgent()
+    spooled(agent, {**REQ, "id": "../../etc/passwd"})
+    assert "guest-file-open" not in agent.calls and "guest-exec" in agent.calls

@@ -147,6 +147,20 @@ def test_a_guestd_whose_counter_stops_has_failed():
     assert m.tick(6.0) == []
 
 
+def test_a_silence_does_not_count_against_guestd_s_counter():
+    m = healthy()
+    m.status(1.0, status(7))
+    for t in (2.0, 3.0, 4.0):
+        m.missed(t, "timeout")
+    m.recovering(4.1, "rebooting")
+    m.answered(5.5)  # back, 4.5 s after guestd's counter was last read
+    assert m.tick(5.5) == []
+    m.status(5.6, status(8))
+    assert m.tick(9.5) == []
+    failure, = failures(m.tick(9.6))  # a real stall, counted from the read after the silence
+    assert failure.cause == "guestd-stalled"
+
+
 def test_flavor_settings():
     defaults = Settings()
     assert monitor.settings_from(defaults, {}) is None

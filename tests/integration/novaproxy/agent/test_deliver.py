@@ -1,0 +1,57 @@
+"""deliver() against real qemu-ga + guestd guests: the spool first, guest-exec behind it."""
+
+import os
+import time
+import uuid
+
+from guestd import protocol
+from harness.guest import SPOOL_DIR, write_guestd_ctl
+from novaproxy.agent import deliver, hypervisor
+
+NO_CTL = ("/nonexistent/guestd-ctl",)  # any guest-exec of it fails: proof it was not used
+
+
+def vote(guest, guestd_ctl, seconds=3.0, spool_dir=SPOOL_DIR):
+    req = protocol.request(uuid.uuid4().hex, guest.instance, "reboot", "vote", seconds)
+    hv = hypervisor.QgaSocketDirectory(os.path.dirname(guest.qga_socket))
+    started = time.monotonic()
+    reply = deliver.deliver(hv, guestd_ctl, req, seconds, "h1", spool_dir=spool_dir)
+    assert (reply.id, reply.instance, reply.host) == (req["id"], guest.instance, "h1")
+    return reply, time.monotonic() - started, req
+
+
+def test_the_spool_answers_without_guest_exec(make_guest):
+    guest = make_guest()
+    guest.add_hook("veto", "#!/bin/sh\necho 'not now'\nexit 1\n")
+    reply, took, req = vote(guest, NO_CTL)
+    assert reply.outcome == "reject", reply
+    assert reply.voters == [protocol.voter("veto", "reject", "not now")]
+    assert took < 1.0
+    # The answer file stays for guestd's sweep; the request file is gone.
+    assert os.listdir(guest.spool_dir) == [req["id"] + protocol.ANS_SUFFIX]
+    os.unlink(os.path.join(guest.hooks_dir, "veto"))
+    assert vote(guest, NO_CTL)[0].outcome == "accept"
+
+
+def test_no_spool_directory_falls_back_to_guest_exec_and_remembers(make_guest, short_dir):
+    guest = make_guest()
+    ctl = tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl"))
+    reply, _, _ = vote(guest, ctl, spool_dir="no-such-spool")
+    assert reply.outcome == "accept", reply
+    assert not deliver._spool_on(guest.instance)  # guest-exec only for a while
+    reply, _, _ = vote(guest, NO_CTL, spool_dir="no-such-spool")
+    assert reply.outcome == "not-negotiating", reply  # guest-exec of NO_CTL, no spool try
+    assert vote(guest, ctl, spool_dir="")[0].outcome == "accept"  # spool off: guest-exec
+
+
+def test_a_spool_nobody_takes_falls_back_within_the_deadline(make_guest, short_dir):
+    """guestd stopped, its spool left behind: guestd-ctl's verdict, not a timeout."""
+    guest = make_guest()
+    guest.guestd.stop()
+    ctl = tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl"))
+    reply, took, req = vote(guest, ctl, seconds=5.0)
+    assert reply.outcome == "not-negotiating", reply
+    assert deliver.SPOOL_PICKUP <= took < 5.0
+    # The request was emptied: a guestd starting later drops it instead of acting on it.
+    with open(os.path.join(guest.spool_dir, req["id"] + protocol.REQ_SUFFIX), "rb") as f:
+        assert f.read() == b""
