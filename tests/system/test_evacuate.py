@@ -41,6 +41,8 @@ def test_evacuate_ends_where_the_server_was_rebuilt(evacuation, recorder):
     # No prepare: Nova evacuates a server whose host is dead, so its guest is presumed gone.
     assert rec.wait_for(1) == [("start", "end")]
     assert events_of(stack, server.id, "operation", "start")[-1]["host"] == destination
-    # A stopped guest is served by no agent here (no QEMU, no qemu-ga socket), so the
-    # evacuation's record gave way to the start's.
-    assert events_of(stack, server.id, "operation", "evacuate")[-1]["outcome"] == "superseded"
+    # The evacuation's record ends without a notice of its own: "complete" if an agent
+    # read it while the server was stopped (nobody to tell), "superseded" if the start's
+    # record came first. Either way the guest heard only the start's end, above.
+    assert events_of(stack, server.id, "operation", "evacuate")[-1]["outcome"] in (
+        "complete", "superseded")
