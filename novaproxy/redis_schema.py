@@ -50,28 +50,33 @@ def replies_stream(proxy_id: str) -> str:
     return f"{PREFIX}:replies:{{{proxy_id}}}"
 
 
+def _instance_key(instance: str, kind: str) -> str:
+    """One instance's key of ``kind``; the hash tag keeps an instance's keys in one slot."""
+    return f"{PREFIX}:{{{instance}}}:{kind}"
+
+
 def route_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:route"
+    return _instance_key(instance, "route")
 
 
 def lock_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:lock"
+    return _instance_key(instance, "lock")
 
 
 def ops_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:ops"
+    return _instance_key(instance, "ops")
 
 
 def recovery_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:recovery"
+    return _instance_key(instance, "recovery")
 
 
 def recoveries_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:recoveries"
+    return _instance_key(instance, "recoveries")
 
 
 def monitor_key(instance: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:monitor"
+    return _instance_key(instance, "monitor")
 
 
 EVENTS_STREAM = f"{PREFIX}:events"
@@ -138,16 +143,21 @@ def _instance_of(key: str) -> str:
     return key[key.index("{") + 1:key.index("}")]
 
 
+def _all_keys(client: redis.Redis, kind: str) -> list:
+    """Every instance's key of ``kind`` (a SCAN: for operators, not hot paths)."""
+    return list(client.scan_iter(match=_instance_key("*", kind), count=1000))
+
+
 def all_routes(client: redis.Redis) -> dict:
     """instance -> host for every published route (a SCAN: for operators, not hot paths)."""
-    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:route", count=1000))
+    keys = _all_keys(client, "route")
     hosts = client.mget(keys) if keys else []
     return {_instance_of(k): h for k, h in zip(keys, hosts) if h is not None}
 
 
 def all_locks(client: redis.Redis) -> dict:
     """instance -> milliseconds left, for every negotiation in flight."""
-    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:lock", count=1000))
+    keys = _all_keys(client, "lock")
     return {_instance_of(k): client.pttl(k) for k in keys}
 
 
@@ -297,7 +307,7 @@ def operations_of(client: redis.Redis, instances) -> dict:
 
 
 def _claim_key(instance: str, op_id: str) -> str:
-    return f"{PREFIX}:{{{instance}}}:claim:{op_id}"
+    return _instance_key(instance, f"claim:{op_id}")
 
 
 def claim_operation(client: redis.Redis, instance: str, op_id: str, owner: str,
@@ -318,7 +328,7 @@ def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:
 
 def all_operations(client: redis.Redis) -> dict:
     """instance -> operations, for every instance (a SCAN: for operators)."""
-    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:ops", count=1000))
+    keys = _all_keys(client, "ops")
     return operations_of(client, [_instance_of(k) for k in keys])
 
 
@@ -384,7 +394,7 @@ def monitor_view(client: redis.Redis, instance: str) -> dict:
 
 def all_monitored(client: redis.Redis) -> dict:
     """instance -> its monitor view, for every monitored instance (a SCAN)."""
-    keys = list(client.scan_iter(match=f"{PREFIX}:{{*}}:monitor", count=1000))
+    keys = _all_keys(client, "monitor")
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hgetall(key)
