@@ -8,8 +8,9 @@ timeout.
 
 The host may also drop a request frame into the spool directory (``<id>.req``,
 written with qemu-ga's guest-file-* RPCs, so no process starts in the guest, which
-costs ~150 ms under TCG); guestd picks it up within :data:`SPOOL_POLL`, answers it
-exactly as a relayed request and writes the answer frame to ``<id>.ans``. The
+costs ~150 ms under TCG); guestd picks it up as soon as it is closed (inotify; without
+it, within :data:`SPOOL_POLL`), answers it exactly as a relayed request and writes the
+answer frame to ``<id>.ans``. The
 directory is guestd's own, mode 0700: only root (qemu-ga) may put requests there.
 
 Every ``--status-interval`` seconds guestd rewrites its status file: a counter
@@ -37,7 +38,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from guestd import hooks, protocol, votes
+from guestd import hooks, inotify, protocol, votes
 
 LOG = logging.getLogger("guestd")
 DEFAULT_SOCKET = "/run/guestd/guestd.sock"
@@ -46,8 +47,11 @@ DEFAULT_HEALTH_DIR = "/etc/guestd/health.d"
 DEFAULT_STATUS_FILE = "/run/guestd/status.json"
 DEFAULT_STATUS_INTERVAL = 1.0
 DEFAULT_SPOOL_DIR = "/run/guestd/spool"
-# The spool is scanned this often: the latency a spooled request adds.
+# Without inotify the spool is scanned this often: the latency a spooled request adds.
 SPOOL_POLL = 0.01
+# With inotify a scan follows every change, and comes at least this often: incomplete
+# requests expire and old answers go.
+SPOOL_IDLE = 0.5
 # A request file still without its final newline after this is garbage.
 SPOOL_INCOMPLETE = 5.0
 # Answers the host never collected (it cannot delete files) are removed after this,
@@ -181,8 +185,8 @@ class Guestd:
         if self.spool_dir:
             os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
             os.chmod(self.spool_dir, 0o700)  # whatever the umask, or whoever made it before
-            threading.Thread(target=self._spool, name="spool", daemon=True).start()
-            LOG.info("spool in %s, scanned every %gs", self.spool_dir, SPOOL_POLL)
+            threading.Thread(target=self._spool, args=(self._watch_spool(),), name="spool",
+                             daemon=True).start()
         if ready is not None:
             ready.set()
         while True:
@@ -340,13 +344,31 @@ class Guestd:
         except protocol.ProtocolError as exc:
             return protocol.failure(str(exc))
 
-    def _spool(self) -> None:
+    def _watch_spool(self) -> inotify.DirectoryWatch | None:
+        try:
+            watch = inotify.DirectoryWatch(self.spool_dir)
+        except inotify.Unavailable as exc:
+            LOG.info("spool in %s, scanned every %gs (%s)", self.spool_dir, SPOOL_POLL, exc)
+            return None
+        LOG.info("spool in %s, watched with inotify", self.spool_dir)
+        return watch
+
+    def _spool(self, watch: inotify.DirectoryWatch | None) -> None:
         """Scan the spool until stopped: take complete requests, drop garbage, expire
         old answers. Never raises: whatever a file holds, guestd goes on."""
         pending: dict = {}  # incomplete request file -> when first seen
         stuck: set = set()  # garbage that could not be removed: not reported again
         sweep_after = 0.0
-        while not self._stopping.wait(SPOOL_POLL):
+        while not self._stopping.is_set():
+            if watch is not None and not watch.alive:
+                LOG.warning("spool: the inotify watch on %s is gone; scanning every %gs",
+                            self.spool_dir, SPOOL_POLL)
+                watch.close()
+                watch = None
+            if watch is not None:
+                watch.wait(SPOOL_IDLE)
+            elif self._stopping.wait(SPOOL_POLL):
+                break
             try:
                 with os.scandir(self.spool_dir) as entries:
                     names = [entry.name for entry in entries

@@ -44,11 +44,13 @@ def _voters(raw: str | None) -> str:
 def format_event(fields: dict) -> str:
     kind = fields.get("kind", "?")
     head = f"{_when(fields)}  {kind:<12} {fields.get('instance', '?')}"
+    # How long the guest took: as the agent saw it, or the proxy's whole round trip.
+    outcome = fields.get("outcome", "?") + (f" in {fields['took_ms']} ms"
+                                            if fields.get("took_ms") else "")
     if kind == "guest-answer":
-        body = (f"{fields.get('event')} {fields.get('phase')} on {fields.get('host')}: "
-                f"{fields.get('outcome')}")
+        body = f"{fields.get('event')} {fields.get('phase')} on {fields.get('host')}: {outcome}"
     else:
-        body = f"{fields.get('event')}: {fields.get('outcome')} — {fields.get('why', '')}"
+        body = f"{fields.get('event')}: {outcome} — {fields.get('why', '')}"
     voters = _voters(fields.get("voters"))
     detail = fields.get("detail")
     evidence = _evidence(fields.get("evidence"))

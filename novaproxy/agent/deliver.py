@@ -32,8 +32,16 @@ EXEC_MARGIN = 0.3
 DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
 # Kept back from the spool deadline: reading the answer file back.
 SPOOL_MARGIN = 0.1
-# Answer file polls: the first wait, doubling up to the cap.
-SPOOL_POLL_FIRST, SPOOL_POLL_CAP = 0.002, 0.016
+# An answer file's handle is closed after the reply has gone, within this.
+CLOSE_TIMEOUT = 5.0
+# Answer file polls. Each is an RPC the guest serves while it works on the answer
+# (under TCG a poll costs ~3 ms and slows the hook it waits for), so the first comes
+# after SPOOL_FIRST_FRACTION of the fastest answer this guest ever gave (at most
+# SPOOL_FIRST_CAP), then every SPOOL_POLL_FRACTION of the time waited so far, between
+# SPOOL_POLL_MIN and SPOOL_POLL_CAP: an answer is seen at most ~1/8 late, and a guest
+# that deliberates for seconds is not polled hundreds of times.
+SPOOL_FIRST_FRACTION, SPOOL_FIRST_CAP = 0.8, 0.1
+SPOOL_POLL_FRACTION, SPOOL_POLL_MIN, SPOOL_POLL_CAP = 0.125, 0.003, 0.1
 # guestd takes a request file within 10 ms; one still there after this means no
 # guestd runs (its spool outlives it): guest-exec, whose guestd-ctl says so, takes over.
 SPOOL_PICKUP = 2.0
@@ -41,8 +49,11 @@ SPOOL_PICKUP = 2.0
 # pay the failed attempt every time.
 SPOOL_RETRY = 60.0
 
+# What the agent remembers of each guest's spool, guarded by _spool_lock:
 _spool_off: dict = {}  # instance -> time.monotonic() until which its spool is not tried
-_spool_off_lock = threading.Lock()
+_fastest: dict = {}  # instance -> the fastest answer seen through its spool, in seconds
+_spool_lock = threading.Lock()
+FASTEST_REMEMBERED = 4096  # instances; past that the memory starts afresh
 
 
 class _SpoolUnusable(Exception):
@@ -109,7 +120,7 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
             except _SpoolUnusable as exc:
                 LOG.info("spool of %s unusable (%s): guest-exec for the next %gs", instance,
                          exc, SPOOL_RETRY)
-                with _spool_off_lock:
+                with _spool_lock:
                     _spool_off[instance] = time.monotonic() + SPOOL_RETRY
         seconds = deadline - time.monotonic()
         if seconds <= EXEC_MARGIN:
@@ -134,7 +145,7 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
 
 
 def _spool_on(instance: str) -> bool:
-    with _spool_off_lock:
+    with _spool_lock:
         until = _spool_off.get(instance)
         if until is not None and until <= time.monotonic():
             del _spool_off[instance]
@@ -148,6 +159,22 @@ def _spoolable(rid: str) -> bool:
     except protocol.ProtocolError:
         return False
     return True
+
+
+def answer_poll_wait(waited: float, fastest: float | None) -> float:
+    """Seconds to sleep before the next look for the answer, ``waited`` seconds after the
+    request was written, for a guest whose ``fastest`` answer so far took that long."""
+    first = min(SPOOL_FIRST_FRACTION * fastest, SPOOL_FIRST_CAP) if fastest else 0.0
+    if waited < first:
+        return first - waited
+    return min(max(waited * SPOOL_POLL_FRACTION, SPOOL_POLL_MIN), SPOOL_POLL_CAP)
+
+
+def _answered(instance: str, seconds: float) -> None:
+    with _spool_lock:
+        if len(_fastest) >= FASTEST_REMEMBERED and instance not in _fastest:
+            _fastest.clear()
+        _fastest[instance] = min(seconds, _fastest.get(instance, seconds))
 
 
 def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
@@ -164,12 +191,21 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
         _write(agent, base + protocol.REQ_SUFFIX, frame, deadline)
     except guest_agent.CommandFailed as exc:
         raise _SpoolUnusable(str(exc)) from None
-    interval = SPOOL_POLL_FIRST
-    pickup_by = time.monotonic() + SPOOL_PICKUP
+    written = time.monotonic()
+    pickup_by = written + SPOOL_PICKUP
+    with _spool_lock:
+        fastest = _fastest.get(req["instance"])
     while True:
+        waited = time.monotonic() - written
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise guest_agent.GuestAgentTimeout("no answer in guestd's spool in time")
+        time.sleep(min(answer_poll_wait(waited, fastest), left))
+        looked = time.monotonic()
         try:
-            answer = _read(agent, base + protocol.ANS_SUFFIX, deadline)
+            answer = _read(agent, base + protocol.ANS_SUFFIX, deadline, close_later=True)
             if answer is not None:
+                _answered(req["instance"], looked - written)
                 return answer
             if time.monotonic() >= pickup_by:
                 pickup_by = float("inf")
@@ -179,11 +215,6 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
         except guest_agent.CommandFailed as exc:
             # The request may be guestd's already: an error, never a fallback.
             raise guest_agent.GuestAgentError(f"spool: {exc}") from None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise guest_agent.GuestAgentTimeout("no answer in guestd's spool in time")
-        time.sleep(min(interval, left))
-        interval = min(interval * 2, SPOOL_POLL_CAP)
 
 
 def _open(agent, path: str, mode: str, deadline: float) -> int:
@@ -203,6 +234,14 @@ def _close(agent, handle: int, deadline: float, quietly: bool = False) -> None:
             raise
 
 
+def _close_quietly(agent, handle: int, path: str) -> None:
+    try:
+        agent.execute("guest-file-close", {"handle": handle}, CLOSE_TIMEOUT)
+    except guest_agent.GuestAgentError as exc:
+        # qemu-ga keeps the handle until it restarts; nothing else is lost.
+        LOG.warning("could not close %s in the guest: %s", path, exc)
+
+
 def _write(agent, path: str, data: bytes, deadline: float) -> None:
     """``path`` holds ``data`` once this returns (qemu-ga flushes it on close)."""
     handle = _open(agent, path, "w", deadline)
@@ -217,8 +256,13 @@ def _write(agent, path: str, data: bytes, deadline: float) -> None:
     _close(agent, handle, deadline)
 
 
-def _read(agent, path: str, deadline: float) -> bytes | None:
-    """The contents of ``path`` (at most one frame), None if it cannot be opened."""
+def _read(agent, path: str, deadline: float, close_later: bool = False) -> bytes | None:
+    """The contents of ``path`` (at most one frame), None if it cannot be opened.
+
+    ``close_later``: the handle is closed in the background, so that the caller has
+    the contents one RPC sooner (the agent's calls to a guest are serialized, so the
+    close still comes before the next call).
+    """
     try:
         handle = _open(agent, path, "r", deadline)
     except guest_agent.CommandFailed:
@@ -230,7 +274,11 @@ def _read(agent, path: str, deadline: float) -> bytes | None:
     except guest_agent.GuestAgentError:
         _close(agent, handle, deadline, quietly=True)
         raise
-    _close(agent, handle, deadline)
+    if close_later:
+        threading.Thread(target=_close_quietly, args=(agent, handle, path),
+                         name="guest-file-close", daemon=True).start()
+    else:
+        _close(agent, handle, deadline)
     encoded = read.get("buf-b64") if isinstance(read, dict) else None
     if not isinstance(encoded, str) or len(encoded) > (protocol.MAX_FRAME + 3) * 4 // 3:
         raise guest_agent.GuestAgentError(f"{path}: no contents, or over "

@@ -137,7 +137,8 @@ class Agent:
             redis_schema.acknowledge(self.redis, host, entry_id)
         redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
                            event=req["event"], phase=req["phase"], outcome=reply.outcome,
-                           voters=reply.voters, detail=reply.detail, host=host)
+                           voters=reply.voters, detail=reply.detail, host=host,
+                           took_ms=round(elapsed * 1000))
 
     def _take(self, pending: bool) -> list:
         return redis_schema.take_requests(self.redis, self.config.host, self.config.host,

@@ -136,9 +136,9 @@ class NegotiationFilter:
                     refusal = self._vote(op, instance, host, vote_timeout)
                     if refusal is not None:
                         return refusal
-                reply = self._ask(host, op, instance, protocol.PREPARE,
-                                  self.policy.prepare_timeout)
-                self._audit("notice", op, instance, reply, "prepare sent")
+                reply, took = self._ask(host, op, instance, protocol.PREPARE,
+                                        self.policy.prepare_timeout)
+                self._audit("notice", op, instance, reply, "prepare sent", took)
                 prepared = True
         try:
             resp = req.get_response(self.app)
@@ -155,14 +155,16 @@ class NegotiationFilter:
 
     def _vote(self, op: Operation, instance: str, host: str, timeout: float):
         """None to go ahead, or the 409 that carries the guest's reasons."""
-        reply = self._ask(host, op, instance, protocol.VOTE, timeout)
+        reply, took = self._ask(host, op, instance, protocol.VOTE, timeout)
         decision = policy.decide(self.policy, reply)
-        self._audit("negotiation", op, instance, reply, decision.why, proceed=decision.proceed)
+        self._audit("negotiation", op, instance, reply, decision.why, took,
+                    proceed=decision.proceed)
         if decision.proceed:
-            LOG.info("%s of %s accepted: %s", op.event, instance, decision.why)
+            LOG.info("%s of %s accepted in %.0f ms: %s", op.event, instance, took * 1000,
+                     decision.why)
             return None
-        LOG.info("%s of %s rejected: %s: %s", op.event, instance, decision.why,
-                 "; ".join(decision.reasons))
+        LOG.info("%s of %s rejected in %.0f ms: %s: %s", op.event, instance, took * 1000,
+                 decision.why, "; ".join(decision.reasons))
         return conflict(f"{op.event} of server {instance} was rejected by its guest: "
                         + "; ".join(decision.reasons), REJECTED)
 
@@ -194,22 +196,26 @@ class NegotiationFilter:
                         "no end notice", op.event, instance, exc)
 
     def _ask(self, host: str, op: Operation, instance: str, phase: str,
-             timeout: float) -> redis_schema.Reply:
+             timeout: float) -> tuple:
+        """The guest's reply, and the seconds it took (the round trip operators see)."""
         request = protocol.request(uuid.uuid4().hex, instance, op.event, phase, timeout,
                                    op.details, self.policy.silence)
+        started = time.monotonic()
         try:
-            return self.channel.ask(host, request)
+            reply = self.channel.ask(host, request)
         except redis.RedisError as exc:
-            return redis_schema.Reply(request["id"], instance, redis_schema.UNREACHABLE,
-                                      detail=f"Redis unavailable: {exc}", host=host)
+            reply = redis_schema.Reply(request["id"], instance, redis_schema.UNREACHABLE,
+                                       detail=f"Redis unavailable: {exc}", host=host)
+        return reply, time.monotonic() - started
 
     def _abort(self, host: str, op: Operation, instance: str, why: str) -> None:
         """Tell the prepared guest the operation is off, without delaying the caller."""
         LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
 
         def send() -> None:
-            reply = self._ask(host, op, instance, protocol.ABORT, self.policy.prepare_timeout)
-            self._audit("notice", op, instance, reply, f"abort sent: {why}")
+            reply, took = self._ask(host, op, instance, protocol.ABORT,
+                                    self.policy.prepare_timeout)
+            self._audit("notice", op, instance, reply, f"abort sent: {why}", took)
 
         threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
 
@@ -224,11 +230,12 @@ class NegotiationFilter:
                         f"which cannot be asked: {why}", REJECTED)
 
     def _audit(self, kind: str, op: Operation, instance: str, reply: redis_schema.Reply,
-               why: str, **extra) -> None:
+               why: str, took: float, **extra) -> None:
         try:
             redis_schema.audit(self.channel.redis, kind, instance, event=op.event,
                                action=op.action, request=reply.id, outcome=reply.outcome,
-                               voters=reply.voters, why=why, **extra)
+                               voters=reply.voters, why=why, took_ms=round(took * 1000),
+                               **extra)
         except redis.RedisError as exc:
             LOG.warning("audit event lost (%s): %s %s %s", exc, kind, op.event, instance)
 

@@ -1,14 +1,18 @@
 """guestd, its client library, hook scripts and guestd-ctl, as real processes."""
 
 import json
+import logging
 import os
+import shutil
 import stat
 import subprocess
+import threading
 import time
+import types
 
 import pytest
 
-from guestd import daemon, protocol
+from guestd import daemon, inotify, protocol
 from guestd.client import Application, Vote
 
 
@@ -399,6 +403,7 @@ def test_spooled_request_is_answered_like_a_relayed_one(guest):
     assert answer["result"] == "reject"
     assert answer["voters"] == [protocol.voter("db", "reject", "busy with reboot")]
     assert not os.path.exists(os.path.join(guest.spool_dir, req["id"] + protocol.REQ_SUFFIX))
+    assert log_count(guest, "watched with inotify") == 1
     # The same deadline as through guestd-ctl: a silent application times out.
     app(guest, "slow", vote=lambda n: time.sleep(n.timeout + 1) or Vote.accept())
     req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 0.5,
@@ -435,6 +440,34 @@ def test_spool_garbage_is_dropped_and_guestd_carries_on(guest):
     req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 2.0)
     assert wait_answer(spool(guest, req))["result"] == "accept"
     assert ctl(guest)[1]["result"] == "accept"
+
+
+def test_spool_removed_and_made_again_is_scanned_on_a_timer(guest):
+    shutil.rmtree(guest.spool_dir)
+    os.mkdir(guest.spool_dir, 0o700)
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", 2.0)
+    assert wait_answer(spool(guest, req))["result"] == "accept"
+    assert log_count(guest, "inotify watch on") == 1
+
+
+def test_without_inotify_the_spool_is_scanned_on_a_timer(short_dir, monkeypatch, caplog):
+    def unavailable(path):
+        # Stands for a python3 without ctypes, or a kernel without inotify.
+        raise inotify.Unavailable("no inotify: not here")
+
+    monkeypatch.setattr(inotify, "DirectoryWatch", unavailable)
+    caplog.set_level(logging.INFO, logger="guestd")
+    guestd = daemon.Guestd(f"{short_dir}/g.sock", None, spool_dir=f"{short_dir}/spool")
+    ready = threading.Event()
+    threading.Thread(target=guestd.serve, args=(ready,), daemon=True).start()
+    try:
+        assert ready.wait(5)
+        target = types.SimpleNamespace(spool_dir=guestd.spool_dir, instance="i-1")
+        req = protocol.request(f"s{time.monotonic_ns()}", target.instance, "reboot", "vote", 2.0)
+        assert wait_answer(spool(target, req))["result"] == "accept"
+        assert f"scanned every {daemon.SPOOL_POLL:g}s (no inotify: not here)" in caplog.text
+    finally:
+        guestd.stop()
 
 
 def test_incomplete_spool_request_waits_then_is_dropped(guest):

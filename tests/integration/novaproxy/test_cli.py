@@ -39,12 +39,12 @@ def test_status_shows_operations_nova_is_carrying_out(redis_client, redis_server
 
 def test_events_newest_last_and_negotiations_only(redis_client, redis_server):
     redis_schema.audit(redis_client, "negotiation", "u-1", event="reboot", outcome="reject",
-                       why="the guest rejected",
+                       why="the guest rejected", took_ms=42,
                        voters=[{"name": "db", "vote": "reject", "reason": "busy"}])
     redis_schema.audit(redis_client, "guest-answer", "u-1", event="stop", phase="vote",
                        outcome="accept", host="compute1", voters=[])
     lines = run(redis_server, "events").stdout.splitlines()
-    assert "reboot: reject — the guest rejected [db=reject (busy)]" in lines[0]
+    assert "reboot: reject in 42 ms — the guest rejected [db=reject (busy)]" in lines[0]
     assert "stop vote on compute1: accept" in lines[1]
     only = run(redis_server, "negotiations").stdout.splitlines()
     assert len(only) == 1 and "negotiation" in only[0]

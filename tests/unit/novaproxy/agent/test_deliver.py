@@ -1,6 +1,9 @@
 import base64
 import json
+import time
 import uuid
+
+import pytest
 
 from guestd import protocol
 from novaproxy.agent import deliver, guest_agent
@@ -40,8 +43,6 @@ def test_budget_keeps_room_for_the_way_back():
 
 class FakeAgent:
     """qemu-ga's file and exec RPCs over a dict of files; ``blocked``: disabled commands."""
-
-    poll_cap = 0.001
 
     def __init__(self, answer=None, blocked=()):
         self.files, self.handles, self.calls = {}, {}, []
@@ -102,6 +103,11 @@ def test_the_spool_carries_the_request_and_its_answer():
     reply = spooled(agent)
     assert reply.outcome == "accept"
     assert "guest-exec" not in agent.calls
+    # The answer file's handle is closed after the reply, in the background.
+    deadline = time.monotonic() + 2
+    while agent.calls.count("guest-file-close") < agent.calls.count("guest-file-open"):
+        assert time.monotonic() < deadline, agent.calls
+        time.sleep(0.01)
 
 
 def test_a_blocked_file_write_falls_back_to_guest_exec():
@@ -128,3 +134,37 @@ def test_request_ids_unfit_for_a_file_name_go_through_guest_exec():
     agent = FakeAgent()
     spooled(agent, {**REQ, "id": "../../etc/passwd"})
     assert "guest-file-open" not in agent.calls and "guest-exec" in agent.calls
+
+
+def test_answer_polls_wait_for_what_the_guest_has_shown_it_needs():
+    # Nothing known of the guest yet: look at once, at the shortest interval.
+    assert deliver.answer_poll_wait(0.0, None) == deliver.SPOOL_POLL_MIN
+    # A guest that never answered in under 50 ms is first looked at after 40 ms...
+    assert deliver.answer_poll_wait(0.0, 0.05) == pytest.approx(0.04)
+    assert deliver.answer_poll_wait(0.03, 0.05) == pytest.approx(0.01)
+    # ...and a slow one is looked at early enough all the same.
+    assert deliver.answer_poll_wait(0.0, 5.0) == deliver.SPOOL_FIRST_CAP
+
+
+def test_answer_polls_thin_out_as_the_wait_grows():
+    waited, polls = 0.0, []
+    while waited < 10.0:
+        wait = deliver.answer_poll_wait(waited, None)
+        # An answer that came just after the last look is seen at most 1/8 late.
+        assert wait <= max(waited / 8, deliver.SPOOL_POLL_MIN) + 1e-9
+        polls.append(wait)
+        waited += wait + 0.003  # the poll's own RPC
+    assert polls == sorted(polls)  # never denser later
+    assert len(polls) < 150 and max(polls) == deliver.SPOOL_POLL_CAP
+
+
+def test_the_spool_learns_how_fast_a_guest_answers():
+    instance = f"vm-{uuid.uuid4().hex[:8]}"
+    agent = FakeAgent(lambda req: protocol.encode(protocol.answer(req, "accept")))
+    started = time.monotonic()
+    assert spooled(agent, {**REQ, "id": uuid.uuid4().hex, "instance": instance}).outcome \
+        == "accept"
+    assert 0 < deliver._fastest[instance] < time.monotonic() - started
+    # The next request to it is first looked for after 80 % of that.
+    assert deliver.answer_poll_wait(0.0, deliver._fastest[instance]) == pytest.approx(
+        0.8 * deliver._fastest[instance])
