@@ -52,7 +52,7 @@ exit 0
 BOOT_TIMEOUT = 90.0  # create → agent channel connected, as in conftest
 # Until the first answer: a TCG boot under load must never count as a silent guest.
 BOOT_GRACE = 120
-VOTES = 10  # negotiation round trips timed
+VOTES = 20  # negotiation round trips timed
 
 
 def _ms(seconds: float) -> str:
@@ -214,8 +214,10 @@ def test_negotiated_reboot_nacked_then_acked_with_its_end_notice(vm_stack, vm):
 
 
 def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
-    """NACKed reboots: novaclient → proxy → Redis → agent → libvirt → guestd's spool
-    (guest-file-*) → guestd → hook, and back; Nova is never involved past the look-up."""
+    """NACKed reboots: proxy → Redis → agent → libvirt → guestd's spool (guest-file-*)
+    → guestd → hook, and back, timed where the proxy asks (as bench/negotiation.py
+    times it on host processes); and the caller's whole view through novaproxy-api,
+    which adds Nova's server look-up and the HTTP hops."""
     vm.veto("not now")
     nova = vm_stack.nova()
     took = []
@@ -227,12 +229,18 @@ def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
             took.append(time.monotonic() - started)
     finally:
         vm.veto(None)
-    answers = [e for e in _audits(vm_stack, vm.id, "guest-answer")
-               if e["phase"] == "vote" and e["outcome"] == "reject"]
-    assert len(answers) >= VOTES
-    vm_report(f"negotiation round trip (novaclient → proxy → agent → virtio-serial → guestd "
-              f"→ hook, NACK): p50 {_ms(statistics.median(took))}, "
-              f"max {_ms(max(took))} ({VOTES} votes)")
+    asked = [e for e in _audits(vm_stack, vm.id, "negotiation") if e["outcome"] == "reject"]
+    answered = [e for e in _audits(vm_stack, vm.id, "guest-answer")
+                if e["phase"] == "vote" and e["outcome"] == "reject"]
+    assert len(asked) >= VOTES and len(answered) >= VOTES
+    round_trips = [int(e["took_ms"]) / 1000 for e in asked[-VOTES:]]
+    in_agent = [int(e["took_ms"]) / 1000 for e in answered[-VOTES:]]
+    vm_report(f"negotiation round trip at the proxy (→ Redis → agent → virtio-serial → guestd "
+              f"→ hook, NACK): p50 {_ms(statistics.median(round_trips))}, first "
+              f"{_ms(round_trips[0])}, max {_ms(max(round_trips))} ({VOTES} votes); of which "
+              f"the agent's delivery p50 {_ms(statistics.median(in_agent))}")
+    vm_report(f"the caller's view (novaclient → novaproxy-api, Nova's server look-up, 409): "
+              f"p50 {_ms(statistics.median(took))}, max {_ms(max(took))}")
 
 
 def test_agent_error_replies_through_libvirt_are_answers(vm):
