@@ -87,6 +87,8 @@ class SocketGuestAgent:
         except GuestAgentTimeout:
             self._synced = False
             raise
+        except CommandFailed:
+            raise  # an error reply: the exchange completed, the connection is in sync
         except GuestAgentError:
             self._reset()
             raise

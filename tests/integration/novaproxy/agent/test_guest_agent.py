@@ -42,6 +42,19 @@ def test_missing_program_is_reported_by_class(guest):
         guest_exec(SocketGuestAgent(guest.qga_socket), ["/nonexistent/guestd-ctl"], b"", 5)
 
 
+def test_an_error_reply_keeps_the_connection_in_sync(guest):
+    """An error reply ends its exchange cleanly: no drain, reconnect or resync (which
+    cost ~50 ms on every missing-file poll of the spool)."""
+    agent = SocketGuestAgent(guest.qga_socket)
+    assert agent.execute("guest-ping", timeout=2) == {}
+    connection = agent._sock
+    with pytest.raises(guest_agent.CommandFailed, match="No such file"):
+        agent.execute("guest-file-open", {"path": "/nonexistent/x.ans", "mode": "r"}, 2)
+    assert agent._sock is connection and agent._synced
+    assert agent.execute("guest-ping", timeout=2) == {}
+    assert guest.qemu_ga.restarts == 0
+
+
 def test_timeout_then_resync_discards_the_late_reply(guest):
     agent = SocketGuestAgent(guest.qga_socket)
     assert agent.execute("guest-ping", timeout=2) == {}
