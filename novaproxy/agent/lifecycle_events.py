@@ -4,7 +4,8 @@
 guest died (QEMU crashed or failed, guest panic, watchdog, I/O error), the
 guest is now expected to be silent (paused, shut down, migrating away), or it
 runs again. :class:`LibvirtEvents` listens on its own libvirt connection (with
-keepalive, reconnecting after libvirtd restarts) and hands each event over.
+keepalive, reconnecting after libvirtd restarts) and hands each event over, and
+each opening or closing of the guest agent's channel.
 """
 
 from __future__ import annotations
@@ -67,15 +68,25 @@ def meaning(event: int, detail: int) -> Meaning:
     return Meaning(name, False, None, event in (DEFINED, UNDEFINED))
 
 
-class LibvirtEvents:
-    """Lifecycle and guest-agent events from ``uri``, to ``handler(instance, Meaning)``."""
+# virConnectDomainEventAgentLifecycleReason
+_AGENT_REASONS = ("unknown reason", "the domain started", "the guest opened or closed the channel")
 
-    def __init__(self, uri: str, handler, stopping: threading.Event) -> None:
+
+def agent_reason(reason: int) -> str:
+    return _AGENT_REASONS[reason] if 0 <= reason < len(_AGENT_REASONS) else f"reason {reason}"
+
+
+class LibvirtEvents:
+    """Lifecycle events from ``uri`` to ``handler(instance, Meaning)``, guest-agent
+    channel events to ``on_agent(instance, connected, why)``."""
+
+    def __init__(self, uri: str, handler, stopping: threading.Event, on_agent=None) -> None:
         import libvirt
 
         self._libvirt = libvirt
         self.uri = uri
         self.handler = handler
+        self.on_agent = on_agent
         self.stopping = stopping
         self._closed = threading.Event()
         self.listening = threading.Event()  # set while events are being received
@@ -126,8 +137,11 @@ class LibvirtEvents:
 
     def _agent(self, _conn, domain, state: int, reason: int, _opaque) -> None:
         connected = state == self._libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
-        LOG.info("instance %s: guest agent %s (reason %d)", domain.UUIDString().lower(),
-                 "connected" if connected else "disconnected", reason)
+        try:
+            if self.on_agent is not None:
+                self.on_agent(domain.UUIDString().lower(), connected, agent_reason(reason))
+        except Exception:  # never let a handler failure kill libvirt's event loop
+            LOG.exception("handling a guest agent event failed")
 
 
 _loop_lock = threading.Lock()

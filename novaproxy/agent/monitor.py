@@ -155,6 +155,16 @@ class Monitor:
                           {"libvirt_event": event, "last_answer_ago": _ago(now,
                                                                            self.last_answer)})
 
+    def restarting(self, now: float, why: str) -> list:
+        """The guest closed its agent channel: qemu-ga stopped, as it does when the
+        guest shuts down or reboots itself (a hung guest cannot close it). Its silence
+        until it answers again is a boot, given the boot grace, not a hang."""
+        if self.state not in (HEALTHY, SUSPECT):
+            return []
+        self.misses, self.first_miss = 0, None
+        self.status_seq = self.status_advanced = None
+        return self._to(BOOTING, now, why)
+
     def quiet(self, now: float, reason: str) -> list:
         """Silence is expected from now on (paused, shut off, an operation in flight)."""
         if self.state == RECOVERING or (self.state == QUIET and reason == self.quiet_reason):

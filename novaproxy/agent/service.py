@@ -90,6 +90,13 @@ class Agent:
                                    None if meaning.fatal else meaning.silence)
         self._operations_now.set()  # an operation may just have completed
 
+    def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
+        """The guest agent's channel opened or closed: the monitor's business."""
+        LOG.info("instance %s: guest agent %s (%s)", instance,
+                 "connected" if connected else "disconnected", why)
+        if self.watcher is not None:
+            self.watcher.agent_channel(instance, connected, why)
+
     def _operation_loop(self) -> None:
         while not self.stopping.is_set():
             self._operations_now.wait(self.config.operation_interval)
@@ -159,7 +166,8 @@ class Agent:
             threading.Thread(target=self.watcher.run, name="monitor", daemon=True).start()
         if self.config.hypervisor == "libvirt":
             events = lifecycle_events.LibvirtEvents(self.config.libvirt_uri,
-                                                    self.on_domain_event, self.stopping)
+                                                    self.on_domain_event, self.stopping,
+                                                    self.on_agent_event)
             threading.Thread(target=events.run, name="libvirt-events", daemon=True).start()
         LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
                  host, len(self._served), self.config.hypervisor,

@@ -8,7 +8,8 @@ Expected silence comes from three sources and is checked every round: the
 operation records the proxy keeps in Redis (a stop is quiet from the moment
 the proxy forwards it), Nova's view of the servers on this host (re-read every
 ``nova_refresh`` seconds, and at once when a record ends), and libvirt's
-lifecycle events.
+lifecycle events. A guest that closes its agent channel is restarting: booting
+again, with the boot grace to answer.
 """
 
 from __future__ import annotations
@@ -36,11 +37,16 @@ class Watch:
     monitor: monitor.Monitor
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    probe_now: threading.Event = field(default_factory=threading.Event)  # skip the wait
     nova_silence: str = ""  # from Nova's view of the server
     ops_silence: str = ""  # from the proxy's operation records
     libvirt_silence: str = ""  # from libvirt's lifecycle events
     recovery_owner: str = ""
     status_error: str = ""  # why the status file could not be read, last time
+
+    def end(self) -> None:
+        self.stop.set()
+        self.probe_now.set()
 
 
 class Watcher:
@@ -80,7 +86,7 @@ class Watcher:
                 LOG.exception("monitor loop failed; continuing")
             self._wake.wait(1.0)
         for _, watch in self._all():
-            watch.stop.set()
+            watch.end()
 
     def refresh(self) -> None:
         """Start, retune or stop the watches from the servers Nova has on this host.
@@ -97,7 +103,7 @@ class Watcher:
                 wanted[server["id"]] = (settings, server)
         with self._lock:
             for instance in set(self._watches) - set(wanted):
-                self._watches.pop(instance).stop.set()
+                self._watches.pop(instance).end()
                 LOG.info("instance %s: no longer monitored here", instance)
             for instance, (settings, server) in wanted.items():
                 watch = self._watches.get(instance)
@@ -181,6 +187,21 @@ class Watcher:
             watch.libvirt_silence = silence
         self._wake.set()
 
+    def agent_channel(self, instance: str, connected: bool, why: str) -> None:
+        """libvirt saw the guest agent's channel open (probe at once: the first answer
+        after a boot counts from then) or close (the guest is going down or qemu-ga
+        stopped, which a hung guest cannot do: a restart, not a hang)."""
+        watch = dict(self._all()).get(instance)
+        if watch is None:
+            return
+        if not connected:
+            with watch.lock:
+                out = watch.monitor.restarting(time.monotonic(),
+                                               f"the guest agent disconnected ({why})")
+            if out:
+                self.agent.submit(self._outcomes, instance, watch, out)
+        watch.probe_now.set()
+
     # -- one instance -----------------------------------------------------------
 
     def _watch(self, instance: str, watch: Watch) -> None:
@@ -195,7 +216,8 @@ class Watcher:
                 LOG.warning("instance %s: monitor round without Redis: %s", instance, exc)
             except Exception:
                 LOG.exception("instance %s: monitor round failed; continuing", instance)
-            watch.stop.wait(max(started + interval - time.monotonic(), 0.0))
+            watch.probe_now.wait(max(started + interval - time.monotonic(), 0.0))
+            watch.probe_now.clear()
 
     def _round(self, instance: str, watch: Watch, now: float, interval: float) -> list:
         m = watch.monitor

@@ -279,6 +279,29 @@ def test_vcpus_through_the_agents_libvirt_client(vm, vm_report):
     assert probe.ping(vm.agent, 1.0) is None
 
 
+def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_report):
+    """A reboot from inside the guest: qemu-ga's channel closes, libvirt says so, and the
+    monitor gives the guest its boot grace instead of counting missed pings (a hung
+    guest cannot close the channel). Without that, 3 s of silence would be a failure."""
+    reboots = _reboots(vm_stack, vm.id)
+    seen = len(_audits(vm_stack, vm.id, "monitor"))
+    started = time.monotonic()
+    vm.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
+
+    def changes() -> list:
+        return [(e["event"], e["why"]) for e in _audits(vm_stack, vm.id, "monitor")[seen:]]
+
+    wait_for(lambda: len(changes()) >= 2, BOOT_TIMEOUT, "the restart, then the answer")
+    assert changes()[:2] == [
+        ("booting", "the guest agent disconnected (the guest opened or closed the channel)"),
+        ("healthy", "first answer")]
+    vm_report(f"guest rebooting itself → monitor healthy again: "
+              f"{time.monotonic() - started:.1f}s, no recovery")
+    assert _audits(vm_stack, vm.id, "failure") == []
+    assert _reboots(vm_stack, vm.id) == reboots
+    wait_for(lambda: probe.ping(vm.agent, 2.0) is None, 10, "guest-ping after the reboot")
+
+
 def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_vm, vm_report):
     # Settled after the earlier tests' reboot (quiet, booting, healthy again): a hang
     # while the monitor still waits for the rebooted guest's first answer is a boot.

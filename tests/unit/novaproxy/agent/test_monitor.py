@@ -47,6 +47,30 @@ def test_an_answer_between_misses_resets_the_count():
     assert m.state == monitor.SUSPECT
 
 
+def test_a_guest_that_closes_its_agent_channel_is_restarting_not_hung():
+    m = healthy()
+    m.missed(1.0, "timeout")
+    assert m.restarting(1.5, "the guest agent disconnected") == [
+        Transition("suspect", "booting", "the guest agent disconnected")]
+    for t in range(2, 29):  # a reboot in the guest: silent, within the boot grace
+        assert m.missed(float(t), "not connected") == [] and m.tick(float(t)) == []
+    assert m.answered(29.0) == [Transition("booting", "healthy", "first answer")]
+    # One that never comes back fails at the end of the boot grace, as any boot would.
+    m.restarting(30.0, "the guest agent disconnected")
+    failure, = failures(m.tick(60.0))
+    assert failure.cause == "hung" and "though it has answered before" in failure.why
+
+
+def test_channel_closing_changes_nothing_outside_healthy_and_suspect():
+    m = healthy()
+    m.quiet(1.0, "Nova: stop in flight")
+    assert m.restarting(2.0, "the guest agent disconnected") == []
+    assert m.state == monitor.QUIET
+    m = healthy()
+    m.crashed(1.0, "CRASHED_PANICKED")
+    assert m.restarting(2.0, "the guest agent disconnected") == [] and m.state == "failed"
+
+
 def test_expected_silence_never_counts():
     m = healthy()
     assert m.quiet(1.0, "Nova: stop in flight") == [
