@@ -205,15 +205,19 @@ class SocketGuestAgent:
 class LibvirtGuestAgent:
     """qemu-ga through libvirt (``libvirt_qemu.qemuAgentCommand``).
 
-    libvirt runs its own guest-sync before a command and waits the domain's
-    agent response timeout for it (at most 5 s): ``response_timeout`` (1 s) is
-    set once per domain, so that a ping to a hung agent costs about the
-    monitoring interval, not 5 s. libvirt's typed agent APIs (``guestVcpus``,
-    ``setGuestVcpus``) also wait that same timeout for the command itself, so
-    :meth:`vcpus` and :meth:`set_vcpus` raise it to their own deadline for the
-    call and put it back after. Calls are serialised by a lock (libvirt runs one
-    agent command per domain at a time anyway): no ping ever runs under a raised
-    timeout, and a call waits for another only within its own deadline.
+    libvirt sends its own guest-sync before a command only while it has lost sync
+    with the agent (after a timeout), and waits the domain's agent response timeout
+    for it, 5 s at most. So while the agent answers, the domain keeps libvirt's
+    default (its typed agent commands block: nova-compute's quiesce for snapshots
+    and set-password get all the time they need), and our own commands are bounded
+    by qemuAgentCommand's timeout. After a timeout, and until the agent answers
+    again, the domain's response timeout is lowered to ``response_timeout`` (1 s),
+    so that a ping to a hung agent costs about the monitoring interval, not 5 s.
+    libvirt's typed agent APIs (``guestVcpus``, ``setGuestVcpus``) wait the domain's
+    response timeout for the command itself, so :meth:`vcpus` and :meth:`set_vcpus`
+    set it to their own deadline for the call. Calls are serialised by a lock
+    (libvirt runs one agent command per domain at a time anyway), and a call waits
+    for another only within its own deadline.
     """
 
     # A poll costs ~1.5 ms through libvirt: poll less often.
@@ -228,7 +232,9 @@ class LibvirtGuestAgent:
         self.domain = domain
         self.response_timeout = response_timeout
         self._lock = threading.Lock()
-        self._set_response_timeout(response_timeout)
+        # Whether the domain's response timeout is lowered; None: unknown (a previous
+        # agent may have left it lowered), so the first call sets it either way.
+        self._lowered: bool | None = None
 
     def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
         message = {"execute": command}
@@ -236,8 +242,8 @@ class LibvirtGuestAgent:
             message["arguments"] = arguments
         deadline = time.monotonic() + timeout
         with self._locked(deadline):
-            reply = self._call(self._qemu.qemuAgentCommand, self.domain, json.dumps(message),
-                               _seconds(deadline), 0)
+            reply = self._answered(self._qemu.qemuAgentCommand, self.domain,
+                                   json.dumps(message), _seconds(deadline), 0)
         if len(reply) > MAX_REPLY:
             raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
         try:
@@ -260,10 +266,29 @@ class LibvirtGuestAgent:
         deadline = time.monotonic() + timeout
         with self._locked(deadline):
             self._set_response_timeout(_seconds(deadline))
-            try:
-                return self._call(call, *args)
-            finally:
+            self._lowered = None  # neither: set back below, whatever happens
+            return self._answered(call, *args)
+
+    def _answered(self, call, *args):
+        """``call``, keeping the domain's response timeout lowered exactly while the
+        agent is out of sync (an error reply is an answer: in sync)."""
+        try:
+            result = self._call(call, *args)
+        except GuestAgentTimeout:
+            if self._lowered is not True:
                 self._set_response_timeout(self.response_timeout)
+                self._lowered = True
+            raise
+        except CommandFailed:
+            self._restore_default()
+            raise
+        self._restore_default()
+        return result
+
+    def _restore_default(self) -> None:
+        if self._lowered is not False:
+            self._set_response_timeout(self._libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK)
+            self._lowered = False
 
     @contextlib.contextmanager
     def _locked(self, deadline: float):

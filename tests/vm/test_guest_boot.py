@@ -15,10 +15,11 @@ import time
 import uuid
 
 import libvirt
+import pytest
 
 from guestd import protocol
 from harness.processes import wait_for
-from novaproxy.agent import deliver, hypervisor, probe
+from novaproxy.agent import deliver, guest_agent, hypervisor, probe
 
 GUESTD_CTL = ("/usr/bin/guestd-ctl",)
 STATUS_FILE = "/run/guestd/status.json"
@@ -115,3 +116,53 @@ def _answers(hv, guest, vm_report) -> None:
     wait_for(lambda: not domain.isActive(), 30, "ACPI power-off")
     vm_report(f"ACPI power button → domain off: {time.monotonic() - started:.1f}s")
     assert "power button" in guest.console()
+
+
+def _freeze_qemu_ga(agent, seconds: float) -> None:
+    """SIGSTOP the guest's qemu-ga from 0.3 s from now, for ``seconds`` (guest-exec
+    returns first: the child outlives it)."""
+    guest_agent.guest_exec(agent, ["/bin/sh", "-c",
+                                   f"(sleep 0.3; kill -STOP $(pidof qemu-ga); sleep {seconds}; "
+                                   "kill -CONT $(pidof qemu-ga)) </dev/null >/dev/null 2>&1 &"],
+                           b"", 5)
+    time.sleep(0.6)
+
+
+def test_a_healthy_guest_keeps_libvirts_agent_timeout_for_other_clients(
+        libvirt_vm, boot_guest, vm_report):
+    """While the guest agent answers, nova-compute's own agent calls (quiesce, set-password)
+    wait as long as libvirt lets them; only after a timeout of ours, until the next answer,
+    is the domain's response timeout lowered, so that a hung agent costs 1 s a ping."""
+    guest = boot_guest(str(uuid.uuid4()))
+    hv = hypervisor.Libvirt(libvirt_vm.uri)
+    nova = libvirt.open(libvirt_vm.uri)  # another client on the same domain, as nova-compute
+    try:
+        agent = hv.agent(guest.instance)
+        wait_for(lambda: probe.ping(agent, 2.0) is None, 30, "guest-ping", interval=0.1)
+
+        def slow_call_of_another_client() -> float:
+            _freeze_qemu_ga(agent, 2.0)
+            started = time.monotonic()
+            # It waits for the thaw; libvirt-python returns None when it gives up instead.
+            info = nova.lookupByUUIDString(guest.instance).guestVcpus()
+            assert info is not None and info["online"] == "0", info
+            return time.monotonic() - started
+
+        assert slow_call_of_another_client() > 1.0
+
+        _freeze_qemu_ga(agent, 6.0)
+        missed = []
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(guest_agent.GuestAgentTimeout):
+                agent.execute("guest-ping", timeout=1.0)
+            missed.append(time.monotonic() - started)
+        # The second goes through libvirt's resync: 1 s, where the default would be 5 s.
+        assert max(missed) < 2.5, missed
+        vm_report(f"hung guest agent, two pings through libvirt: "
+                  f"{', '.join(f'{m:.1f}s' for m in missed)}")
+        wait_for(lambda: probe.ping(agent, 1.0) is None, 15, "the thawed agent")
+        assert slow_call_of_another_client() > 1.0  # the default is back
+    finally:
+        nova.close()
+        hv.conn.close()
