@@ -384,6 +384,8 @@ class Guestd:
             except Exception:  # the spool must never take guestd down
                 LOG.exception("spool scan of %s failed", self.spool_dir)
                 self._stopping.wait(1.0)
+        if watch is not None:
+            watch.close()
 
     def _take(self, name: str, pending: dict, stuck: set) -> None:
         """One ``.req`` file: handled in the background once complete, else left or dropped."""
