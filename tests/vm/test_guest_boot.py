@@ -119,13 +119,14 @@ def _answers(hv, guest, vm_report) -> None:
 
 
 def _freeze_qemu_ga(agent, seconds: float) -> None:
-    """SIGSTOP the guest's qemu-ga from 0.3 s from now, for ``seconds`` (guest-exec
-    returns first: the child outlives it)."""
+    """SIGSTOP the guest's qemu-ga 0.3 s from now (guest-exec must answer first: the
+    child outlives it) for ``seconds``; return once it surely is frozen, 1.5 s from now
+    (a loaded TCG guest may start the child late)."""
     guest_agent.guest_exec(agent, ["/bin/sh", "-c",
                                    f"(sleep 0.3; kill -STOP $(pidof qemu-ga); sleep {seconds}; "
                                    "kill -CONT $(pidof qemu-ga)) </dev/null >/dev/null 2>&1 &"],
                            b"", 5)
-    time.sleep(0.6)
+    time.sleep(1.5)
 
 
 def test_a_healthy_guest_keeps_libvirts_agent_timeout_for_other_clients(
@@ -141,7 +142,7 @@ def test_a_healthy_guest_keeps_libvirts_agent_timeout_for_other_clients(
         wait_for(lambda: probe.ping(agent, 2.0) is None, 30, "guest-ping", interval=0.1)
 
         def slow_call_of_another_client() -> float:
-            _freeze_qemu_ga(agent, 2.0)
+            _freeze_qemu_ga(agent, 3.0)
             started = time.monotonic()
             # It waits for the thaw; libvirt-python returns None when it gives up instead.
             info = nova.lookupByUUIDString(guest.instance).guestVcpus()

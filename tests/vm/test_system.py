@@ -288,13 +288,21 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
     started = time.monotonic()
     vm.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
 
+    restarted = ("booting", "the guest agent disconnected (the guest opened or closed the "
+                             "channel)")
+
     def changes() -> list:
         return [(e["event"], e["why"]) for e in _audits(vm_stack, vm.id, "monitor")[seen:]]
 
-    wait_for(lambda: len(changes()) >= 2, BOOT_TIMEOUT, "the restart, then the answer")
-    assert changes()[:2] == [
-        ("booting", "the guest agent disconnected (the guest opened or closed the channel)"),
-        ("healthy", "first answer")]
+    def back() -> bool:  # booting on the channel's close, then healthy on the first answer
+        seen_now = changes()
+        return restarted in seen_now and ("healthy", "first answer") in seen_now[
+            seen_now.index(restarted):]
+
+    wait_for(back, BOOT_TIMEOUT, "the restart, then the answer")
+    # A ping may miss in the instant before libvirt reports the channel closed: suspect
+    # at most, never failed.
+    assert {event for event, _ in changes()} <= {"suspect", "booting", "healthy"}, changes()
     vm_report(f"guest rebooting itself → monitor healthy again: "
               f"{time.monotonic() - started:.1f}s, no recovery")
     assert _audits(vm_stack, vm.id, "failure") == []
