@@ -49,6 +49,8 @@ def format_event(fields: dict) -> str:
                                             if fields.get("took_ms") else "")
     if kind == "guest-answer":
         body = f"{fields.get('event')} {fields.get('phase')} on {fields.get('host')}: {outcome}"
+    elif fields.get("event") == fields.get("outcome"):  # a monitor state: said once
+        body = f"{outcome} — {fields.get('why', '')}"
     else:
         body = f"{fields.get('event')}: {outcome} — {fields.get('why', '')}"
     voters = _voters(fields.get("voters"))

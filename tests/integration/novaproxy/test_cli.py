@@ -67,6 +67,13 @@ def test_failures_show_their_evidence():
                          "{missed_pings=3, last_answer_ago=4.0}")
 
 
+def test_monitor_states_are_said_once():
+    line = cli.format_event({"kind": "monitor", "instance": "u-1", "time": "0",
+                             "event": "quiet", "outcome": "quiet",
+                             "why": "Nova is busy with it (powering-off)"})
+    assert line.endswith("u-1  quiet — Nova is busy with it (powering-off)")
+
+
 def test_format_tolerates_odd_events():
     assert "?" in cli.format_event({"time": "x"})
 
