@@ -234,7 +234,8 @@ def _close(agent, handle: int, deadline: float, quietly: bool = False) -> None:
             raise
 
 
-def _close_quietly(agent, handle: int, path: str) -> None:
+def _close_after_reply(agent, handle: int, path: str) -> None:
+    """The background close of :func:`_read`'s ``close_later``: logged if it fails."""
     try:
         agent.execute("guest-file-close", {"handle": handle}, CLOSE_TIMEOUT)
     except guest_agent.GuestAgentError as exc:
@@ -275,7 +276,7 @@ def _read(agent, path: str, deadline: float, close_later: bool = False) -> bytes
         _close(agent, handle, deadline, quietly=True)
         raise
     if close_later:
-        threading.Thread(target=_close_quietly, args=(agent, handle, path),
+        threading.Thread(target=_close_after_reply, args=(agent, handle, path),
                          name="guest-file-close", daemon=True).start()
     else:
         _close(agent, handle, deadline)

@@ -271,7 +271,8 @@ class LibvirtGuestAgent:
 
     def _answered(self, call, *args):
         """``call``, keeping the domain's response timeout lowered exactly while the
-        agent is out of sync (an error reply is an answer: in sync)."""
+        agent is out of sync: after a timeout; any other outcome (an answer, an error
+        reply, no agent connected) puts libvirt's default back."""
         try:
             result = self._call(call, *args)
         except GuestAgentTimeout:
@@ -279,7 +280,7 @@ class LibvirtGuestAgent:
                 self._set_response_timeout(self.response_timeout)
                 self._lowered = True
             raise
-        except CommandFailed:
+        except GuestAgentError:
             self._restore_default()
             raise
         self._restore_default()
