@@ -280,14 +280,4 @@ def _read(agent, path: str, deadline: float, close_later: bool = False) -> bytes
                          name="guest-file-close", daemon=True).start()
     else:
         _close(agent, handle, deadline)
-    encoded = read.get("buf-b64") if isinstance(read, dict) else None
-    if not isinstance(encoded, str) or len(encoded) > (protocol.MAX_FRAME + 3) * 4 // 3:
-        raise guest_agent.GuestAgentError(f"{path}: no contents, or over "
-                                          f"{protocol.MAX_FRAME} bytes")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except ValueError:
-        raise guest_agent.GuestAgentError(f"{path}: contents not base64") from None
-    if len(data) > protocol.MAX_FRAME:
-        raise guest_agent.GuestAgentError(f"{path}: over {protocol.MAX_FRAME} bytes")
-    return data
+    return guest_agent.file_contents(read, protocol.MAX_FRAME, path)

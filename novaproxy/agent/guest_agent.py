@@ -333,6 +333,21 @@ class LibvirtGuestAgent:
         pass
 
 
+def file_contents(reply: object, max_bytes: int, path: str) -> bytes:
+    """The bytes of a ``guest-file-read`` reply for ``path``, checked as the hostile
+    input it is: base64, at most ``max_bytes`` (the size is checked before decoding)."""
+    encoded = reply.get("buf-b64") if isinstance(reply, dict) else None
+    if not isinstance(encoded, str) or len(encoded) > (max_bytes + 3) * 4 // 3:
+        raise GuestAgentError(f"{path}: no contents, or over {max_bytes} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise GuestAgentError(f"{path}: contents not base64") from None
+    if len(data) > max_bytes:
+        raise GuestAgentError(f"{path}: over {max_bytes} bytes")
+    return data
+
+
 def _seconds(deadline: float) -> int:
     """Whole seconds left (libvirt's unit), at least one."""
     return max(1, math.ceil(deadline - time.monotonic()))

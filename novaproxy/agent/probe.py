@@ -7,12 +7,10 @@ rather than a process per heartbeat, and is validated as hostile input.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 
 from guestd import protocol
-from novaproxy.agent.guest_agent import CommandFailed, GuestAgentError
+from novaproxy.agent.guest_agent import CommandFailed, GuestAgentError, file_contents
 
 
 class StatusUnreadable(Exception):
@@ -51,11 +49,9 @@ def read_status(agent, path: str, timeout: float) -> dict:
         except GuestAgentError:
             pass  # qemu-ga frees handles when the guest restarts; nothing else to do
     try:
-        data = base64.b64decode(result["buf-b64"], validate=True)
-    except (TypeError, KeyError, ValueError, binascii.Error):
-        raise StatusUnreadable(f"{path}: the guest agent's reply is malformed") from None
-    if len(data) > protocol.MAX_FRAME:
-        raise StatusUnreadable(f"{path}: larger than {protocol.MAX_FRAME} bytes")
+        data = file_contents(result, protocol.MAX_FRAME, path)
+    except GuestAgentError as exc:
+        raise StatusUnreadable(str(exc)) from None
     try:
         return protocol.parse_status(data)
     except protocol.ProtocolError as exc:
