@@ -166,17 +166,9 @@ class Guestd:
         self._status_log_after = 0.0
 
     def serve(self, ready: threading.Event | None = None) -> None:
-        os.makedirs(os.path.dirname(self.socket_path) or ".", exist_ok=True)
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        listener = self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.socket_path)
-        os.chmod(self.socket_path, 0o666)
-        listener.listen(64)
-        LOG.info("guestd listening on %s, hooks in %s", self.socket_path, self.hooks_dir)
         if self.status_file:
             self._seq = _previous_seq(self.status_file)
-            self._write_status()  # before ready: whoever waits for guestd finds the file
+            self._write_status()
             threading.Thread(target=self._status_beat, name="status", daemon=True).start()
             threading.Thread(target=self._health_hooks, name="health", daemon=True).start()
             LOG.info("status every %gs in %s; health hooks in %s every %gs (deadline %gs)",
@@ -187,6 +179,17 @@ class Guestd:
             os.chmod(self.spool_dir, 0o700)  # whatever the umask, or whoever made it before
             threading.Thread(target=self._spool, args=(self._watch_spool(),), name="spool",
                              daemon=True).start()
+        # The socket last: whoever waits for it finds the status file and the spool.
+        os.makedirs(os.path.dirname(self.socket_path) or ".", exist_ok=True)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        listener = self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o666)
+        listener.listen(64)
+        LOG.info("guestd listening on %s, hooks in %s", self.socket_path, self.hooks_dir)
+        if self._stopping.is_set():  # stopped while starting: stop() saw no listener
+            listener.close()
         if ready is not None:
             ready.set()
         while True:

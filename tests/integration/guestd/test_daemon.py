@@ -47,6 +47,14 @@ def app(guest, name, vote=None, notice=None, events=("*",)):
     return application
 
 
+def test_once_its_socket_answers_the_status_file_and_spool_are_there(make_guest):
+    """Whoever waits for guestd's socket (the harness, the image's /init before it
+    starts qemu-ga) may use the spool at once: guestd makes its socket last."""
+    for _ in range(10):
+        guest = make_guest()  # returns as soon as the socket accepts a connection
+        assert os.path.isdir(guest.spool_dir) and os.path.isfile(guest.status_file)
+
+
 def test_nobody_registered_means_accept(guest):
     code, answer = ctl(guest)
     assert code == 0 and answer["result"] == "accept" and answer["voters"] == []
