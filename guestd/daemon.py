@@ -501,7 +501,8 @@ class Guestd:
             result = protocol.ACCEPT
             LOG.info("%s notice of %s for %s delivered to %d", req["phase"], req["event"],
                      req["instance"], len(voters))
-        return protocol.answer(req, result, voters)
+        # Tallied over all; the answer lists those that decided first, as many as it may.
+        return protocol.answer(req, result, votes.ranked(voters, req["silence"]))
 
     def _ask(self, app: Application, req: dict) -> Future:
         """Send the notice; a future of the application's voter entry."""

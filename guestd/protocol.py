@@ -13,6 +13,13 @@ Compatibility: every message carries ``v``. Readers ignore fields they do not
 know and accept any version ≥ 1 as long as the fields they need are there, so
 older and newer peers interoperate.
 
+No limit may cost a rejection. An answer's ``result`` is tallied over every voter;
+it lists at most :data:`MAX_VOTERS` of them, those that decided first, says in
+``voters_total`` how many there were, and shortens reasons as needed to fit the
+frame (:func:`fit_answer`). An older guestd lists every voter and no
+``voters_total``: a reader keeps the whole list (the frame bounds it) for the host
+to choose from and count again.
+
 This module imports nothing at load time, and ``json`` only when it first
 encodes or decodes: ``guestd-ctl`` imports it on every host request, relays raw
 frames, and ``import json`` alone would double its start-up time.
@@ -78,14 +85,19 @@ def spool_name(rid: str) -> str:
     return rid
 
 
-def encode(message: dict) -> bytes:
-    """One frame: compact JSON and a newline; refuses what a peer would reject."""
+def _json(message: dict) -> bytes:
+    """A frame's contents, without its newline."""
     import json
 
     # A lone surrogate (JSON escapes allow one, UTF-8 does not) from a peer's text
     # becomes "?" rather than making the whole message, or every status write, fail.
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
         errors="replace")
+
+
+def encode(message: dict) -> bytes:
+    """One frame: compact JSON and a newline; refuses what a peer would reject."""
+    data = _json(message)
     if len(data) >= MAX_FRAME:
         raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_FRAME}")
     return data + b"\n"
@@ -200,16 +212,55 @@ def voter(name: str, ballot: str, reason: str = "") -> dict:
 
 
 def answer(req: dict, result: str, voters: list | None = None) -> dict:
-    """The guest's answer to ``req``; ``voters`` says who answered what."""
-    return {"v": VERSION, "type": ANSWER, "id": req["id"], "instance": req["instance"],
-            "phase": req["phase"], "result": result, "voters": voters or []}
+    """The guest's answer to ``req``; ``voters`` says who answered what, those that
+    decided first (:func:`guestd.votes.ranked`). The first :data:`MAX_VOTERS` are
+    listed, ``voters_total`` counts them all, and the answer always fits one frame."""
+    voters = voters or []
+    return fit_answer({"v": VERSION, "type": ANSWER, "id": req["id"],
+                       "instance": req["instance"], "phase": req["phase"], "result": result,
+                       "voters": voters[:MAX_VOTERS], "voters_total": len(voters)})
+
+
+# Ends a reason cut to fit the frame.
+CUT = "…"
+
+
+def fit_answer(message: dict) -> dict:
+    """``message``, an answer of at most :data:`MAX_VOTERS` voters, with reasons cut so
+    that it encodes in one frame: every reason longer than one length, the longest that
+    fits, is cut to it and ends with :data:`CUT`. Names, votes and the result are never
+    touched; they fit on their own (64 names of 64 characters escaped as ``\\uXXXX``
+    are 25 KB)."""
+    def cut(limit: int) -> dict:
+        return {**message, "voters": [
+            {**entry, "reason": entry["reason"][:limit] + CUT}
+            if len(entry["reason"]) > limit else entry for entry in message["voters"]]}
+
+    def fits(candidate: dict) -> bool:
+        return len(_json(candidate)) < MAX_FRAME
+
+    if fits(message):
+        return message
+    # The size grows with the limit, except by a byte or so where a reason stops
+    # being cut: the search still ends on a limit that fits, if not always the longest.
+    low, high = 0, max(len(entry["reason"]) for entry in message["voters"]) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(cut(middle)):
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)
 
 
 def parse_answer(message: dict, rid: str, instance: str) -> dict:
     """Validate an answer from an untrusted guest against the request it must answer.
 
     An answer for another request id or another instance is refused: a guest
-    can never vote on anything but what it was asked.
+    can never vote on anything but what it was asked. Every voter listed is kept and
+    checked, past :data:`MAX_VOTERS` too (an older guestd listed them all): an answer
+    is never refused for its length, which would turn a rejection into whatever the
+    host does with a guest it cannot ask. ``voters_total`` is at least the voters listed.
     """
     if message.get("type") != ANSWER:
         raise ProtocolError(f"expected an {ANSWER}, got {message.get('type')!r}")
@@ -219,16 +270,21 @@ def parse_answer(message: dict, rid: str, instance: str) -> dict:
     if result not in RESULTS:
         raise ProtocolError(f"unknown result {result!r}")
     voters = message.get("voters") or []
-    if not isinstance(voters, list) or len(voters) > MAX_VOTERS:
-        raise ProtocolError(f"voters must be a list of at most {MAX_VOTERS}")
+    if not isinstance(voters, list):
+        raise ProtocolError("voters must be a list")
     clean = []
     for entry in voters:
         if not isinstance(entry, dict) or entry.get("vote") not in BALLOTS:
             raise ProtocolError("each voter needs a name and a known vote")
         clean.append(voter(_text(entry.get("name"), "voter name", MAX_NAME), entry["vote"],
                            _text(entry.get("reason"), "reason", MAX_REASON, required=False)))
+    total = message.get("voters_total", len(clean))
+    if isinstance(total, bool) or not isinstance(total, int) or total < len(clean):
+        raise ProtocolError(f"voters_total {total!r:.40} is not a count of at least the "
+                            f"{len(clean)} voters listed")
     return {"v": VERSION, "type": ANSWER, "id": rid, "instance": instance,
-            "phase": message.get("phase"), "result": result, "voters": clean}
+            "phase": message.get("phase"), "result": result, "voters": clean,
+            "voters_total": total}
 
 
 def register(name: str, events: list) -> dict:

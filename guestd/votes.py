@@ -2,7 +2,9 @@
 
 One NACK rejects and every reason is kept. An application that misses its
 deadline or answers garbage is "silent", and silence counts as the host's
-policy says (``silence`` in the request). Nobody to ask means accept.
+policy says (``silence`` in the request). Nobody to ask means accept. guestd
+tallies every voter; its answer lists the ones that decided first (:func:`ranked`)
+and the host, which counts again what it is shown, uses the same rules.
 """
 
 from __future__ import annotations
@@ -10,14 +12,29 @@ from __future__ import annotations
 from guestd import protocol
 
 
+def _silent(entry: dict) -> bool:
+    return entry["vote"] in (protocol.TIMEOUT, protocol.ERROR)
+
+
 def tally(voters: list, silence: str = protocol.ACCEPT) -> str:
     """The result for a list of :func:`protocol.voter` entries."""
     for entry in voters:
-        if entry["vote"] == protocol.REJECT:
-            return protocol.REJECT
-        if entry["vote"] in (protocol.TIMEOUT, protocol.ERROR) and silence == protocol.REJECT:
+        if entry["vote"] == protocol.REJECT or (_silent(entry) and silence == protocol.REJECT):
             return protocol.REJECT
     return protocol.ACCEPT
+
+
+def ranked(voters: list, silence: str = protocol.ACCEPT) -> list:
+    """``voters`` in the order an answer lists them: those that reject, then the silent
+    ones when silence rejects, then the rest (each group in its own order), so that a
+    cut at :data:`protocol.MAX_VOTERS` keeps every voter that decided a rejection, or
+    as many of them as fit."""
+    def rank(entry: dict) -> int:
+        if entry["vote"] == protocol.REJECT:
+            return 0
+        return 1 if _silent(entry) and silence == protocol.REJECT else 2
+
+    return sorted(voters, key=rank)
 
 
 def reasons(voters: list, silence: str = protocol.ACCEPT) -> list:
@@ -26,7 +43,7 @@ def reasons(voters: list, silence: str = protocol.ACCEPT) -> list:
     for entry in voters:
         if entry["vote"] == protocol.REJECT:
             out.append(f"{entry['name']}: {entry['reason'] or 'rejected'}")
-        elif entry["vote"] in (protocol.TIMEOUT, protocol.ERROR) and silence == protocol.REJECT:
+        elif _silent(entry) and silence == protocol.REJECT:
             out.append(f"{entry['name']}: {entry['vote']}" + (
                 f" ({entry['reason']})" if entry["reason"] else ""))
     return out

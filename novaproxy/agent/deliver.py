@@ -8,7 +8,9 @@ none: guestd-ctl then says "not-negotiating") or its RPCs are blocked.
 
 The guest is untrusted: its output is size-capped by the guest agent client,
 must parse as an answer to this very request id and instance, and anything else
-becomes an ``invalid`` reply that names what was wrong, never a vote.
+becomes an ``invalid`` reply that names what was wrong, never a vote. A valid
+answer's length is never held against it: an answer that lists a rejection is a
+rejection, whatever its result says and however many voters it lists.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import posixpath
 import threading
 import time
 
-from guestd import protocol
+from guestd import protocol, votes
 from novaproxy import redis_schema
 from novaproxy.agent import guest_agent
 
@@ -93,8 +95,24 @@ def _interpret(req: dict, data: bytes, host: str, source: str,
         answer = protocol.parse_answer(message, req["id"], req["instance"])
     except protocol.ProtocolError as exc:
         return invalid(str(exc))
-    return redis_schema.Reply(req["id"], req["instance"], answer["result"],
-                              voters=answer["voters"], host=host)
+    return _taken(req, answer, host)
+
+
+def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
+    """The reply for a valid answer: the stricter of the guest's result and the host's
+    own count of the voters it lists (a guest that lists a rejection has rejected), and
+    at most :data:`protocol.MAX_VOTERS` of them, those that decided first (an older
+    guestd lists every voter)."""
+    result, voters, notes = answer["result"], answer["voters"], []
+    if req["phase"] == protocol.VOTE and votes.tally(voters, req["silence"]) == protocol.REJECT:
+        if result != protocol.REJECT:
+            notes.append(f"the guest answered {result} but lists a rejection")
+        result = protocol.REJECT
+    listed = votes.ranked(voters, req["silence"])[:protocol.MAX_VOTERS]
+    if answer["voters_total"] > len(listed):
+        notes.append(f"{len(listed)} of {answer['voters_total']} voters listed")
+    return redis_schema.Reply(req["id"], req["instance"], result, voters=listed,
+                              detail="; ".join(notes), host=host)
 
 
 def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,

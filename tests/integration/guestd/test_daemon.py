@@ -182,6 +182,53 @@ def test_hostile_application_cannot_crash_guestd(guest):
     assert answer["result"] == "reject" and guest.guestd.alive()
 
 
+# More voters than an answer lists (protocol.MAX_VOTERS), and reasons longer than one
+# frame holds: neither may cost the host a NACK.
+
+
+@pytest.fixture
+def crowd(guest):
+    """Start applications on ``guest``; stopped when the test ends."""
+    apps = []
+
+    def start(count, vote=None, prefix="app"):
+        apps.extend(app(guest, f"{prefix}{i:03}", vote=vote) for i in range(count))
+
+    yield start
+    for application in apps:
+        application.stop()
+
+
+def both_ways(guest, timeout=5.0):
+    """The answer to one vote through guestd-ctl, and to another through the spool."""
+    code, relayed = ctl(guest, timeout=timeout)
+    assert code == 0, relayed
+    req = protocol.request(f"s{time.monotonic_ns()}", guest.instance, "reboot", "vote", timeout)
+    spooled = wait_answer(spool(guest, req), timeout=timeout + 1)
+    return [protocol.parse_answer(relayed, relayed["id"], guest.instance),
+            protocol.parse_answer(spooled, req["id"], guest.instance)]
+
+
+def test_one_nack_among_150_applications_rejects_with_its_reason(guest, crowd):
+    crowd(149)
+    crowd(1, vote=lambda n: Vote.reject("replication in progress"), prefix="db")
+    for answer in both_ways(guest):
+        assert answer["result"] == "reject"
+        assert answer["voters"][0] == protocol.voter("db000", "reject", "replication in progress")
+        assert (len(answer["voters"]), answer["voters_total"]) == (protocol.MAX_VOTERS, 150)
+        assert {v["vote"] for v in answer["voters"][1:]} == {"accept"}
+
+
+def test_150_long_multibyte_nacks_fit_one_frame(guest, crowd):
+    crowd(150, vote=lambda n: Vote.reject("😀" * protocol.MAX_REASON))
+    for answer in both_ways(guest):
+        assert answer["result"] == "reject" and answer["voters_total"] == 150
+        assert len(answer["voters"]) == protocol.MAX_VOTERS
+        for entry in answer["voters"]:
+            assert entry["vote"] == "reject" and entry["reason"].startswith("😀😀😀")
+            assert entry["reason"].endswith(protocol.CUT)
+
+
 # Health reports and the status file. guestd in the harness writes the status
 # file every 0.2 s and runs health hooks every 0.5 s (deadline 0.5 s).
 

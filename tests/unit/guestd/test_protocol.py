@@ -92,16 +92,82 @@ def test_answer_from_hostile_guest_is_capped_or_refused():
                                   [protocol.voter("db", "reject", "r" * 5000)])
     parsed = protocol.parse_answer(long_reason, "r1", "vm-a")
     assert len(parsed["voters"][0]["reason"]) == protocol.MAX_REASON
-    too_many = protocol.answer(req, protocol.ACCEPT,
-                               [protocol.voter(f"a{i}", "accept") for i in range(100)])
-    with pytest.raises(protocol.ProtocolError):
-        protocol.parse_answer(too_many, "r1", "vm-a")
     for bad_voters in ([{"name": "x", "vote": "maybe"}], ["x"], "x",
                        [{"name": 3, "vote": "accept"}]):
         with pytest.raises(protocol.ProtocolError):
             protocol.parse_answer({**long_reason, "voters": bad_voters}, "r1", "vm-a")
+    for bad_total in ("1", True, None, -1, 0, 1.5):  # long_reason lists one voter
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_answer({**long_reason, "voters_total": bad_total}, "r1", "vm-a")
     with pytest.raises(protocol.ProtocolError):
         protocol.parse_answer({**long_reason, "result": "yes"}, "r1", "vm-a")
+
+
+REQ = protocol.request("r1", "vm-a", "stop", "vote", 5.0)
+
+
+def test_an_answer_lists_max_voters_and_counts_them_all():
+    voters = [protocol.voter(f"app{i}", "accept") for i in range(150)]
+    answer = protocol.parse_answer(protocol.decode(protocol.encode(
+        protocol.answer(REQ, protocol.REJECT, voters))), "r1", "vm-a")
+    assert answer["voters"] == voters[:protocol.MAX_VOTERS]  # in the order given
+    assert (answer["result"], answer["voters_total"]) == ("reject", 150)
+
+
+def test_an_older_guestds_long_list_is_read_whole_never_refused():
+    """Before voters_total, guestd listed every voter: refusing the answer for it turned
+    a NACK into whatever the host does with a guest it cannot ask."""
+    old = {**protocol.answer(REQ, protocol.REJECT), "voters": [
+        protocol.voter(f"app{i}", "reject" if i == 100 else "accept") for i in range(152)]}
+    old.pop("voters_total", None)
+    answer = protocol.parse_answer(protocol.decode(protocol.encode(old)), "r1", "vm-a")
+    assert (answer["result"], answer["voters_total"], len(answer["voters"])) == (
+        "reject", 152, 152)
+    assert answer["voters"][100] == protocol.voter("app100", "reject")
+
+
+def frame_of(voters) -> bytes:
+    """The frame guestd sends for a vote with these voters (rejections first)."""
+    return protocol.encode(protocol.answer(REQ, protocol.REJECT, voters))
+
+
+def test_max_voters_with_full_ascii_reasons_fit_untouched():
+    voters = [protocol.voter("n" * protocol.MAX_NAME, "reject", "r" * protocol.MAX_REASON)
+              for _ in range(protocol.MAX_VOTERS)]
+    answer = protocol.decode(frame_of(voters))
+    assert answer["voters"] == voters
+
+
+# Full reasons of characters of 2, 3 and 4 bytes, and of control characters JSON escapes in 6.
+@pytest.mark.parametrize("char", ["é", "€", "😀", "\x01"])
+def test_max_voters_with_full_multibyte_reasons_are_cut_to_fit_one_frame(char):
+    voters = [protocol.voter(f"{char * 60}{i:03}", "reject", f"{i:03}" + char * 600)
+              for i in range(protocol.MAX_VOTERS)]
+    frame = frame_of(voters)  # encode refuses anything over MAX_FRAME
+    assert protocol.MAX_FRAME * 0.9 < len(frame) <= protocol.MAX_FRAME  # cut no more than needed
+    answer = protocol.parse_answer(protocol.decode(frame), "r1", "vm-a")
+    assert answer["result"] == "reject" and answer["voters_total"] == protocol.MAX_VOTERS
+    assert [(v["name"], v["vote"]) for v in answer["voters"]] == [
+        (v["name"], v["vote"]) for v in voters]
+    kept = {len(v["reason"]) for v in answer["voters"]}
+    assert len(kept) == 1 and 3 < kept.pop() < protocol.MAX_REASON  # all cut alike
+    for i, entry in enumerate(answer["voters"]):
+        assert entry["reason"].startswith(f"{i:03}{char}") and entry["reason"].endswith(
+            protocol.CUT)
+
+
+def test_only_reasons_longer_than_the_cut_are_cut():
+    short = protocol.voter("db", "reject", "replication in progress")
+    long = [protocol.voter(f"app{i}", "accept", "€" * protocol.MAX_REASON) for i in range(63)]
+    answer = protocol.decode(frame_of([short, *long]))
+    assert answer["voters"][0] == short
+    assert all(v["reason"].endswith(protocol.CUT) for v in answer["voters"][1:])
+
+
+def test_fit_answer_leaves_an_answer_that_fits_as_it_is():
+    answer = {**protocol.answer(REQ, protocol.REJECT), "voters": [
+        protocol.voter("db", "reject", "€" * protocol.MAX_REASON)]}
+    assert protocol.fit_answer(answer) is answer
 
 
 def test_health_round_trip():

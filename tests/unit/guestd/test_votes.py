@@ -25,3 +25,18 @@ def test_silence_counts_as_the_policy_says(silent):
     assert votes.reasons([A, silent], silence="accept") == []
     assert votes.tally([A, silent], silence="reject") == "reject"
     assert votes.reasons([A, silent], silence="reject")[0].startswith(silent["name"])
+
+
+def test_ranked_lists_rejections_first_then_silence_that_rejects_then_the_rest():
+    order = [A, T, R, E, A, R2]
+    assert votes.ranked(order) == [R, R2, A, T, E, A]  # silence accepts: no rank of its own
+    assert votes.ranked(order, silence="reject") == [R, R2, T, E, A, A]
+
+
+def test_the_first_max_voters_ranked_decide_as_all_of_them_do():
+    """However many accept, the cut an answer makes keeps the one NACK (and so its result)."""
+    crowd = [protocol.voter(f"app{i}", "accept") for i in range(200)]
+    for position in (0, 63, 64, 150, 200):
+        voters = crowd[:position] + [R] + crowd[position:]
+        listed = votes.ranked(voters)[:protocol.MAX_VOTERS]
+        assert listed[0] == R and votes.tally(listed) == votes.tally(voters) == "reject"

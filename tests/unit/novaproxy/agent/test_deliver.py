@@ -37,6 +37,70 @@ def test_hostile_output_is_invalid_never_a_vote():
         assert (reply.id, reply.instance) == ("r1", "vm-a")
 
 
+def old_guestd_answer(req, result, voters) -> dict:
+    """An answer as guestd wrote it before voters_total: every voter listed."""
+    answer = {**protocol.answer(req, result), "voters": voters}
+    answer.pop("voters_total", None)
+    return answer
+
+
+CROWD = [protocol.voter(f"app{i:03}", "accept") for i in range(151)]
+NACK = protocol.voter("db", "reject", "replication in progress")
+
+
+def test_an_older_guestds_long_list_keeps_its_nack_and_its_result():
+    """152 voters used to make the whole answer invalid: `unreachable = accept` let
+    Nova reboot the server its guest had refused."""
+    answer = old_guestd_answer(REQ, "reject", CROWD[:100] + [NACK] + CROWD[100:])
+    reply = deliver.interpret(REQ, 0, out(answer), "c1")
+    assert reply.outcome == "reject"
+    assert len(reply.voters) == protocol.MAX_VOTERS and reply.voters[0] == NACK
+    assert reply.detail == "64 of 152 voters listed"
+
+
+def test_a_listed_rejection_outweighs_the_guests_accept():
+    for result in ("accept", "not-negotiating"):
+        answer = old_guestd_answer(REQ, result, CROWD[:100] + [NACK])
+        reply = deliver.interpret(REQ, 0, out(answer), "c1")
+        assert (reply.outcome, reply.voters[0]) == ("reject", NACK), result
+        assert f"the guest answered {result} but lists a rejection" in reply.detail
+    # As does an application that missed its deadline, when silence rejects.
+    late = protocol.voter("slow", "timeout")
+    answer = out(protocol.answer(REQ, "accept", [*CROWD[:10], late]))
+    assert deliver.interpret({**REQ, "silence": "reject"}, 0, answer, "c1").outcome == "reject"
+    assert deliver.interpret(REQ, 0, answer, "c1").outcome == "accept"
+
+
+def test_a_rejection_without_a_listed_reason_stays_a_rejection():
+    answer = {**protocol.answer(REQ, "reject", CROWD[:10]), "voters_total": 200}
+    reply = deliver.interpret(REQ, 0, out(answer), "c1")
+    assert (reply.outcome, len(reply.voters), reply.detail) == (
+        "reject", 10, "10 of 200 voters listed")
+
+
+def test_notices_are_not_counted_again():
+    """A notice's answer is always accept (it is no vote); a ballot sent to it changes nothing."""
+    prepare = {**REQ, "phase": "prepare", "silence": "reject"}
+    answer = protocol.answer(prepare, "accept", [NACK, protocol.voter("slow", "timeout")])
+    reply = deliver.interpret(prepare, 0, out(answer), "c1")
+    assert (reply.outcome, reply.detail) == ("accept", "")
+
+
+def test_the_largest_answer_guestd_writes_reaches_the_host_both_ways():
+    """guestd fits every answer to one frame; nothing on the way in asks for less."""
+    voters = [protocol.voter("😀" * 60 + f"{i:03}", "reject", "😀" * protocol.MAX_REASON)
+              for i in range(150)]
+    frame = protocol.encode(protocol.answer(REQ, "reject", voters))
+    assert len(frame) > protocol.MAX_FRAME - 200
+    through_exec = deliver.interpret(REQ, 0, frame, "c1")
+    spool = spooled(FakeAgent(lambda req: protocol.encode(protocol.answer(req, "reject",
+                                                                          voters))))
+    for reply in (through_exec, spool):
+        assert reply.outcome == "reject" and len(reply.voters) == protocol.MAX_VOTERS
+        assert reply.detail == "64 of 150 voters listed"
+        assert reply.voters[0]["reason"].startswith("😀😀")
+
+
 def test_budget_keeps_room_for_the_way_back():
     assert deliver.budget(10.0, 1.0) == 10.0 - 1.0 - deliver.RETURN_MARGIN
 
