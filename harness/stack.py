@@ -75,6 +75,9 @@ class Stack:
         self.guestd_ctl = write_guestd_ctl(os.path.join(workdir, "guestd-ctl"))
         self._stopping = threading.Event()
         self._follower = None
+        # When the follower's last complete round asked Nova (time.time()).
+        self._followed = 0.0
+        self._round_done = threading.Condition()
         try:
             self._start()
             self._follower = threading.Thread(target=self._follow, name="follow-vms",
@@ -278,6 +281,38 @@ class Stack:
                         guest.freeze()
                 except Exception as exc:  # keep following the others
                     print(f"harness: guest {instance}: {exc}", file=sys.stderr)
+            with self._round_done:
+                self._followed = started
+                self._round_done.notify_all()
+
+    def caught_up(self, timeout: float = 30) -> None:
+        """Return once the guests play Nova's state as of now: a round of the
+        follower that asked Nova after this call has ended. (A stop and start in
+        quick succession may otherwise still be played after Nova settled.)"""
+        now = time.time()
+        with self._round_done:
+            if not self._round_done.wait_for(lambda: self._followed >= now, timeout):
+                raise TimeoutError(f"the harness did not follow Nova within {timeout:g}s")
+
+    def wait_settled(self, instance: str, timeout: float = 30) -> dict:
+        """Wait until a guest can be faulted as a running VM: the harness plays
+        Nova's state, no operation of the proxy's is in flight (its silence would
+        be intended), and the monitor has heard this guest's qemu-ga since; a
+        monitor view written before a stop and start still says "healthy".
+        Returns that view."""
+        self.caught_up(timeout)
+        after = time.time()
+        client = redis_schema.connect(self.redis.url)
+
+        def settled() -> dict | None:
+            if redis_schema.operations_of(client, [instance]).get(instance):
+                return None
+            view = redis_schema.monitor_view(client, instance)
+            heard = float(view.get("last_answer") or 0)
+            return view if view.get("state") == "healthy" and heard > after else None
+
+        return wait_for(settled, timeout, f"guest {instance} settled and heard from",
+                        interval=0.1)
 
     def wait_for_server(self, server_id: str, status: str, timeout: float = 30):
         nova = self.nova(direct=True)

@@ -32,6 +32,12 @@ def masakari_flavor(stack):
                         {"guest:monitoring": "true", "guest:recovery": "masakari"})
 
 
+@pytest.fixture(scope="module")
+def negotiated_monitored_flavor(stack):
+    return stack.flavor(f"negotiated-monitored-{uuid.uuid4().hex[:6]}",
+                        {"guest:negotiation": "true", "guest:monitoring": "true"})
+
+
 def redis_of(stack):
     return redis_schema.connect(stack.redis.url)
 
@@ -78,6 +84,30 @@ def test_hung_guest_is_declared_failed_and_rebooted_once(stack, monitored_flavor
     wait_state(stack, server.id, "healthy")
     assert reboots(stack, server.id) == 1
     assert len(audits(stack, server.id, "failure")) == 1
+
+
+def test_a_guest_hung_after_a_stop_and_start_is_recovered_once(stack,
+                                                               negotiated_monitored_flavor):
+    """The demo's story: stop and start through the proxy, then the guest hangs. The
+    monitor view from before the stop still says healthy for up to 2 s after the
+    start; only an answer heard since (stack.wait_settled) shows the guest that
+    will hang is the one Nova started."""
+    server, host, guest = boot_healthy(stack, negotiated_monitored_flavor)
+    nova = stack.nova()
+    nova.servers.stop(server.id)
+    stack.wait_for_server(server.id, "SHUTOFF")
+    nova.servers.start(server.id)
+    stack.wait_for_server(server.id, "ACTIVE")
+    stack.wait_settled(server.id)
+    guest.hang()
+    failure, = wait_audit(stack, server.id, "failure")
+    assert failure["event"] == "hung" and json.loads(failure["evidence"])["missed_pings"] == 3
+    wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
+    guest.unhang()
+    stack.wait_settled(server.id)
+    assert sorted(stack.instance_actions(server.id)) == ["create", "reboot", "start", "stop"]
+    assert len(audits(stack, server.id, "failure")) == 1
+    assert len(audits(stack, server.id, "recovery")) == 1
 
 
 def test_restarted_agent_does_not_recover_the_same_failure_again(stack, monitored_flavor):
