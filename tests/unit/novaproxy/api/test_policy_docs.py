@@ -94,7 +94,7 @@ def test_every_key_the_policy_accepts_is_documented_with_its_default():
 def test_the_voter_limit_in_the_readme_is_the_protocols():
     from guestd import protocol
 
-    limit = re.search(r"at most (\d+) voters", policy_section())
+    limit = re.search(r"at most (\d+)\s+voters", policy_section())
     assert limit and int(limit[1]) == protocol.MAX_VOTERS
 
 
