@@ -10,27 +10,36 @@ LOG = logging.getLogger(__name__)
 MICROVERSION = "2.47"
 
 
+class LookupFailed(Exception):
+    """Nova did not show the server, and not because it does not exist for the caller."""
+
+
 def _show(req, app, resource: str, key: str) -> dict | None:
-    """GET ``resource`` (e.g. ``servers/<id>``) beside the request's own path, as the caller."""
-    path = req.path_info
-    prefix = path[: path.index("/servers/")]  # version and project, as the caller wrote them
-    resp = req.subrequest(f"{prefix}/{resource}", MICROVERSION).get_response(app)
-    if resp.status_int != 200:
-        LOG.debug("%s look-up: HTTP %s", resource, resp.status_int)
+    """GET ``resource`` as the caller: the object, None for a 404, else :class:`LookupFailed`."""
+    resp = req.subrequest(resource, MICROVERSION).get_response(app)
+    if resp.status_int == 404:
         return None
+    if resp.status_int != 200:
+        raise LookupFailed(f"Nova answered HTTP {resp.status_int} to GET {resource}")
     try:
         body = json.loads(resp.body)[key]
     except (ValueError, KeyError, TypeError):
-        LOG.warning("%s look-up: unexpected answer from Nova", resource)
-        return None
-    return body if isinstance(body, dict) else None
+        body = None
+    if not isinstance(body, dict):
+        raise LookupFailed(f"Nova's answer to GET {resource} has no {key!r} object")
+    return body
 
 
 def show_server(req, app, instance: str) -> dict | None:
-    """The server as the caller may see it, or None when Nova will not show it."""
+    """The server as the caller may see it; None when Nova has none for the caller
+    (the request then gets Nova's own 404). Raises :class:`LookupFailed`."""
     return _show(req, app, f"servers/{instance}", "server")
 
 
 def show_flavor(req, app, flavor_ref: str) -> dict | None:
-    """A flavor as the caller may see it, or None."""
-    return _show(req, app, f"flavors/{flavor_ref}", "flavor")
+    """A flavor as the caller may see it, or None (it only adds detail to a notice)."""
+    try:
+        return _show(req, app, f"flavors/{flavor_ref}", "flavor")
+    except LookupFailed as exc:
+        LOG.debug("flavor look-up: %s", exc)
+        return None

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import urllib3
 import webob
+
+from novaproxy.api import paths
 
 LOG = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -52,17 +54,19 @@ def request_target(environ: dict) -> str:
     """Path and query as the client sent them.
 
     The server's raw request URI is used when it still names the request being
-    forwarded (a filter may have changed the path, as sub-requests do);
-    otherwise the decoded WSGI path is quoted again.
+    forwarded (a filter may have changed the path, as sub-requests and the
+    negotiation filter's canonical path do); otherwise the WSGI path is quoted
+    again from its bytes (PEP 3333: a native string holds the path's bytes as
+    latin-1), so a UTF-8 or non-UTF-8 path reaches Nova as the client sent it.
     """
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     query = environ.get("QUERY_STRING", "")
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw and raw.startswith("/"):
-        raw_path, _, raw_query = raw.partition("?")
-        if unquote(raw_path) == path and raw_query == query:
-            return raw
-    path = quote(path, safe="/:@!$&'()*+,;=-._~%")
+    raw = paths.raw_path(environ)
+    if raw is not None:
+        raw_query = (environ.get("REQUEST_URI") or environ.get("RAW_URI")).partition("?")[2]
+        if raw_query == query and path in (paths.decoded(raw), paths.server_decoded(raw)):
+            return f"{raw}?{raw_query}" if raw_query else raw
+    path = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
     return f"{path}?{query}" if query else path
 
 

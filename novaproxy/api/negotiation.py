@@ -7,6 +7,24 @@ request), then the irrevocable prepare notice, then the request goes on to
 Nova; if Nova refuses it, the guest is told to abort. Everything else passes
 through untouched.
 
+What the filter guarantees, and how:
+
+- The request is classified on the path Nova's router will see (decoded and
+  normalised as Nova does, :mod:`novaproxy.api.paths`), and a lifecycle request
+  is forwarded under exactly that path, so no spelling reaches Nova unasked.
+- Whether the server is negotiated is read from Nova as the caller, on the v2.1
+  API whatever prefix the caller used. If that cannot be established (Nova
+  failed the look-up, the extra specs are hidden), the ``unreachable`` policy
+  decides, and the log says so.
+- Redis trouble is ``unreachable``, never the guest's silence, and every Redis
+  command is bounded by ``redis_timeout``; once Redis failed, the negotiation
+  makes no further Redis call that could delay the caller.
+- A prepare that could not be delivered follows ``unreachable``; one the guest's
+  applications did not confirm in time follows ``silence``; when either stops
+  the operation, the guest is told to abort.
+- The agent's recovery actions, and an admin's explicit skip, pass through
+  unasked — for a validated identity only (:mod:`novaproxy.headers`).
+
     [filter:negotiation]
     paste.filter_factory = novaproxy.api.negotiation:filter_factory
     redis_url = redis://127.0.0.1:6379/0
@@ -25,10 +43,10 @@ import webob
 import webob.dec
 
 from guestd import protocol
-from novaproxy import operations, redis_schema
-from novaproxy.api import _nova, policy
-from novaproxy.api._guest import GuestChannel
-from novaproxy.api._request import SKIP_ENVIRON, SKIP_HEADER, NegotiationRequest
+from novaproxy import headers, operations, redis_schema
+from novaproxy.api import _nova, classify, policy
+from novaproxy.api._guest import REDIS_LOST, GuestChannel
+from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.classify import Operation
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +56,8 @@ RESULT_HEADER = "OpenStack-Novaproxy-Result"
 # How long a negotiation may hold an instance beyond its vote and prepare
 # deadlines: Nova's answer to the forwarded request.
 FORWARD_ALLOWANCE = 120.0
+# A lock whose release failed (Redis down) is retried in the background this long.
+RELEASE_RETRY = 30.0
 
 
 def conflict(message: str, marker: str) -> webob.Response:
@@ -45,6 +65,13 @@ def conflict(message: str, marker: str) -> webob.Response:
     resp = webob.Response(status=409, charset="UTF-8", content_type="application/json")
     resp.json_body = {"conflictingRequest": {"code": 409, "message": f"{marker}: {message}"}}
     resp.headers[RESULT_HEADER] = marker
+    return resp
+
+
+def too_large(message: str) -> webob.Response:
+    """HTTP 413 in Nova's error envelope (Nova's own answer to an oversized body)."""
+    resp = webob.Response(status=413, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"overLimit": {"code": 413, "message": message}}
     return resp
 
 
@@ -58,107 +85,156 @@ class NegotiationFilter:
         # Only POST and DELETE can be lifecycle operations: everything else
         # goes straight on, without even a request object (pass-through cost).
         if environ.get("REQUEST_METHOD") not in ("POST", "DELETE"):
-            environ.pop(SKIP_ENVIRON, None)  # our switch never reaches Nova
+            environ.pop(headers.SKIP_ENVIRON, None)  # our switch never reaches Nova
             return self.app(environ, start_response)
         return self._maybe_negotiate(environ, start_response)
 
     @webob.dec.wsgify(RequestClass=NegotiationRequest)
     def _maybe_negotiate(self, req: NegotiationRequest):
-        skip = req.environ.pop(SKIP_ENVIRON, "").strip().lower() in policy.TRUE
-        op = req.operation()
+        skip = req.environ.pop(headers.SKIP_ENVIRON, "").strip().lower()
+        try:
+            op = req.operation()
+        except classify.BodyTooLarge as exc:
+            LOG.info("%s %s refused: %s", req.method, req.routed_path(), exc)
+            return too_large(str(exc))
         if op is None or self.policy.mode(op.event) == policy.OFF:
             return req.get_response(self.app)
-        server = _nova.show_server(req, self.app, op.instance)
-        if server is None:
+        req.route_as_classified()
+        try:
+            server = _nova.show_server(req, self.app, op.instance)
+        except _nova.LookupFailed as exc:
+            why = f"whether it is negotiated is unknown: {exc}"
+            return self._cannot_ask(op, op.instance, why) or req.get_response(self.app)
+        if server is None:  # Nova has no such server for the caller: its own 404
             return req.get_response(self.app)
+        instance = server.get("id", op.instance)
+        if not policy.settings_known(server):
+            why = ("whether it is negotiated is unknown: Nova shows the caller no flavor "
+                   "extra specs (policy os_compute_api:servers:show:flavor-extra-specs)")
+            return self._cannot_ask(op, instance, why) or req.get_response(self.app)
         if not policy.negotiates(server):
             resp = req.get_response(self.app)
             if policy.monitored(server) and resp.status_int < 400:
-                self._record(op, server.get("id", op.instance), prepared=False, notify=False)
+                Negotiation(self, req, op, server).record(prepared=False, notify=False)
             return resp
-        if skip and self._admin_skip(req, op, server.get("id", op.instance)):
+        if skip and self._skip_allowed(req, op, instance, skip):
             return req.get_response(self.app)
-        return self._negotiate(req, op, server)
+        return Negotiation(self, req, op, server).run()
 
-    def _admin_skip(self, req: NegotiationRequest, op: Operation, instance: str) -> bool:
-        """Honour the skip switch for a validated admin only; from anyone else it is dropped."""
-        admin, who = req.validated_identity()
-        if not admin:
-            LOG.warning("%s header from %s ignored for %s of %s: admins only; negotiating",
-                        SKIP_HEADER, who, op.event, instance)
+    def _skip_allowed(self, req: NegotiationRequest, op: Operation, instance: str,
+                      value: str) -> bool:
+        """Honour the skip switch for a validated identity with the right role only."""
+        recovery = value == headers.RECOVERY
+        if not recovery and value not in policy.TRUE:
+            LOG.warning("%s: %r is not a value it takes; negotiating %s of %s",
+                        headers.SKIP_HEADER, value, op.event, instance)
             return False
-        LOG.info("%s of %s: negotiation skipped by %s (%s)", op.event, instance, who, SKIP_HEADER)
+        allowed = headers.RECOVERY_ROLES if recovery else headers.ADMIN_ROLES
+        roles, who = req.validated_identity()
+        if not roles & allowed:
+            LOG.warning("%s: %s from %s ignored for %s of %s: needs a validated role of %s; "
+                        "negotiating", headers.SKIP_HEADER, value, who, op.event, instance,
+                        "/".join(sorted(allowed)))
+            return False
+        why = f"{'recovery' if recovery else 'admin skip'} by {who}"
+        LOG.info("%s of %s: not negotiated (%s)", op.event, instance, why)
         try:
             redis_schema.audit(self.channel.redis, "skip", instance, event=op.event,
-                               action=op.action, outcome="skipped", why=f"admin skip by {who}")
+                               action=op.action, outcome="skipped", why=why)
         except redis.RedisError as exc:
             LOG.warning("audit event lost (%s): skip %s %s", exc, op.event, instance)
         return True
 
-    def _negotiate(self, req: NegotiationRequest, op: Operation, server: dict):
-        instance = server.get("id", op.instance)
-        specs = (server.get("flavor") or {}).get("extra_specs") or {}
+    def _cannot_ask(self, op: Operation, instance: str, why: str):
+        """None to go ahead without the guest (unreachable = accept), else the 409."""
+        proceed = self.policy.unreachable == protocol.ACCEPT
+        LOG.warning("%s of %s: %s; %s", op.event, instance, why,
+                    "proceeding (unreachable = accept)" if proceed else
+                    "rejecting (unreachable = reject)")
+        if proceed:
+            return None
+        return conflict(f"{op.event} of server {instance} needs its guest's consent, "
+                        f"which cannot be asked: {why}", REJECTED)
+
+
+class Negotiation:
+    """One lifecycle request's way through the phases, for one server.
+
+    Holds what every phase needs (the operation, the canonical instance id, its
+    host) and whether Redis has failed it: after a Redis failure no further
+    Redis call is made that could hold the caller, only background ones.
+    """
+
+    def __init__(self, flt: NegotiationFilter, req: NegotiationRequest, op: Operation,
+                 server: dict) -> None:
+        self.app = flt.app
+        self.policy = flt.policy
+        self.channel = flt.channel
+        self.cannot_ask = flt._cannot_ask
+        self.req = req
+        self.op = op
+        self.server = server
+        self.instance = server.get("id", op.instance)
+        self.host: str | None = None
+        self.redis_failed = False
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.channel.redis
+
+    def run(self):
+        specs = (self.server.get("flavor") or {}).get("extra_specs") or {}
         vote_timeout = self.policy.vote_timeout_for(specs)
         owner = uuid.uuid4().hex
         try:
-            host = redis_schema.route_of(self.channel.redis, instance)
+            self.host = redis_schema.route_of(self.redis, self.instance)
             locked = redis_schema.acquire_lock(
-                self.channel.redis, instance, owner,
+                self.redis, self.instance, owner,
                 vote_timeout + self.policy.prepare_timeout + FORWARD_ALLOWANCE)
         except redis.RedisError as exc:
-            refusal = self._cannot_ask(op, instance, f"Redis unavailable: {exc}")
-            return refusal or req.get_response(self.app)
+            self.redis_failed = True
+            refusal = self.cannot_ask(self.op, self.instance, f"Redis unavailable: {exc}")
+            return refusal or self.forward(prepared=False)
         if not locked:
-            LOG.info("%s of %s refused: another negotiation is in progress", op.event, instance)
-            return conflict(f"another operation on server {instance} is being negotiated "
-                            "with its guest; retry later", IN_PROGRESS)
+            LOG.info("%s of %s refused: another negotiation is in progress", self.op.event,
+                     self.instance)
+            return conflict(f"another operation on server {self.instance} is being "
+                            "negotiated with its guest; retry later", IN_PROGRESS)
         try:
-            return self._phases(req, op, server, instance, host, vote_timeout)
+            return self._phases(vote_timeout)
         finally:
-            try:
-                redis_schema.release_lock(self.channel.redis, instance, owner)
-            except redis.RedisError as exc:
-                LOG.warning("could not release the negotiation lock of %s: %s", instance, exc)
+            self._release(owner)
 
-    def _phases(self, req, op: Operation, server: dict, instance: str, host: str | None,
-                vote_timeout: float):
+    def _phases(self, vote_timeout: float):
         """vote → prepare → Nova → abort now, or end later (through the operation record)."""
-        lifecycle = operations.LIFECYCLES[op.event]
-        prepared = False
-        if lifecycle.negotiable:
-            if host is None:
-                refusal = self._cannot_ask(op, instance, "no agent serves this instance")
-                if refusal is not None:
-                    return refusal
-            else:
-                op = self._detailed(req, op, server)
-                if self.policy.mode(op.event) == policy.VOTE:
-                    refusal = self._vote(op, instance, host, vote_timeout)
-                    if refusal is not None:
-                        return refusal
-                reply, took = self._ask(host, op, instance, protocol.PREPARE,
-                                        self.policy.prepare_timeout)
-                self._audit("notice", op, instance, reply, "prepare sent", took)
-                prepared = True
-        try:
-            resp = req.get_response(self.app)
-        except Exception:
-            if prepared:
-                self._abort(host, op, instance, "the request could not be forwarded")
-            raise
-        if resp.status_int >= 400:
-            if prepared:
-                self._abort(host, op, instance, f"Nova answered HTTP {resp.status_int}")
-        else:
-            self._record(op, instance, prepared)
-        return resp
-
-    def _vote(self, op: Operation, instance: str, host: str, timeout: float):
-        """None to go ahead, or the 409 that carries the guest's reasons."""
-        reply, took = self._ask(host, op, instance, protocol.VOTE, timeout)
-        decision = policy.decide(self.policy, reply)
-        self._audit("negotiation", op, instance, reply, decision.why, took,
+        if not operations.LIFECYCLES[self.op.event].negotiable:
+            return self.forward(prepared=False)
+        if self.host is None:
+            refusal = self.cannot_ask(self.op, self.instance, "no agent serves this instance")
+            return refusal or self.forward(prepared=False)
+        self.op = self._detailed()
+        if self.policy.mode(self.op.event) == policy.VOTE:
+            refusal = self._vote(vote_timeout)
+            if refusal is not None:
+                return refusal
+        reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
+        decision = policy.decide_prepare(self.policy, reply)
+        self._audit("notice", reply, f"prepare sent: {decision.why}", took,
                     proceed=decision.proceed)
+        if not decision.proceed:
+            LOG.info("%s of %s stopped after the prepare: %s", self.op.event, self.instance,
+                     decision.why)
+            self.abort(decision.why)
+            return conflict(f"{self.op.event} of server {self.instance} was stopped: "
+                            + "; ".join(decision.reasons), REJECTED)
+        return self.forward(prepared=True)
+
+    def _vote(self, timeout: float):
+        """None to go ahead, or the 409 that carries the guest's reasons."""
+        reply, took = self._ask(protocol.VOTE, timeout)
+        decision = policy.decide(self.policy, reply)
+        self._audit("negotiation", reply, decision.why, took, proceed=decision.proceed)
+        op, instance = self.op, self.instance
         if decision.proceed:
             LOG.info("%s of %s accepted in %.0f ms: %s", op.event, instance, took * 1000,
                      decision.why)
@@ -168,76 +244,129 @@ class NegotiationFilter:
         return conflict(f"{op.event} of server {instance} was rejected by its guest: "
                         + "; ".join(decision.reasons), REJECTED)
 
-    def _detailed(self, req, op: Operation, server: dict) -> Operation:
+    def forward(self, prepared: bool):
+        """Nova's answer to the request; the prepared guest hears abort if Nova refused."""
+        try:
+            resp = self.req.get_response(self.app)
+        except Exception:
+            if prepared:
+                self.abort("the request could not be forwarded")
+            raise
+        if resp.status_int >= 400:
+            if prepared:
+                self.abort(f"Nova answered HTTP {resp.status_int}")
+        else:
+            self.record(prepared)
+        return resp
+
+    def _detailed(self) -> Operation:
         """What the guest should know beyond the request: e.g. a resize's new size."""
+        op = self.op
         if op.event != "resize" or "flavorRef" not in op.details:
             return op
-        current = server.get("flavor") or {}
+        current = self.server.get("flavor") or {}
         details = {**op.details, "from": {k: current.get(k) for k in ("vcpus", "ram", "disk")}}
-        flavor = _nova.show_flavor(req, self.app, str(op.details["flavorRef"]))
+        flavor = _nova.show_flavor(self.req, self.app, str(op.details["flavorRef"]))
         if flavor is not None:
             details["flavor"] = {k: flavor.get(k) for k in ("id", "name", "vcpus", "ram", "disk")}
         return dataclasses.replace(op, details=details)
 
-    def _record(self, op: Operation, instance: str, prepared: bool, notify: bool = True) -> None:
+    def record(self, prepared: bool, notify: bool = True) -> None:
         """Nova took it: the agent hosting the VM sends the end (or abort) when it is over,
         and its monitor knows the silence meanwhile is intended (``notify``: the guest
         hears of it; not where only monitoring is on)."""
-        now = time.time()
+        op, now = self.op, time.time()
+        if self.redis_failed:
+            LOG.warning("%s of %s: Redis failed this negotiation; the operation is not "
+                        "recorded, so the guest will get no end notice", op.event, self.instance)
+            return
         record = {"id": uuid.uuid4().hex, "event": op.event, "action": op.action,
                   "details": op.details, "prepared": prepared, "notify": notify, "created": now,
                   "expires": now + self.policy.operation_timeout,
                   "end_timeout": self.policy.end_timeout}
         try:
-            redis_schema.record_operation(self.channel.redis, instance, record,
+            redis_schema.record_operation(self.redis, self.instance, record,
                                           self.policy.operation_timeout)
         except redis.RedisError as exc:
+            self.redis_failed = True
             LOG.warning("%s of %s: could not record the operation (%s); the guest will get "
-                        "no end notice", op.event, instance, exc)
+                        "no end notice", op.event, self.instance, exc)
 
-    def _ask(self, host: str, op: Operation, instance: str, phase: str,
-             timeout: float) -> tuple:
-        """The guest's reply, and the seconds it took (the round trip operators see)."""
-        request = protocol.request(uuid.uuid4().hex, instance, op.event, phase, timeout,
-                                   op.details, self.policy.silence)
+    def _ask(self, phase: str, timeout: float, background: bool = False) -> tuple:
+        """The guest's reply, and the seconds it took (the round trip operators see).
+
+        ``background``: nobody waits for it, so it tries Redis even after a failure.
+        """
+        request = protocol.request(uuid.uuid4().hex, self.instance, self.op.event, phase,
+                                   timeout, self.op.details, self.policy.silence)
         started = time.monotonic()
+        if self.redis_failed and not background:
+            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+                                       detail="Redis failed earlier in this negotiation",
+                                       host=self.host or "")
+            return reply, 0.0
         try:
-            reply = self.channel.ask(host, request)
+            reply = self.channel.ask(self.host, request)
         except redis.RedisError as exc:
-            reply = redis_schema.Reply(request["id"], instance, redis_schema.UNREACHABLE,
-                                       detail=f"Redis unavailable: {exc}", host=host)
+            self.redis_failed = True
+            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+                                       detail=f"Redis unavailable: {exc}", host=self.host)
+        if reply.outcome == redis_schema.UNREACHABLE and reply.detail == REDIS_LOST:
+            self.redis_failed = True
         return reply, time.monotonic() - started
 
-    def _abort(self, host: str, op: Operation, instance: str, why: str) -> None:
+    def abort(self, why: str) -> None:
         """Tell the prepared guest the operation is off, without delaying the caller."""
+        op, instance = self.op, self.instance
         LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
 
         def send() -> None:
-            reply, took = self._ask(host, op, instance, protocol.ABORT,
-                                    self.policy.prepare_timeout)
-            self._audit("notice", op, instance, reply, f"abort sent: {why}", took)
+            reply, took = self._ask(protocol.ABORT, self.policy.prepare_timeout,
+                                    background=True)
+            LOG.info("abort of %s of %s: %s%s", op.event, instance, reply.outcome,
+                     f" ({reply.detail})" if reply.detail else "")
+            self._audit("notice", reply, f"abort sent: {why}", took)
 
         threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
 
-    def _cannot_ask(self, op: Operation, instance: str, why: str):
-        """None to go ahead without the guest (unreachable = accept), else the 409."""
-        proceed = self.policy.unreachable == protocol.ACCEPT
-        LOG.warning("%s of %s: %s; %s", op.event, instance, why,
-                    "proceeding (unreachable = accept)" if proceed else "rejecting")
-        if proceed:
-            return None
-        return conflict(f"{op.event} of server {instance} needs its guest's consent, "
-                        f"which cannot be asked: {why}", REJECTED)
+    def _release(self, owner: str) -> None:
+        """Give the server back; in the background if Redis cannot take it now."""
+        def release() -> bool:
+            try:
+                redis_schema.release_lock(self.redis, self.instance, owner)
+            except redis.RedisError as exc:
+                LOG.warning("could not release the negotiation lock of %s yet: %s",
+                            self.instance, exc)
+                return False
+            return True
 
-    def _audit(self, kind: str, op: Operation, instance: str, reply: redis_schema.Reply,
-               why: str, took: float, **extra) -> None:
+        if not self.redis_failed and release():
+            return
+
+        def retry() -> None:
+            deadline = time.monotonic() + RELEASE_RETRY
+            while time.monotonic() < deadline:
+                if release():
+                    return
+                time.sleep(1.0)
+
+        threading.Thread(target=retry, name=f"release-{self.instance}", daemon=True).start()
+
+    def _audit(self, kind: str, reply: redis_schema.Reply, why: str, took: float,
+               **extra) -> None:
+        if self.redis_failed:
+            LOG.info("audit event not written (Redis failed this negotiation): %s %s %s: %s",
+                     kind, self.op.event, self.instance, why)
+            return
         try:
-            redis_schema.audit(self.channel.redis, kind, instance, event=op.event,
-                               action=op.action, request=reply.id, outcome=reply.outcome,
+            redis_schema.audit(self.redis, kind, self.instance, event=self.op.event,
+                               action=self.op.action, request=reply.id, outcome=reply.outcome,
                                voters=reply.voters, why=why, took_ms=round(took * 1000),
                                **extra)
         except redis.RedisError as exc:
-            LOG.warning("audit event lost (%s): %s %s %s", exc, kind, op.event, instance)
+            self.redis_failed = True
+            LOG.warning("audit event lost (%s): %s %s %s", exc, kind, self.op.event,
+                        self.instance)
 
 
 def filter_factory(global_conf: dict, **local_conf):
@@ -247,7 +376,7 @@ def filter_factory(global_conf: dict, **local_conf):
         pol = policy.from_conf(conf)
     except policy.PolicyError as exc:
         raise ValueError(f"[filter:negotiation] {exc}") from None
-    channel = GuestChannel(pol.redis_url, pol.redis_max_connections)
+    channel = GuestChannel(pol.redis_url, pol.redis_max_connections, pol.redis_timeout)
     try:
         channel.redis.ping()
     except redis.RedisError as exc:

@@ -7,6 +7,7 @@ value stops the proxy with a message that says which key and why), and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from guestd import protocol, votes
@@ -26,6 +27,10 @@ DEFAULT_PREPARE_TIMEOUT = 10.0
 DEFAULT_END_TIMEOUT = 15.0  # resume-class notices: the guest may still be settling
 DEFAULT_OPERATION_TIMEOUT = 3600.0  # a recorded operation Nova never completes expires
 MAX_TIMEOUT = 300.0
+# Longest any one Redis command of a negotiation may take (socket and connect
+# timeouts, no retries): Redis answers in well under a millisecond when it is up.
+DEFAULT_REDIS_TIMEOUT = 1.0
+MAX_REDIS_TIMEOUT = 10.0
 ENABLE_SPEC = "guest:negotiation"
 VOTE_TIMEOUT_SPEC = "guest:vote_timeout"
 OPT_OUT_METADATA = "guest:negotiation"
@@ -48,6 +53,7 @@ class Policy:
     silence: str = protocol.ACCEPT  # a guest application that does not answer in time
     unreachable: str = protocol.ACCEPT  # no route, no guest agent, Redis down, garbage
     redis_max_connections: int = 32
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
 
     def mode(self, event: str) -> str:
         return self.modes.get(event, OFF)
@@ -60,6 +66,17 @@ class Policy:
         except (TypeError, ValueError):
             return self.vote_timeout
         return value if 0 < value <= MAX_TIMEOUT else self.vote_timeout
+
+
+def settings_known(server: dict) -> bool:
+    """Nova showed the flavor's extra specs, so :func:`negotiates` can be trusted.
+
+    They are missing where the caller's policy hides them
+    (``os_compute_api:servers:show:flavor-extra-specs``): whether the server is
+    negotiated is then unknown, which is the ``unreachable`` policy's to decide.
+    """
+    flavor = server.get("flavor")
+    return isinstance(flavor, dict) and isinstance(flavor.get("extra_specs"), dict)
 
 
 def negotiates(server: dict) -> bool:
@@ -131,6 +148,8 @@ def from_conf(conf: dict) -> Policy:
         unreachable=_choice(conf, "unreachable", protocol.ACCEPT,
                             (protocol.ACCEPT, protocol.REJECT)),
         redis_max_connections=_count(conf, "redis_max_connections", 32),
+        redis_timeout=_seconds(conf, "redis_timeout", DEFAULT_REDIS_TIMEOUT,
+                               limit=MAX_REDIS_TIMEOUT),
     )
 
 
@@ -166,3 +185,15 @@ def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
         return Decision(policy.silence == protocol.ACCEPT, why, [why])
     why = f"the guest could not be asked ({outcome}: {reply.detail})"
     return Decision(policy.unreachable == protocol.ACCEPT, why, [why])
+
+
+def decide_prepare(policy: Policy, reply: redis_schema.Reply) -> Decision:
+    """After the prepare: go on to Nova, or stop (and abort) the operation.
+
+    Applications cannot refuse a prepare; one that does not confirm in time is
+    silence, a prepare that could not be delivered is ``unreachable``.
+    """
+    if reply.outcome in (protocol.ACCEPT, protocol.REJECT, protocol.NOT_NEGOTIATING):
+        return Decision(True, "the guest is prepared")
+    decision = decide(policy, reply)
+    return dataclasses.replace(decision, why=f"prepare: {decision.why}")

@@ -47,7 +47,6 @@ def test_every_lifecycle_action_is_classified(key, value, event, details):
 
 @pytest.mark.parametrize("path", [
     f"/v2.1/servers/{SID}/action",
-    f"/v2.1/servers/{SID}/action/",
     f"/v2/6f4bfe48a5d9/servers/{SID}/action",
     f"/v2.1/project-1/servers/{SID}/action",
     f"/servers/{SID}/action",  # inside nova's pipeline: /v2.1 is in SCRIPT_NAME
@@ -99,6 +98,9 @@ def test_delete_and_migration_endpoints():
     ("DELETE", f"/v2.1/servers/{SID}/os-volume_attachments/v1"),
     ("POST", f"/v2.1/servers/{SID}/metadata"),
     ("POST", "/v2.1/flavors/1/action"),
+    # Nova's router answers 404 to a trailing slash (measured): nothing to ask about.
+    ("POST", f"/v2.1/servers/{SID}/action/"),
+    ("DELETE", f"/v2.1/servers/{SID}/"),
 ])
 def test_other_requests_are_not_ours(method, path):
     assert classify.classify(method, path, b'{"os-stop": null}') is None

@@ -26,3 +26,26 @@ def test_target_prefers_the_raw_uri_while_it_names_the_request():
 def test_headers_left_as_none_by_middleware_are_not_forwarded():
     environ = {"HTTP_X_SERVICE_CATALOG": None, "HTTP_X_AUTH_TOKEN": "t"}
     assert forward.request_headers(environ) == {"X-Auth-Token": "t"}
+
+
+def test_target_keeps_a_utf8_path_as_the_client_sent_it():
+    # PEP 3333: PATH_INFO holds the path's bytes as latin-1 ("é" in UTF-8 is C3 A9).
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/s/tags/\xc3\xa9",
+               "QUERY_STRING": "", "REQUEST_URI": "/v2.1/servers/s/tags/%C3%A9"}
+    assert forward.request_target(environ) == "/v2.1/servers/s/tags/%C3%A9"
+    del environ["REQUEST_URI"]  # quoted again from the bytes, not double-encoded
+    assert forward.request_target(environ) == "/v2.1/servers/s/tags/%C3%A9"
+
+
+def test_target_keeps_a_path_that_is_not_utf8():
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/\xe9", "QUERY_STRING": ""}
+    assert forward.request_target(environ) == "/v2.1/servers/%E9"
+    environ["REQUEST_URI"] = "/v2.1/servers/%e9"
+    assert forward.request_target(environ) == "/v2.1/servers/%e9"
+
+
+def test_target_keeps_an_encoded_slash_the_server_left_encoded():
+    # cheroot leaves %2F in PATH_INFO; the raw URI still names the request.
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/a%2Fb", "QUERY_STRING": "",
+               "REQUEST_URI": "/v2.1/servers/a%2Fb"}
+    assert forward.request_target(environ) == "/v2.1/servers/a%2Fb"
