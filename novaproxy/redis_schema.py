@@ -27,11 +27,15 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 PREFIX = "novaproxy"
 AGENT_GROUP = "agents"
@@ -82,19 +86,56 @@ def monitor_key(instance: str) -> str:
 EVENTS_STREAM = f"{PREFIX}:events"
 
 
-def connect(url: str, max_connections: int | None = None, **kwargs) -> redis.Redis:
+# Every client's bounds, explicit: redis-py's own defaults differ between the
+# versions setup.py allows (no socket timeout and no retries in 5.x; 5 s and up
+# to ten retries with backoff in 8.x, which turn one hung command into a minute).
+SOCKET_TIMEOUT = 5.0  # seconds a command waits for Redis's answer
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection
+POOL_TIMEOUT = 5.0  # seconds a bounded pool's caller waits for a free connection
+# A command that lost its connection (Redis restarted, a pooled connection gone
+# stale) is sent once more on a new one; a timeout is never retried: it would
+# double the wait on a hung Redis.
+RETRIES = 1
+
+
+def connect(url: str, max_connections: int | None = None,
+            socket_timeout: float = SOCKET_TIMEOUT,
+            socket_connect_timeout: float = CONNECT_TIMEOUT,
+            pool_timeout: float = POOL_TIMEOUT, **kwargs) -> redis.Redis:
     """A client for redis://, rediss:// (TLS) or unix:// URLs, user and password included.
 
-    With ``max_connections``, the pool is bounded: a caller waits (up to the
-    socket timeout) for a free connection instead of opening one more.
+    Every command waits at most ``socket_timeout`` for its answer (a client for
+    blocking reads needs more than its block time: :func:`blocking_timeout`), a
+    connection takes at most ``socket_connect_timeout`` to open, and a command
+    that lost its connection is retried :data:`RETRIES` times (``retry=`` a
+    ``redis.retry.Retry`` replaces that). With ``max_connections`` the pool is
+    bounded: a caller waits at most ``pool_timeout`` for a free connection
+    instead of opening one more.
     """
-    options = {"decode_responses": True, "health_check_interval": 30, **kwargs}
+    options = {"decode_responses": True, "health_check_interval": 30,
+               "socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
+               "retry": Retry(NoBackoff(), RETRIES, supported_errors=(redis.ConnectionError,)),
+               **kwargs}
     if max_connections is None:
         return redis.Redis.from_url(url, **options)
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=options.get("socket_timeout") or 5,
-        **options)
+        url, max_connections=max_connections, timeout=pool_timeout, **options)
     return redis.Redis(connection_pool=pool)
+
+
+def blocking_timeout(block_ms: int, socket_timeout: float = SOCKET_TIMEOUT) -> float:
+    """The socket timeout of a client whose reads block up to ``block_ms``: a read
+    that waited its whole block still has ``socket_timeout`` for the answer."""
+    return block_ms / 1000 + socket_timeout
+
+
+def _check_block(client: redis.Redis, block_ms: int | None) -> None:
+    """A blocking read must not outlast its socket: it would fail as a timeout
+    every time nothing arrived."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if block_ms and timeout is not None and timeout <= block_ms / 1000:
+        raise ValueError(f"a {block_ms} ms blocking read on a client with a {timeout} s "
+                         "socket timeout: use blocking_timeout()")
 
 
 def redact(url: str) -> str:
@@ -112,11 +153,29 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-# Delete a key only if it still holds our token (locks and claims).
-_RELEASE = """
+# -- Lua scripts: each registered once per client (EVALSHA; redis-py loads a
+# script again when Redis answers NOSCRIPT, as it does after a restart).
+
+COMPARE_AND_DELETE = """
+-- Delete a key only while it still holds the caller's token (locks, claims, routes).
+-- KEYS[1]: the key
+-- ARGV[1]: the token the caller set it to
+-- Returns 1 if deleted, 0 if the key held another token or nothing.
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+_registered: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> {source: Script}
+_registered_lock = threading.Lock()
+
+
+def _run_script(client: redis.Redis, source: str, keys: list, args: list):
+    with _registered_lock:
+        scripts = _registered.setdefault(client, {})
+        script = scripts.get(source)
+        if script is None:
+            script = scripts[source] = client.register_script(source)
+    return script(keys=keys, args=args)
 
 
 # -- routes -------------------------------------------------------------------
@@ -132,7 +191,7 @@ def withdraw_routes(client: redis.Redis, host: str, instances) -> None:
     """Remove routes that still point at ``host`` (another host may own them by now)."""
     for instance in instances:
         # Atomic compare-and-delete: a route another host published meanwhile stays.
-        client.eval(_RELEASE, 1, route_key(instance), host)
+        _run_script(client, COMPARE_AND_DELETE, [route_key(instance)], [host])
 
 
 def route_of(client: redis.Redis, instance: str) -> str | None:
@@ -212,18 +271,28 @@ def redis_time(client: redis.Redis) -> float:
     return seconds + micros / 1e6
 
 
-def ensure_group(client: redis.Redis, host: str) -> None:
+def ensure_group(client: redis.Redis, host: str) -> bool:
+    """Create ``host``'s request stream and consumer group unless they exist; True if
+    created. From id 0: requests queued before the group existed are taken too."""
     try:
         client.xgroup_create(requests_stream(host), AGENT_GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+        return False
+    return True
+
+
+def is_missing_group(exc: redis.ResponseError) -> bool:
+    """The error of a group read whose stream or group is gone (Redis lost its data)."""
+    return str(exc).startswith("NOGROUP")
 
 
 def take_requests(client: redis.Redis, host: str, consumer: str, pending: bool,
                   block_ms: int, count: int = 64) -> list:
     """``(entry_id, request, reply_to)`` for this host; ``pending`` re-reads unacknowledged ones."""
     start = "0" if pending else ">"
+    _check_block(client, None if pending else block_ms)
     streams = client.xreadgroup(AGENT_GROUP, consumer, {requests_stream(host): start},
                                 count=count, block=None if pending else block_ms)
     out = []
@@ -254,6 +323,7 @@ def send_reply(client: redis.Redis, host: str, entry_id: str, reply_to: str,
 
 def read_replies(client: redis.Redis, reply_to: str, last_id: str, block_ms: int) -> list:
     """``(entry_id, Reply | None)`` after ``last_id``; None for an unreadable entry."""
+    _check_block(client, block_ms)
     out = []
     for _, entries in client.xread({reply_to: last_id}, block=block_ms, count=256) or []:
         for entry_id, fields in entries:
@@ -271,7 +341,7 @@ def acquire_lock(client: redis.Redis, instance: str, owner: str, ttl: float) -> 
 
 
 def release_lock(client: redis.Redis, instance: str, owner: str) -> None:
-    client.eval(_RELEASE, 1, lock_key(instance), owner)
+    _run_script(client, COMPARE_AND_DELETE, [lock_key(instance)], [owner])
 
 
 # -- operations in flight ------------------------------------------------------
@@ -318,7 +388,7 @@ def claim_operation(client: redis.Redis, instance: str, op_id: str, owner: str,
 
 def release_claim(client: redis.Redis, instance: str, op_id: str, owner: str) -> None:
     """Give the claim up (the notice could not be delivered yet): the next round retries."""
-    client.eval(_RELEASE, 1, _claim_key(instance, op_id), owner)
+    _run_script(client, COMPARE_AND_DELETE, [_claim_key(instance, op_id)], [owner])
 
 
 def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:
@@ -336,9 +406,17 @@ def all_operations(client: redis.Redis) -> dict:
 
 CLAIMED, ALREADY_CLAIMED, RATE_LIMITED = "claimed", "already-claimed", "rate-limited"
 
-# Claim a recovery unless one is under way or the window's allowance is spent;
-# one script, so two agents (or a restarted one) can never both win.
-_CLAIM_RECOVERY = """
+CLAIM_RECOVERY = """
+-- Claim an instance's recovery unless one is under way or the window's allowance is
+-- spent; one script, so two agents (or a restarted one) can never both win.
+-- KEYS[1]: recovery_key(instance), the claim
+-- KEYS[2]: recoveries_key(instance), the recoveries started in the window (time -> time)
+-- ARGV[1]: the claim's token (its owner)
+-- ARGV[2]: how long the claim holds, in milliseconds
+-- ARGV[3]: now, Redis's time in seconds
+-- ARGV[4]: the window, in seconds
+-- ARGV[5]: how many recoveries may start within the window
+-- Returns 'claimed', 'already-claimed' or 'rate-limited'.
 if redis.call('exists', KEYS[1]) == 1 then return 'already-claimed' end
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('zremrangebyscore', KEYS[2], '-inf', now - window)
@@ -358,8 +436,8 @@ def claim_recovery(client: redis.Redis, instance: str, owner: str, hold: float,
     again); at most ``allowed`` recoveries start within ``window`` seconds.
     """
     now = redis_time(client)
-    return client.eval(_CLAIM_RECOVERY, 2, recovery_key(instance), recoveries_key(instance),
-                       owner, int(hold * 1000), f"{now:.6f}", window, allowed)
+    return _run_script(client, CLAIM_RECOVERY, [recovery_key(instance), recoveries_key(instance)],
+                       [owner, int(hold * 1000), f"{now:.6f}", window, allowed])
 
 
 def recovery_under_way(client: redis.Redis, instance: str) -> bool:
@@ -368,7 +446,7 @@ def recovery_under_way(client: redis.Redis, instance: str) -> bool:
 
 def release_recovery(client: redis.Redis, instance: str, owner: str) -> None:
     """The guest answered again: a later failure is a new one."""
-    client.eval(_RELEASE, 1, recovery_key(instance), owner)
+    _run_script(client, COMPARE_AND_DELETE, [recovery_key(instance)], [owner])
 
 
 def recoveries_within(client: redis.Redis, instance: str, window: float) -> int:
@@ -415,5 +493,6 @@ def read_events(client: redis.Redis, count: int, after: str | None = None,
     """Newest ``count`` events (oldest first), or those after ``after``."""
     if after is None:
         return list(reversed(client.xrevrange(EVENTS_STREAM, count=count)))
+    _check_block(client, block_ms)
     streams = client.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
     return [entry for _, entries in streams or [] for entry in entries]

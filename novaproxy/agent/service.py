@@ -28,6 +28,31 @@ from novaproxy.agent import nova as nova_client
 
 LOG = logging.getLogger("novaproxy.agent")
 BLOCK_MS = 1000  # longest wait for new requests; bounds how fast a stop is noticed
+# While Redis is unreachable the request loop tries again this often, so that a
+# Redis that came back (empty, perhaps) is noticed within it.
+REDIS_RETRY = 0.5
+# A reply that Redis did not take is sent again after this, doubling up to the
+# cap, until the request's deadline.
+REPLY_RETRY, REPLY_RETRY_CAP = 0.05, 0.5
+
+
+class _Outage:
+    """One loop's view of Redis: said once when lost, once when back, not every round."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            LOG.warning("%s: Redis unreachable (%s); retrying until it answers", self.what, exc)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            LOG.info("%s: Redis answers again after %.1fs", self.what,
+                     time.monotonic() - self.since)
+            self.since = None
 
 
 class Agent:
@@ -70,11 +95,13 @@ class Agent:
         self._clock_offset = redis_schema.redis_time(self.redis) - time.time()
 
     def _route_loop(self) -> None:
+        outage = _Outage("publishing routes")
         while not self.stopping.is_set():
             try:
                 self.refresh_routes()
+                outage.ok()
             except (redis.RedisError, OSError) as exc:
-                LOG.warning("could not publish routes: %s", exc)
+                outage.failed(exc)
             except Exception:  # libvirt raises its own error types
                 LOG.exception("could not list the guests")
             self._routes_now.wait(self.config.route_interval)
@@ -98,13 +125,15 @@ class Agent:
             self.watcher.agent_channel(instance, connected, why)
 
     def _operation_loop(self) -> None:
+        outage = _Outage("checking recorded operations")
         while not self.stopping.is_set():
             self._operations_now.wait(self.config.operation_interval)
             self._operations_now.clear()
             try:
                 self.endings.check(set(self._served))
+                outage.ok()
             except (redis.RedisError, OSError) as exc:
-                LOG.warning("could not check recorded operations: %s", exc)
+                outage.failed(exc)
             except Exception:
                 LOG.exception("checking recorded operations failed")
 
@@ -130,6 +159,7 @@ class Agent:
             return
         age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
         started = time.monotonic()
+        deadline = started + req["timeout"] - age  # the proxy waits no longer (nor much more)
         reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
                                 deliver.budget(req["timeout"], age), host, self.config.spool_dir)
         elapsed = time.monotonic() - started
@@ -138,18 +168,75 @@ class Agent:
                  req["event"], req["phase"], req["instance"], req["id"], reply.outcome,
                  elapsed * 1000, f" [{voters}]" if voters else "",
                  f" ({reply.detail})" if reply.detail else "")
-        if reply_to:
-            redis_schema.send_reply(self.redis, host, entry_id, reply_to, reply)
-        else:
-            redis_schema.acknowledge(self.redis, host, entry_id)
-        redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
-                           event=req["event"], phase=req["phase"], outcome=reply.outcome,
-                           voters=reply.voters, detail=reply.detail, host=host,
-                           took_ms=round(elapsed * 1000))
+        if not self._reply(entry_id, reply_to, reply, deadline):
+            return
+        try:
+            redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
+                               event=req["event"], phase=req["phase"], outcome=reply.outcome,
+                               voters=reply.voters, detail=reply.detail, host=host,
+                               took_ms=round(elapsed * 1000))
+        except (redis.RedisError, OSError) as exc:
+            LOG.warning("request %s: replied, but the audit event was not written: %s",
+                        req["id"], exc)
+
+    def _reply(self, entry_id: str, reply_to: str | None, reply: redis_schema.Reply,
+               deadline: float) -> bool:
+        """Reply and acknowledge, again and again while Redis does not take it, until the
+        request's deadline: a lost NACK would reach the proxy as no answer at all.
+
+        False if the deadline passed first (the entry stays pending, for a restart)."""
+        host, wait, attempts = self.config.host, REPLY_RETRY, 0
+        while True:
+            attempts += 1
+            try:
+                if reply_to:
+                    redis_schema.send_reply(self.redis, host, entry_id, reply_to, reply)
+                else:
+                    redis_schema.acknowledge(self.redis, host, entry_id)
+            except (redis.RedisError, OSError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopping.is_set():
+                    LOG.warning("request %s: %s reply not delivered after %d attempt(s), the "
+                                "request's deadline has passed: %s", reply.id, reply.outcome,
+                                attempts, exc)
+                    return False
+                if attempts == 1:
+                    LOG.warning("request %s: Redis did not take the %s reply (%s); retrying "
+                                "for %.1fs more", reply.id, reply.outcome, exc, left)
+                self.stopping.wait(min(wait, left))
+                wait = min(wait * 2, REPLY_RETRY_CAP)
+                continue
+            if attempts > 1:
+                LOG.info("request %s: %s reply delivered at attempt %d", reply.id,
+                         reply.outcome, attempts)
+            return True
+
+    def _restore_state(self) -> None:
+        """Redis has lost this host's request group: it restarted without its data, or
+        was flushed. Everything the agent keeps in Redis is put back at once."""
+        host = self.config.host
+        redis_schema.ensure_group(self.redis, host)
+        self._routes_now.set()
+        self._operations_now.set()
+        restored = "the request stream and its group, and routes"
+        if self.watcher is not None:
+            self.watcher.publish()
+            restored += " and monitor views"
+        LOG.warning("Redis lost this host's request group (restarted without its data, or "
+                    "flushed): %s published again; requests already taken are still answered; "
+                    "recorded operations, recovery claims and their rate-limit window were "
+                    "lost with it", restored)
 
     def _take(self, pending: bool) -> list:
-        return redis_schema.take_requests(self.redis, self.config.host, self.config.host,
-                                          pending=pending, block_ms=BLOCK_MS)
+        """This host's next requests; none if Redis had lost the group (it is back now)."""
+        try:
+            return redis_schema.take_requests(self.redis, self.config.host, self.config.host,
+                                              pending=pending, block_ms=BLOCK_MS)
+        except redis.ResponseError as exc:
+            if not redis_schema.is_missing_group(exc):
+                raise
+        self._restore_state()
+        return []
 
     def run(self) -> None:
         host = self.config.host
@@ -173,13 +260,15 @@ class Agent:
                  host, len(self._served), self.config.hypervisor,
                  redis_schema.redact(self.config.redis_url))
         pending = True  # first, whatever a previous run took and did not finish
+        outage = _Outage("reading requests")
         while not self.stopping.is_set():
             try:
                 entries = self._take(pending)
             except (redis.RedisError, OSError) as exc:
-                LOG.warning("cannot read requests from Redis: %s; retrying in 1 s", exc)
-                self.stopping.wait(1.0)
+                outage.failed(exc)
+                self.stopping.wait(REDIS_RETRY)
                 continue
+            outage.ok()
             if pending and entries:
                 LOG.info("resuming %d request(s) left unfinished", len(entries))
             pending = False

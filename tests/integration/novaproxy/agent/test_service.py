@@ -10,8 +10,9 @@ import pytest
 from guestd import protocol
 from guestd.client import Application, Vote
 from harness.guest import SPOOL_DIR, write_guestd_ctl
+from harness.redis_server import RedisServer
 from novaproxy import redis_schema
-from novaproxy.agent import hypervisor
+from novaproxy.agent import hypervisor, service
 from novaproxy.agent.config import AgentConfig
 from novaproxy.agent.service import Agent
 
@@ -21,16 +22,17 @@ REPLIES = redis_schema.replies_stream("test")
 
 @pytest.fixture
 def run_agent(redis_client, redis_server, make_guest, short_dir):
+    """Start an agent on the session's Redis, or on ``url``."""
     agents = []
-    config = AgentConfig(host=HOST, redis_url=redis_server.url, hypervisor="qga-socket",
-                         qga_socket_dir=make_guest.socket_dir, libvirt_uri="",
-                         guestd_ctl=tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl")),
-                         workers=4, route_interval=0.2, operation_interval=1.0, nova={},
-                         spool_dir=SPOOL_DIR)
 
-    def start():
+    def start(url=redis_server.url):
+        config = AgentConfig(host=HOST, redis_url=url, hypervisor="qga-socket",
+                             qga_socket_dir=make_guest.socket_dir, libvirt_uri="",
+                             guestd_ctl=tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl")),
+                             workers=4, route_interval=0.2, operation_interval=1.0, nova={},
+                             spool_dir=SPOOL_DIR)
         agent = Agent(config, hypervisor.QgaSocketDirectory(config.qga_socket_dir),
-                      redis_schema.connect(redis_server.url))
+                      redis_schema.connect(url))
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
         agent.thread = thread
@@ -149,3 +151,101 @@ def test_hung_guest_agent_times_out_within_the_deadline(redis_client, make_guest
         assert time.monotonic() - started < 1.0 + 0.3
     finally:
         guest.qemu_ga.signal(signal.SIGCONT)
+
+
+# -- Redis faults: the agent's own server, restarted or killed under it ----------------
+
+@pytest.fixture
+def own_redis(short_dir):
+    server = RedisServer(f"{short_dir}/redis")
+    yield server
+    server.stop()
+
+
+def wait_route(client, instance, timeout):
+    deadline = time.monotonic() + timeout
+    while redis_schema.route_of(client, instance) != HOST:
+        assert time.monotonic() < deadline, f"route not published within {timeout}s"
+        time.sleep(0.02)
+
+
+def nacking_guest(make_guest, release=None):
+    """A guest whose application rejects; with ``release``, only once it is set."""
+    guest = make_guest()
+    voted = threading.Event()
+
+    def vote(notice):
+        voted.set()
+        if release is not None:
+            release.wait(20)
+        return Vote.reject("busy")
+
+    app = Application("db", on_vote=vote, socket_path=guest.guestd_socket).start()
+    assert app.registered.wait(5)
+    guest.voted = voted
+    return guest
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["restart", "sigkill"])
+def test_agent_puts_its_group_and_routes_back_when_redis_returns_empty(
+        own_redis, make_guest, run_agent, caplog, kill):
+    guest = nacking_guest(make_guest)
+    client = redis_schema.connect(own_redis.url)
+    run_agent(own_redis.url)
+    wait_route(client, guest.instance, 5)
+    own_redis.restart(keep_data=False, kill=kill)
+    back = time.monotonic()
+    assert client.dbsize() == 0 or redis_schema.route_of(client, guest.instance) == HOST
+    # Within the request loop's retry and one route interval, with a margin of 1 s.
+    wait_route(client, guest.instance, service.REDIS_RETRY + 0.2 + 1.0)
+    assert time.monotonic() - back < service.REDIS_RETRY + 1.2
+    reply = wait_reply(client, ask(client, guest.instance), timeout=5)
+    assert (reply.outcome, reply.voters[0]["reason"]) == ("reject", "busy")
+    lost = [r for r in caplog.records if "lost this host's request group" in r.getMessage()]
+    assert len(lost) == 1
+    assert not [r for r in caplog.records if "NOGROUP" in r.getMessage()]
+
+
+@pytest.mark.parametrize("keep_data", [True, False], ids=["with-data", "empty"])
+def test_a_reply_redis_did_not_take_is_sent_again_until_it_does(
+        own_redis, make_guest, run_agent, caplog, keep_data):
+    release = threading.Event()
+    guest = nacking_guest(make_guest, release)
+    client = redis_schema.connect(own_redis.url)
+    run_agent(own_redis.url)
+    wait_route(client, guest.instance, 5)
+    rid = ask(client, guest.instance, timeout=6.0)
+    assert guest.voted.wait(5)
+    if keep_data:
+        own_redis.save()
+    own_redis.kill()  # the guest answers while Redis is down
+    release.set()
+    time.sleep(1.0)
+    own_redis.start(keep_data=keep_data)
+    reply = wait_reply(client, rid, timeout=5)
+    assert (reply.outcome, reply.voters[0]["reason"]) == ("reject", "busy")
+    if keep_data:  # the request is acknowledged with the reply
+        assert client.xpending(redis_schema.requests_stream(HOST),
+                               redis_schema.AGENT_GROUP)["pending"] == 0
+    # The guest's answer met a dead Redis: this reply is a retry.
+    assert any("Redis did not take the reject reply" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reply_is_given_up_at_the_request_s_deadline(own_redis, make_guest, run_agent,
+                                                        caplog):
+    release = threading.Event()
+    guest = nacking_guest(make_guest, release)
+    client = redis_schema.connect(own_redis.url)
+    agent = run_agent(own_redis.url)
+    wait_route(client, guest.instance, 5)
+    ask(client, guest.instance, timeout=2.0)
+    assert guest.voted.wait(5)
+    own_redis.kill()
+    release.set()
+    deadline = time.monotonic() + 2.0
+    while not any("deadline has passed" in r.getMessage() for r in caplog.records):
+        # The last attempt may wait for a connection: up to the connect timeout more.
+        assert time.monotonic() < deadline + redis_schema.CONNECT_TIMEOUT + 1.0
+        time.sleep(0.05)
+    own_redis.start(keep_data=False)
+    assert agent.thread.is_alive()
