@@ -243,7 +243,7 @@ def fit_answer(message: dict) -> dict:
         return message
     # The size grows with the limit, except by a byte or so where a reason stops
     # being cut: the search still ends on a limit that fits, if not always the longest.
-    low, high = 0, max(len(entry["reason"]) for entry in message["voters"]) - 1
+    low, high = 0, max((len(entry["reason"]) for entry in message["voters"]), default=0) - 1
     while low < high:
         middle = (low + high + 1) // 2
         if fits(cut(middle)):

@@ -1,10 +1,10 @@
 """Vote aggregation: pure, so the rule is stated once and tested directly.
 
-One NACK rejects and every reason is kept. An application that misses its
-deadline or answers garbage is "silent", and silence counts as the host's
-policy says (``silence`` in the request). Nobody to ask means accept. guestd
-tallies every voter; its answer lists the ones that decided first (:func:`ranked`)
-and the host, which counts again what it is shown, uses the same rules.
+One NACK rejects. An application that misses its deadline or answers garbage
+is "silent", and silence counts as the host's policy says (``silence`` in the
+request). Nobody to ask means accept. guestd tallies every voter and its answer
+lists those that decided first (:func:`ranked`), as many as the protocol allows,
+each with its reason; the host counts again what it is shown, by the same rules.
 """
 
 from __future__ import annotations
