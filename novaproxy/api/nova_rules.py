@@ -60,7 +60,7 @@ class Rule:
     host_rule: str | None = None  # checked instead when the body names a host
     host_since: tuple = (2, 0)  # microversion from which the host is read
     extra_host_rule: str | None = None  # checked as well when a host is named
-    since: tuple = (2, 1)  # microversion that introduced the action
+    since: tuple | None = None  # microversion that introduced the action, if after 2.1
     states: States | None = None  # None: see STATES_BY_TYPE (reboot)
 
 

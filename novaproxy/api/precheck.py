@@ -297,7 +297,7 @@ class Precheck:
         version = requested_version(req.headers, req.script_name + req.path_info, req.environ)
         if version is None:  # Nova answers an unreadable microversion itself
             return None
-        if version < rule.since:
+        if rule.since is not None and version < rule.since:
             return Refusal("microversion", f"{op.action} needs microversion "
                                            f"{_text(rule.since)} or later, not {_text(version)}")
         if self.schemas is not None and req.method == "POST":

@@ -176,6 +176,16 @@ def test_an_action_before_its_microversion_is_refused():
     assert check.refusal(op(body), server(), request(body, "latest")) is None
 
 
+def test_the_legacy_v2_api_serves_every_action_of_2_1():
+    check = precheck.Precheck(None, None)
+    body = {"reboot": {"type": "SOFT"}}
+    legacy = request(body, path=f"/v2/servers/{SERVER_ID}/action")
+    assert check.refusal(op(body), server(), legacy) is None
+    crash = {"trigger_crash_dump": None}
+    assert check.refusal(op(crash), server(), request(crash, path=f"/v2/servers/{SERVER_ID}/action")
+                         ).check == "microversion"
+
+
 def test_without_an_identity_only_the_state_is_checked_and_that_is_said_once(caplog):
     check = precheck.Precheck(None, None)
     body = {"migrate": None}
