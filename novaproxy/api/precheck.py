@@ -74,19 +74,19 @@ def requested_version(headers, path: str, environ: dict) -> tuple | None:
     if environ.get(_LEGACY_ENVIRON) or _LEGACY_PATH.match(path):
         return LEGACY_V2
     value = None
-    standard = headers.get("OpenStack-API-Version")
-    if standard:
-        for part in standard.split(","):
-            service, _, version = part.strip().partition(" ")
-            if service.lower() == "compute":
-                value = version.strip()
-    if value is None:
-        value = headers.get("X-OpenStack-Nova-API-Version")
+    for part in reversed((headers.get("OpenStack-API-Version") or "").split(",")):
+        words = part.strip().split(None, 1)  # as microversion_parse reads it: last one wins
+        if len(words) == 2 and words[0].lower() == "compute":
+            value = words[1].strip()
+            break
+    if not value:
+        legacy = headers.get("X-OpenStack-Nova-API-Version")
+        value = legacy.split(",")[-1].strip() if legacy is not None else None
     if value is None:
         return (2, 1)
-    if value.strip().lower() == "latest":
+    if value == "latest":
         return LATEST
-    match = _VERSION.match(value.strip())
+    match = _VERSION.match(value)
     return (int(match[1]), int(match[2])) if match else None
 
 
@@ -300,8 +300,9 @@ class Precheck:
         if rule.since is not None and version < rule.since:
             return Refusal("microversion", f"{op.action} needs microversion "
                                            f"{_text(rule.since)} or later, not {_text(version)}")
-        if self.schemas is not None and req.method == "POST":
-            why = self.schemas.refusal(op.action, _body(req), version)
+        body = _body(req) if self.schemas is not None and req.method == "POST" else None
+        if body is not None:
+            why = self.schemas.refusal(op.action, body, version)
             if why is not None:
                 return Refusal("schema", why)
         caller = self._caller(req.environ)

@@ -42,6 +42,10 @@ def request(body, version=None, path=f"/v2.1/servers/{SERVER_ID}/action", **envi
     ({"OpenStack-API-Version": "compute latest"}, "/v2.1/servers/x/action", precheck.LATEST),
     ({"OpenStack-API-Version": "compute 2.x"}, "/v2.1/servers/x/action", None),
     ({"OpenStack-API-Version": "compute 2.60"}, "/v2/servers/x/action", (2, 0)),
+    ({"OpenStack-API-Version": "compute\t2.17"}, "/v2.1/servers/x/action", (2, 17)),
+    ({"OpenStack-API-Version": "compute 2.1, compute 2.17"}, "/v2.1/servers/x", (2, 17)),
+    ({"X-OpenStack-Nova-API-Version": "2.1, 2.17"}, "/v2.1/servers/x/action", (2, 17)),
+    ({"OpenStack-API-Version": "compute LATEST"}, "/v2.1/servers/x/action", None),
 ])
 def test_requested_version_reads_the_headers_as_nova_does(headers, path, expected):
     assert precheck.requested_version(headers, path, {}) == expected
