@@ -1,7 +1,13 @@
-"""Recovery claims and the monitor's published view, on a real redis-server."""
+"""Recovery claims, the monitor's published view, scripts, and every client's bounds
+under Redis faults, on a real redis-server."""
 
 import threading
+import time
 
+import pytest
+import redis
+
+from harness.redis_server import RedisServer
 from novaproxy import redis_schema
 
 
@@ -45,8 +51,6 @@ def test_rate_limit_per_window(redis_client):
 
 
 def test_claims_expire_with_their_hold(redis_client):
-    import time
-
     assert claim(redis_client, "gone-agent", hold=0.05) == redis_schema.CLAIMED
     time.sleep(0.1)
     assert claim(redis_client, "next-agent") == redis_schema.CLAIMED
@@ -57,3 +61,80 @@ def test_monitor_views_are_replaced_not_merged(redis_client):
     redis_schema.publish_monitor(redis_client, {"u-1": {"state": "healthy"}}, 30)
     assert redis_schema.all_monitored(redis_client) == {"u-1": {"state": "healthy"}}
     assert 0 < redis_client.ttl(redis_schema.monitor_key("u-1")) <= 30
+
+
+# -- bounds and scripts under Redis faults ------------------------------------------
+
+MARGIN = 0.5  # seconds, for a loaded machine
+
+
+@pytest.fixture
+def own_redis(short_dir):
+    server = RedisServer(f"{short_dir}/redis")
+    yield server
+    server.stop()
+
+
+def test_a_hung_redis_costs_one_socket_timeout(own_redis):
+    client = redis_schema.connect(own_redis.url, socket_timeout=0.5)
+    client.ping()
+    own_redis.freeze()
+    for _ in range(2):  # on the pooled connection, then on a new one
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            client.set("k", "v")
+        assert time.monotonic() - started < 0.5 + MARGIN  # never retried
+    own_redis.thaw()
+    assert client.ping()
+
+
+def test_a_dead_redis_fails_at_once_and_a_restarted_one_is_used_again(own_redis):
+    client = redis_schema.connect(own_redis.url)
+    client.set("k", "v")
+    own_redis.kill()
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        client.get("k")
+    assert time.monotonic() - started < MARGIN  # no backoff between retries
+    own_redis.start(keep_data=False)
+    assert client.get("k") is None  # the stale connection is replaced, no error
+
+
+def test_a_bounded_pool_waits_at_most_its_pool_timeout(own_redis):
+    client = redis_schema.connect(own_redis.url, max_connections=1, pool_timeout=0.3)
+    busy = threading.Thread(target=lambda: client.xread({"nothing": "$"}, block=1500))
+    busy.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert time.monotonic() - started < 0.3 + MARGIN
+    busy.join()
+
+
+def test_scripts_run_by_sha_and_are_loaded_again_after_redis_lost_them(own_redis):
+    client = redis_schema.connect(own_redis.url)
+    assert redis_schema.acquire_lock(client, "u-1", "me", 30)
+    redis_schema.release_lock(client, "u-1", "someone else")
+    assert redis_schema.lock_key("u-1") in client.keys()
+    redis_schema.release_lock(client, "u-1", "me")
+    assert client.keys() == []
+    own_redis.restart(keep_data=False)  # the script cache goes with it
+    assert claim(client, "agent-a") == redis_schema.CLAIMED
+    redis_schema.release_recovery(client, "u-1", "agent-a")
+    assert claim(client, "agent-b") == redis_schema.CLAIMED
+    stats = client.info("commandstats")
+    assert "cmdstat_eval" not in stats and stats["cmdstat_evalsha"]["calls"] >= 3
+
+
+def test_a_lost_request_group_is_told_apart_and_made_again(redis_client):
+    assert redis_schema.ensure_group(redis_client, "h")
+    assert not redis_schema.ensure_group(redis_client, "h")
+    redis_client.flushdb()
+    with pytest.raises(redis.ResponseError) as lost:
+        redis_schema.take_requests(redis_client, "h", "h", pending=False, block_ms=10)
+    assert redis_schema.is_missing_group(lost.value)
+    redis_schema.enqueue(redis_client, "h", {"id": "r1"}, "replies")  # before the group
+    assert redis_schema.ensure_group(redis_client, "h")
+    taken = redis_schema.take_requests(redis_client, "h", "h", pending=False, block_ms=10)
+    assert [req["id"] for _, req, _ in taken] == ["r1"]
