@@ -61,10 +61,10 @@ def request_target(environ: dict) -> str:
     """
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     query = environ.get("QUERY_STRING", "")
-    raw = paths.raw_path(environ)
+    raw = paths.client_path(environ)
     if raw is not None:
         raw_query = (environ.get("REQUEST_URI") or environ.get("RAW_URI")).partition("?")[2]
-        if raw_query == query and path in (paths.decoded(raw), paths.server_decoded(raw)):
+        if raw_query == query:
             return f"{raw}?{raw_query}" if raw_query else raw
     path = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
     return f"{path}?{query}" if query else path

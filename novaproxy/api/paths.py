@@ -33,9 +33,9 @@ def decoded(raw_path: str) -> str:
     return unquote_to_bytes(raw_path).decode("latin-1")
 
 
-def server_decoded(raw_path: str) -> str:
-    """``raw_path`` decoded once except ``%2F``, as some WSGI servers (cheroot) decode it."""
-    return decoded(_ENCODED_SLASH.sub(r"%25\1", raw_path))  # "%2F" → "%252F" → "%2F"
+def _with_encoded_slashes(path: str) -> str:
+    """``path`` with its ``%2F`` spelled one way (cheroot upper-cases the ``%2f`` it keeps)."""
+    return _ENCODED_SLASH.sub("%2F", path)
 
 
 def raw_path(environ: dict) -> str | None:
@@ -46,19 +46,35 @@ def raw_path(environ: dict) -> str | None:
     return raw.partition("?")[0]
 
 
+def client_path(environ: dict) -> str | None:
+    """The client's raw path, if it still names this request: the WSGI server decoded
+    it into SCRIPT_NAME + PATH_INFO (fully, or all but ``%2F``), and no middleware has
+    rewritten the path since. None otherwise."""
+    raw = raw_path(environ)
+    if raw is None:
+        return None
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if path == decoded(raw):
+        return raw
+    kept = decoded(_ENCODED_SLASH.sub(r"%25\1", raw))  # decoded all but "%2F"
+    if _with_encoded_slashes(path) == _with_encoded_slashes(kept):
+        return raw
+    return None
+
+
 def routed_path(environ: dict) -> str:
     """PATH_INFO as Nova's router will route it: decoded once, ``/`` runs collapsed.
 
-    The client's raw request line is used when it still names this request
-    (no middleware rewrote the path): the WSGI server may have left ``%2F``
-    encoded, which Nova's server will decode. Otherwise PATH_INFO is what the
-    server decoded, which is also what Nova sees (in nova-api's own pipeline).
+    The client's raw path is used while it still names this request: the WSGI
+    server may have left ``%2F`` encoded, which Nova's server will decode.
+    Otherwise PATH_INFO is what a server decoded, which is also what Nova sees (in
+    nova-api's own pipeline), or what a filter in front of us rewrote it to.
     """
     script = environ.get("SCRIPT_NAME", "")
     path = environ.get("PATH_INFO", "")
-    raw = raw_path(environ)
+    raw = client_path(environ)
     if raw is not None:
         full = decoded(raw)
-        if script + path in (full, server_decoded(raw)) and full.startswith(script):
+        if full.startswith(script):
             path = full[len(script):]
     return _SLASHES.sub("/", path)

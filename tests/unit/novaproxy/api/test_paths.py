@@ -53,3 +53,17 @@ def test_non_utf8_and_utf8_paths_stay_native_strings():
     assert paths.routed_path(environ("/v2.1/servers/%E9", "/v2.1/servers/\xe9")) == \
         "/v2.1/servers/\xe9"
     assert paths.routed_path(environ("/v2.1/t/%C3%A9", "/v2.1/t/\xc3\xa9")) == "/v2.1/t/\xc3\xa9"
+
+
+def test_an_encoded_slash_the_server_kept_upper_cased_is_still_the_clients_path():
+    # cheroot keeps %2f but spells it %2F, and decodes every other escape.
+    raw = f"/v2.1%2f%73ervers//{SID[:8]}%2D{SID[9:]}%2Faction"
+    env = environ(raw, f"/v2.1%2Fservers//{SID}%2Faction")
+    assert paths.client_path(env) == raw
+    assert paths.routed_path(env) == ROUTED
+
+
+def test_a_doubly_encoded_slash_stays_a_literal_in_the_server_id():
+    raw = f"/v2.1/servers/{SID}%252Faction"
+    env = environ(raw, f"/v2.1/servers/{SID}%2Faction")
+    assert paths.routed_path(env) == f"/v2.1/servers/{SID}%2Faction"  # Nova: 404
