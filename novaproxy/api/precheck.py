@@ -171,14 +171,20 @@ class _NovaContext:
 
 
 class NovaPolicy:
-    """Nova's policy rules in a standalone proxy: registered defaults + the operator's file."""
+    """Nova's policy rules in a standalone proxy, through oslo.policy.
 
-    def __init__(self, policy_file: str | None, enforce_new_defaults: bool = True) -> None:
-        import nova.policies
-        import nova.policy  # noqa: F401  (registers Nova's is_admin check with oslo.policy)
+    ``defaults``: Nova's registered rules (``nova.policies.list_rules()``), under
+    the operator's file. None where nova is not importable: then the file is all
+    there is (``oslopolicy-policy-generator --namespace nova`` writes every rule),
+    and a rule decides only if it and every rule it refers to are in it.
+    """
+
+    def __init__(self, policy_file: str | None, enforce_new_defaults: bool = True,
+                 defaults: list | None = None) -> None:
         from oslo_config import cfg
         from oslo_policy import policy
 
+        _register_is_admin(policy)
         conf = cfg.ConfigOpts()
         conf([], project="novaproxy", default_config_files=[], default_config_dirs=[])
         # oslo.policy merges the registered defaults only while reading a file:
@@ -188,8 +194,34 @@ class NovaPolicy:
         conf.set_override("policy_dirs", [], "oslo_policy")
         self.enforcer.suppress_default_change_warnings = True
         self.enforcer.suppress_deprecation_warnings = True
-        self.enforcer.register_defaults(nova.policies.list_rules())
+        self.complete = defaults is not None
+        if defaults is not None:
+            self.enforcer.register_defaults(defaults)
         self.enforcer.load_rules()  # a malformed file raises here, at start-up
+
+    def decides(self, rule: str) -> bool:
+        """Whether every rule ``rule`` rests on is known (else oslo.policy would deny)."""
+        if self.complete:
+            return True
+        seen: set = set()
+        pending = [rule]
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            check = self.enforcer.rules.get(name)
+            if check is None:
+                return False
+            nodes = [check]
+            while nodes:
+                node = nodes.pop()
+                if getattr(node, "kind", None) == "rule":
+                    pending.append(node.match)
+                nodes.extend(getattr(node, "rules", None) or ())
+                if getattr(node, "rule", None) is not None:
+                    nodes.append(node.rule)
+        return True
 
     def caller(self, token) -> _Credentials:
         """The credentials Nova's keystonecontext would build from this validated token."""
@@ -213,19 +245,40 @@ class NovaPolicy:
                          service_roles=list(service.role_names or ()))
         # RequestContext: is_admin is the context_is_admin rule on the caller itself.
         own = {"project_id": creds["project_id"], "user_id": creds["user_id"]}
+        known = self.decides(nova_rules.CONTEXT_IS_ADMIN)
         creds["is_admin"] = bool(self.enforcer.enforce(nova_rules.CONTEXT_IS_ADMIN, own,
                                                        {**creds, "is_admin": False}))
-        return _Credentials(self, creds)
+        return _Credentials(self, creds, creds["is_admin"] if known else None)
 
 
 class _Credentials:
-    def __init__(self, policy: NovaPolicy, creds: dict) -> None:
+    def __init__(self, policy: NovaPolicy, creds: dict, is_admin: bool | None) -> None:
         self.policy = policy
         self.creds = creds
-        self.is_admin = creds["is_admin"]
+        self.is_admin = is_admin  # None: context_is_admin is not known here
 
     def allowed(self, rule: str, target: dict) -> bool | None:
+        if not self.policy.decides(rule):
+            return None
         return bool(self.policy.enforcer.enforce(rule, target, dict(self.creds)))
+
+
+def _register_is_admin(policy) -> None:
+    """Nova's ``is_admin:True`` check (nova.policy.IsAdminCheck), where nova is absent."""
+    try:
+        import nova.policy  # noqa: F401  (registers Nova's own)
+        return
+    except ImportError:
+        pass
+
+    @policy.register("is_admin")
+    class IsAdmin(policy.Check):
+        def __init__(self, kind: str, match: str) -> None:
+            self.expected = match.lower() == "true"
+            super().__init__(kind, str(self.expected))
+
+        def __call__(self, target, creds, enforcer, current_rule=None) -> bool:
+            return creds["is_admin"] == self.expected
 
 
 # -- the body ------------------------------------------------------------------------
@@ -346,17 +399,29 @@ def from_conf(conf: dict) -> Precheck:
     if policy_file is not None and not os.path.isfile(policy_file):
         raise PrecheckError(f"{POLICY_FILE_KEY} = {policy_file!r}: no such file")
     try:
-        import nova.policies  # noqa: F401
+        import nova.policies
     except ImportError:
-        if policy_file is not None:
-            raise PrecheckError(f"{POLICY_FILE_KEY}: Nova's policy defaults are needed with "
-                                "it, and nova is not importable here") from None
-        LOG.warning("nova is not importable here: callers' authorisation (standalone) and "
-                    "request bodies are not checked before the guest is asked; only the "
-                    "server's state is")
-        return Precheck(None, None)
+        return _without_nova(policy_file, raw == "true")
     try:
-        policy = NovaPolicy(policy_file, raw == "true")
+        policy = NovaPolicy(policy_file, raw == "true", nova.policies.list_rules())
     except Exception as exc:
         raise PrecheckError(f"{POLICY_FILE_KEY} = {policy_file!r}: {exc}") from None
     return Precheck(policy, NovaSchemas())
+
+
+def _without_nova(policy_file: str | None, enforce_new_defaults: bool) -> Precheck:
+    """Nova's defaults and schemas are unknown: the operator's file decides what it can."""
+    if policy_file is None:
+        LOG.warning("nova is not importable here and %s is not set: callers' authorisation "
+                    "(standalone) and request bodies are not checked before the guest is "
+                    "asked; only the server's state is", POLICY_FILE_KEY)
+        return Precheck(None, None)
+    try:
+        policy = NovaPolicy(policy_file, enforce_new_defaults)
+    except ImportError:
+        raise PrecheckError(f"{POLICY_FILE_KEY}: needs oslo.policy") from None
+    except Exception as exc:
+        raise PrecheckError(f"{POLICY_FILE_KEY} = {policy_file!r}: {exc}") from None
+    LOG.warning("nova is not importable here: callers' authorisation is checked only against "
+                "rules %s defines in full, and request bodies are not checked", policy_file)
+    return Precheck(policy, None)
