@@ -7,7 +7,9 @@ images); ``pip install novaproxy[api]`` the proxy, ``[agent]`` the host agent,
 
 from setuptools import find_packages, setup
 
-SERVER = ["webob>=1.8", "PasteDeploy>=3.0", "redis>=5.0", "urllib3>=2.0", "cheroot>=10.0"]
+# oslo.policy: Nova's policy rules, checked before the guest is asked (api/precheck.py).
+SERVER = ["webob>=1.8", "PasteDeploy>=3.0", "redis>=5.0", "urllib3>=2.0", "cheroot>=10.0",
+          "oslo.policy>=4.0"]
 
 setup(
     name="novaproxy",
