@@ -15,10 +15,12 @@ import webtest
 from novaclient import exceptions
 
 from guestd.client import Vote
-from novaproxy import redis_schema
+from harness.processes import wait_for
+from novaproxy import headers, redis_schema
 from novaproxy.api.server import load
 
-SKIP = {"X-Novaproxy-Skip-Negotiation": "true"}
+SKIP = {headers.SKIP_HEADER: "true"}
+RECOVERY = {headers.SKIP_HEADER: headers.RECOVERY}
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +50,47 @@ def test_in_process_nack_and_ack(in_process, in_process_flavor, recorder):
     assert rec.seen == [("reboot", "vote"), ("stop", "vote"), ("stop", "prepare")]
 
 
-def raw_action(stack, server_id, token, body, headers=None):
+def raw_action(stack, server_id, token, body, extra=None):
     import urllib3
 
     return urllib3.request("POST", f"{stack.proxy_url}/v2.1/servers/{server_id}/action",
                            body=json.dumps(body).encode(),
                            headers={"X-Auth-Token": token, "Content-Type": "application/json",
-                                    **(headers or {})})
+                                    **(extra or {})})
+
+
+def skips(stack, server_id):
+    events = redis_schema.read_events(redis_schema.connect(stack.redis.url), 500)
+    return [f for _, f in events if f["kind"] == "skip" and f["instance"] == server_id]
+
+
+def test_in_process_recovery_is_never_voted_on(in_process, recorder):
+    """The agent reaches Nova through the filter here (its [nova] endpoint is nova-api):
+    its hard reboot of a hung guest goes through unasked, although the guest's
+    application would NACK anything, because the agent marks it and its identity is
+    a validated admin."""
+    flavor = in_process.flavor(f"in-process-monitored-{uuid.uuid4().hex[:6]}",
+                               {"guest:negotiation": "true", "guest:monitoring": "true"})
+    server, _ = in_process.boot("recover", flavor)
+    rec = recorder(in_process.guests[server.id], verdict=lambda n: Vote.reject("never"))
+    in_process.wait_settled(server.id)
+    in_process.guests[server.id].hang()
+    wait_for(lambda: "reboot" in in_process.instance_actions(server.id), 30,
+             "the monitor's hard reboot")
+    in_process.guests[server.id].unhang()
+    assert rec.seen == []  # no vote, no prepare
+    skip, = skips(in_process, server.id)
+    assert skip["event"] == "reboot" and skip["why"].startswith("recovery by ")
+
+
+def test_in_process_recovery_mark_from_a_member_is_ignored(in_process, in_process_flavor,
+                                                          recorder):
+    server, _ = in_process.boot("fake-recovery", in_process_flavor)
+    rec = recorder(in_process.guests[server.id], verdict=lambda n: Vote.reject("stay up"))
+    member = raw_action(in_process, server.id, "member:demo", {"reboot": {"type": "HARD"}},
+                        RECOVERY)
+    assert member.status == 409 and b"stay up" in member.data
+    assert rec.seen == [("reboot", "vote")] and skips(in_process, server.id) == []
 
 
 def test_in_process_admin_skip_is_honoured_for_admins_only(in_process, in_process_flavor,
@@ -93,7 +129,8 @@ def behind_auth_token(stack, session_dir):
 
     tokens = AuthTokenFixture()
     tokens.setUp()
-    for user, roles in (("admin", ["admin", "member", "reader"]), ("member", ["member"])):
+    for user, roles in (("admin", ["admin", "member", "reader"]), ("member", ["member"]),
+                        ("nova-agent", ["service"])):
         tokens.add_token_data(token_id=f"{user}:demo", user_id=user, project_id="demo",
                               role_list=roles)
     path = os.path.join(session_dir, f"paste-{uuid.uuid4().hex[:6]}.ini")
@@ -117,3 +154,24 @@ def test_standalone_admin_skip_behind_auth_token(stack, negotiated_flavor, recor
         "X-Auth-Token": "admin:demo", "Content-Type": "application/json", **SKIP})
     assert admin.status_int == 202
     assert rec.seen == [("reboot", "vote")]
+
+
+def test_standalone_recovery_mark_behind_auth_token(stack, negotiated_flavor, recorder,
+                                                    behind_auth_token):
+    """The agent's mark is honoured for a validated service (or admin) identity, and
+    only with its own value: a service user's plain skip is still negotiated."""
+    server, _ = stack.boot("authtoken-recovery", negotiated_flavor)
+    rec = recorder(stack.guests[server.id], verdict=lambda n: Vote.reject("stay up"))
+    body = json.dumps({"reboot": {"type": "HARD"}})
+    url = f"/v2.1/servers/{server.id}/action"
+
+    def post(token, extra):
+        return behind_auth_token.post(url, body, status="*", headers={
+            "X-Auth-Token": token, "Content-Type": "application/json", **extra}).status_int
+
+    assert post("member:demo", RECOVERY) == 409
+    assert post("nova-agent:demo", SKIP) == 409
+    assert post("nova-agent:demo", RECOVERY) == 202
+    assert rec.seen == [("reboot", "vote"), ("reboot", "vote")]
+    skip, = skips(stack, server.id)
+    assert skip["why"] == "recovery by user nova-agent project demo"
