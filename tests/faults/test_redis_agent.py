@@ -30,8 +30,8 @@ REASON = "replication in progress"
 # Beyond the vote deadline: the proxy's own work and a loaded two-core machine.
 MARGIN = 2.0
 # An agent puts its routes back within its request loop's retry and one route
-# interval (the stack's: 0.5 s) after Redis is back; plus a margin of 1 s.
-ROUTES_BACK = service.REDIS_RETRY + 0.5 + 1.0
+# interval (the stack's: 0.5 s) after Redis is back; plus a margin of 2 s.
+ROUTES_BACK = service.REDIS_RETRY + 0.5 + 2.0
 
 
 @pytest.fixture
