@@ -258,9 +258,13 @@ class _Credentials:
         self.is_admin = is_admin  # None: context_is_admin is not known here
 
     def allowed(self, rule: str, target: dict) -> bool | None:
-        if not self.policy.decides(rule):
+        try:
+            if not self.policy.decides(rule):
+                return None
+            return bool(self.policy.enforcer.enforce(rule, target, dict(self.creds)))
+        except ValueError as exc:  # the file, read again when it changes, no longer parses
+            LOG.warning("policy %s could not be checked: %s", rule, exc)
             return None
-        return bool(self.policy.enforcer.enforce(rule, target, dict(self.creds)))
 
 
 def _register_is_admin(policy) -> None:
@@ -378,7 +382,11 @@ class Precheck:
         if token is not None and getattr(token, "has_user_token", False):
             if self.policy is None:
                 return None
-            return self.policy.caller(token)
+            try:
+                return self.policy.caller(token)
+            except ValueError as exc:  # as in allowed(): no verdict, never a 500
+                LOG.warning("the caller's policy credentials could not be built: %s", exc)
+                return None
         if not self._said_unauthenticated.is_set():
             self._said_unauthenticated.set()
             LOG.warning("no validated identity in front of the negotiation filter (neither "
