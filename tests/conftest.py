@@ -83,6 +83,16 @@ def stack(session_dir):
     stack.stop()
 
 
+@pytest.fixture(scope="session")
+def in_process(session_dir):
+    """A second Nova stack with the negotiation filter inside nova-api's own pipeline."""
+    from harness.stack import Stack
+
+    stack = Stack(os.path.join(session_dir, "in-process"), in_process=True)
+    yield stack
+    stack.stop()
+
+
 class Recorder:
     """A guest application (real guestd client) that records every phase it sees."""
 

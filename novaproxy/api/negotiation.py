@@ -22,6 +22,10 @@ What the filter guarantees, and how:
 - A prepare that could not be delivered follows ``unreachable``; one the guest's
   applications did not confirm in time follows ``silence``; when either stops
   the operation, the guest is told to abort.
+- A request Nova is certain to refuse before acting (the caller's authorisation
+  for that action, the body's schema at its microversion, the server's state:
+  :mod:`novaproxy.api.precheck`) goes to Nova unasked, so the guest never
+  prepares for it and the caller gets Nova's own error.
 - The agent's recovery actions, and an admin's explicit skip, pass through
   unasked — for a validated identity only (:mod:`novaproxy.headers`).
 
@@ -44,7 +48,7 @@ import webob.dec
 
 from guestd import protocol
 from novaproxy import headers, operations, redis_schema
-from novaproxy.api import _nova, classify, policy
+from novaproxy.api import _nova, classify, policy, precheck
 from novaproxy.api._guest import REDIS_LOST, GuestChannel
 from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.classify import Operation
@@ -76,10 +80,12 @@ def too_large(message: str) -> webob.Response:
 
 
 class NegotiationFilter:
-    def __init__(self, app, pol: policy.Policy, channel: GuestChannel) -> None:
+    def __init__(self, app, pol: policy.Policy, channel: GuestChannel,
+                 check: precheck.Precheck) -> None:
         self.app = app
         self.policy = pol
         self.channel = channel
+        self.precheck = check
 
     def __call__(self, environ: dict, start_response):
         # Only POST and DELETE can be lifecycle operations: everything else
@@ -119,6 +125,16 @@ class NegotiationFilter:
             return resp
         if skip and self._skip_allowed(req, op, instance, skip):
             return req.get_response(self.app)
+        refusal = self.precheck.refusal(op, server, req)
+        if refusal is not None:  # Nova answers it with its own error; the guest hears nothing
+            LOG.info("%s of %s not negotiated: Nova would refuse it (%s)", op.event, instance,
+                     refusal)
+            resp = req.get_response(self.app)
+            if resp.status_int < 400:  # the proxy's view of Nova is off: say so, loudly
+                LOG.error("%s of %s: Nova accepted what the precheck said it would refuse "
+                          "(%s); the guest was not asked", op.event, instance, refusal)
+                Negotiation(self, req, op, server).record(prepared=False)
+            return resp
         return Negotiation(self, req, op, server).run()
 
     def _skip_allowed(self, req: NegotiationRequest, op: Operation, instance: str,
@@ -376,6 +392,10 @@ def filter_factory(global_conf: dict, **local_conf):
         pol = policy.from_conf(conf)
     except policy.PolicyError as exc:
         raise ValueError(f"[filter:negotiation] {exc}") from None
+    try:
+        check = precheck.from_conf(conf)
+    except precheck.PrecheckError as exc:
+        raise ValueError(f"[filter:negotiation] {exc}") from None
     channel = GuestChannel(pol.redis_url, pol.redis_max_connections, pol.redis_timeout)
     try:
         channel.redis.ping()
@@ -385,6 +405,6 @@ def filter_factory(global_conf: dict, **local_conf):
                     pol.unreachable)
 
     def make(app):
-        return NegotiationFilter(app, pol, channel)
+        return NegotiationFilter(app, pol, channel, check)
 
     return make

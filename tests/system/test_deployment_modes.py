@@ -24,15 +24,6 @@ RECOVERY = {headers.SKIP_HEADER: headers.RECOVERY}
 
 
 @pytest.fixture(scope="module")
-def in_process(session_dir):
-    from harness.stack import Stack
-
-    stack = Stack(os.path.join(session_dir, "in-process"), in_process=True)
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
 def in_process_flavor(in_process):
     return in_process.flavor("in-process-negotiated", {"guest:negotiation": "true"})
 
@@ -130,7 +121,7 @@ def behind_auth_token(stack, session_dir):
     tokens = AuthTokenFixture()
     tokens.setUp()
     for user, roles in (("admin", ["admin", "member", "reader"]), ("member", ["member"]),
-                        ("nova-agent", ["service"])):
+                        ("nova-agent", ["service", "member", "reader"])):
         tokens.add_token_data(token_id=f"{user}:demo", user_id=user, project_id="demo",
                               role_list=roles)
     path = os.path.join(session_dir, f"paste-{uuid.uuid4().hex[:6]}.ini")
