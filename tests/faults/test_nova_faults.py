@@ -95,8 +95,12 @@ def reboot(nova, server) -> tuple:
     try:
         nova.servers.reboot(server)
     except exceptions.ClientException as exc:
-        return exc.code, exc, time.monotonic() - started
-    return 202, None, time.monotonic() - started
+        code, error = exc.code, exc
+    else:
+        code, error = 202, None
+    took = time.monotonic() - started
+    print(f"\nreboot: HTTP {code} in {took:.2f}s ({error})")
+    return code, error, took
 
 
 def heard_exactly(app, expected: list) -> list:
