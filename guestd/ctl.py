@@ -4,9 +4,12 @@
 
 Reads one request as JSON on stdin, hands it to guestd and prints guestd's
 answer as JSON on stdout (exit 0; guestd's answer may itself be an error
-message). With no guestd to reach, the answer is "not-negotiating": a guest
-that does not take part is not a guest that timed out. Exit 2 when the request
-is unreadable or guestd fails to answer in time.
+message). With no guestd socket, the answer is "not-negotiating": a guest that
+does not take part (guestd not started, or stopped, which removes its socket) is
+not a guest that timed out. A socket nobody listens on is a guestd that crashed:
+its applications cannot be asked, which is an error (the host's ``unreachable``),
+never consent. Exit 2 on errors: an unreadable request, a crashed guestd, or one
+that fails to answer in time.
 
 Kept lean on purpose, because its start-up time is paid by every negotiation:
 when the host passes ``--timeout`` the request is relayed as raw bytes (guestd
@@ -59,8 +62,11 @@ def relay(path: str, frame: bytes, timeout: float) -> bytes | None:
     try:
         try:
             sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except FileNotFoundError:
             return None
+        except ConnectionRefusedError:
+            raise CtlError(f"guestd is not running but left its socket {path}: it "
+                           "crashed, so its applications cannot be asked") from None
         sock.sendall(frame + b"\n")
         decoder = protocol.FrameDecoder(raw=True)
         while True:

@@ -200,9 +200,16 @@ class Guestd:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def stop(self) -> None:
+        """Stop serving; the socket goes with it, so that guestd-ctl tells a guestd
+        stopped on purpose (no socket: the guest does not negotiate) from one that
+        crashed (its socket left behind: the guest cannot be asked)."""
         self._stopping.set()
         if self._listener is not None:
             self._listener.close()
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
 
     def _status_beat(self) -> None:
         while not self._stopping.wait(self.status_interval):

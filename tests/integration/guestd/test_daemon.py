@@ -147,6 +147,33 @@ def test_ctl_without_guestd_is_not_negotiating(guest, short_dir, relay):
     assert answer["instance"] == guest.instance
 
 
+@pytest.mark.parametrize("relay", [True, False])
+def test_ctl_with_a_crashed_guestd_is_an_error_not_consent(guest, short_dir, relay):
+    """A socket left behind with nobody listening: guestd crashed. Its applications cannot
+    be asked, which the host must treat as unreachable, never as not-negotiating."""
+    import socket as socket_module
+
+    stale = f"{short_dir}/crashed.sock"
+    left = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    left.bind(stale)
+    left.close()  # bound, never listening: what a SIGKILLed guestd leaves
+    code, answer = ctl(guest, socket=stale, relay=relay)
+    assert code == 2 and answer["type"] == protocol.FAILURE
+    assert "crashed" in answer["message"]
+
+
+def test_a_stopped_guestd_removes_its_socket(short_dir):
+    path = f"{short_dir}/stopping.sock"
+    server = daemon.Guestd(path, None)
+    ready = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(5) and os.path.exists(path)
+    server.stop()
+    thread.join(5)
+    assert not os.path.exists(path)
+
+
 def test_ctl_parses_the_request_when_not_told_the_timeout(guest):
     app(guest, "db", vote=lambda n: Vote.reject("no"))
     code, answer = ctl(guest, relay=False)
