@@ -25,6 +25,8 @@ import shutil
 import signal
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from harness.processes import Process, free_port, wait_for
 
@@ -55,7 +57,7 @@ class RedisServer:
         else:
             argv += ["--appendonly", "no"]
         self.process = Process(argv, os.path.join(self.workdir, "redis.log"))
-        client = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        client = self._client()
         try:
             # A server loading its data answers LOADING: ping() raises until it is done.
             wait_for(client.ping, 10, "redis-server")
@@ -67,7 +69,9 @@ class RedisServer:
         return self.process is not None and self.process.alive()
 
     def _client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=10, socket_connect_timeout=2)
+        # No retries of its own (redis-py 8 would retry ten times): wait_for polls.
+        return redis.Redis(port=self.port, socket_timeout=10, socket_connect_timeout=2,
+                           retry=Retry(NoBackoff(), 0))
 
     def save(self) -> None:
         client = self._client()
