@@ -76,7 +76,9 @@ def wait_route(stack, server_id: str, host: str, timeout: float) -> float:
                  f"the route of {server_id}")
     finally:
         client.close()
-    return time.monotonic() - started
+    took = time.monotonic() - started
+    print(f"route of {server_id} published again after {took:.2f}s")
+    return took
 
 
 class AgentLog:
