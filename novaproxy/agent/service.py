@@ -2,7 +2,10 @@
 
 Takes this host's requests from Redis (a consumer group, so a restarted agent
 still answers what it had taken), asks the guest through qemu-ga and
-``guestd-ctl``, writes the reply back, and publishes which instances it serves.
+``guestd-ctl``, writes the reply back (again and again while Redis does not
+take it, until the request's deadline), and publishes which instances it
+serves. A Redis that comes back without its data gets the group and the
+routes back at once, from the running agent.
 With a ``[nova]`` section it also finishes recorded operations (end notices)
 and monitors the guests whose flavor asks for it, recovering the failed ones.
 """
