@@ -93,6 +93,15 @@ def in_process(session_dir):
     stack.stop()
 
 
+@pytest.fixture
+def behind_auth_token(stack, session_dir):
+    """The stack's standalone pipeline behind keystonemiddleware's auth_token (WebTest)."""
+    from harness.auth_token import behind_auth_token
+
+    with behind_auth_token(stack, session_dir) as app:
+        yield app
+
+
 class Recorder:
     """A guest application (real guestd client) that records every phase it sees."""
 

@@ -7,17 +7,14 @@ trusted only behind keystonemiddleware's auth_token.
 """
 
 import json
-import os
 import uuid
 
 import pytest
-import webtest
 from novaclient import exceptions
 
 from guestd.client import Vote
 from harness.processes import wait_for
 from novaproxy import headers, redis_schema
-from novaproxy.api.server import load
 
 SKIP = {headers.SKIP_HEADER: "true"}
 RECOVERY = {headers.SKIP_HEADER: headers.RECOVERY}
@@ -105,31 +102,6 @@ def test_standalone_without_auth_token_never_trusts_the_switch(stack, negotiated
     forged = {**SKIP, "X-Roles": "admin", "X-Identity-Status": "Confirmed"}
     resp = raw_action(stack, server.id, "admin:demo", {"reboot": {"type": "SOFT"}}, forged)
     assert resp.status == 409 and rec.seen == [("reboot", "vote")]
-
-
-@pytest.fixture
-def behind_auth_token(stack, session_dir):
-    """novaproxy's pipeline behind the real keystonemiddleware auth_token.
-
-    No Keystone runs here, so keystonemiddleware's own AuthTokenFixture stands
-    in for Keystone's token validation (it replaces fetch_token only); the
-    middleware's header stripping and identity handling are the real ones.
-    """
-    from keystonemiddleware import auth_token
-    from keystonemiddleware.fixture import AuthTokenFixture
-
-    tokens = AuthTokenFixture()
-    tokens.setUp()
-    for user, roles in (("admin", ["admin", "member", "reader"]), ("member", ["member"]),
-                        ("nova-agent", ["service", "member", "reader"])):
-        tokens.add_token_data(token_id=f"{user}:demo", user_id=user, project_id="demo",
-                              role_list=roles)
-    path = os.path.join(session_dir, f"paste-{uuid.uuid4().hex[:6]}.ini")
-    stack.write_paste(path)
-    app = auth_token.filter_factory({}, www_authenticate_uri="http://keystone.invalid",
-                                    delay_auth_decision="false")(load(path))
-    yield webtest.TestApp(app)
-    tokens.cleanUp()
 
 
 def test_standalone_admin_skip_behind_auth_token(stack, negotiated_flavor, recorder,

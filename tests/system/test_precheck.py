@@ -5,15 +5,12 @@ oslo.policy), and standalone with no validated identity (states and bodies only)
 """
 
 import json
-import os
 import uuid
 
 import pytest
 import urllib3
-import webtest
 
 from guestd.client import Vote
-from novaproxy.api.server import load
 
 pytestmark = pytest.mark.system
 
@@ -56,27 +53,6 @@ def test_in_process_a_bad_body_and_a_wrong_state_are_novas_to_answer(in_process,
     status, body = post(in_process, server.id, "admin:demo", {"os-stop": None})
     assert status == 409 and "conflictingRequest" in body
     assert rec.seen == []
-
-
-@pytest.fixture
-def behind_auth_token(stack, session_dir):
-    """The standalone pipeline behind the real keystonemiddleware auth_token (its
-    AuthTokenFixture stands in for Keystone's token validation)."""
-    from keystonemiddleware import auth_token
-    from keystonemiddleware.fixture import AuthTokenFixture
-
-    tokens = AuthTokenFixture()
-    tokens.setUp()
-    for user, roles in (("admin", ["admin", "member", "reader"]),
-                        ("member", ["member", "reader"])):
-        tokens.add_token_data(token_id=f"{user}:demo", user_id=user, project_id="demo",
-                              role_list=roles)
-    path = os.path.join(session_dir, f"paste-{uuid.uuid4().hex[:6]}.ini")
-    stack.write_paste(path)
-    app = auth_token.filter_factory({}, www_authenticate_uri="http://keystone.invalid",
-                                    delay_auth_decision="false")(load(path))
-    yield webtest.TestApp(app)
-    tokens.cleanUp()
 
 
 def test_standalone_behind_auth_token_a_members_migration_is_never_negotiated(
