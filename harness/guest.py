@@ -207,6 +207,13 @@ class Guest:
             if self.qemu_ga is not None:
                 self.qemu_ga.signal(signal.SIGCONT)
 
+    def qemu_ga_listening(self) -> bool:
+        """qemu-ga accepts connections on its socket (one just restarted may not yet)."""
+        try:
+            return _connectable(self.qga_socket)
+        except OSError:
+            return False
+
     def add_hook(self, name: str, script: str) -> str:
         """A vote/notice hook script; its path."""
         return _write_script(self.hooks_dir, name, script)

@@ -45,7 +45,9 @@ def kill_qemu_ga(guest) -> None:
 
 
 def restart_qemu_ga(guest) -> None:
-    pass  # already restarted by the harness (as by systemd)
+    """The harness restarts qemu-ga (as systemd would): wait until the new one listens."""
+    wait_for(lambda: guest.qemu_ga.restarts and guest.qemu_ga_listening(), 10,
+             "qemu-ga restarted")
 
 
 def freeze_guestd(guest) -> None:
