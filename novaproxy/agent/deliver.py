@@ -58,8 +58,23 @@ _spool_lock = threading.Lock()
 FASTEST_REMEMBERED = 4096  # instances; past that the memory starts afresh
 
 
+# A guest agent that refuses the connection may be restarting (qemu-ga restarted by the
+# guest's init, the guest rebooting): tried again within this much of the deadline.
+RECONNECT_WINDOW = 1.0
+RECONNECT_PAUSE = 0.05
+
+
 class _SpoolUnusable(Exception):
     """The spool cannot carry this request, and nothing reached guestd: guest-exec may."""
+
+
+class _NotHandedOver(Exception):
+    """qemu-ga did not take the request: the guest was never asked (``unreachable``, not
+    the guest's silence). ``retry``: the connection was refused, qemu-ga may be back soon."""
+
+    def __init__(self, why: str, retry: bool) -> None:
+        super().__init__(why)
+        self.retry = retry
 
 
 def _does_not_negotiate(exc: guest_agent.CommandFailed) -> bool:
@@ -120,17 +135,38 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
     """Ask the guest; a reply within ``seconds``, whatever happens.
 
     ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's);
-    empty: guest-exec only.
+    empty: guest-exec only. A request qemu-ga never took is ``unreachable`` (the guest
+    was not asked), one it took and nobody answered in time is ``timeout``; a refused
+    connection is tried again for up to :data:`RECONNECT_WINDOW` (qemu-ga restarting).
     """
-    def reply(outcome: str, detail: str) -> redis_schema.Reply:
-        return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
-
     if seconds <= EXEC_MARGIN:
-        return reply(redis_schema.EXPIRED, f"only {seconds:.2f}s left when the agent got it")
+        return _reply(req, host, redis_schema.EXPIRED,
+                      f"only {seconds:.2f}s left when the agent got it")
     deadline = time.monotonic() + seconds
+    reconnect_until = min(time.monotonic() + RECONNECT_WINDOW, deadline - EXEC_MARGIN)
+    while True:
+        try:
+            return _deliver(hypervisor, guestd_ctl, req, deadline, host, spool_dir)
+        except _NotHandedOver as exc:
+            if not exc.retry or time.monotonic() + RECONNECT_PAUSE >= reconnect_until:
+                return _reply(req, host, redis_schema.UNREACHABLE,
+                              f"the request never reached the guest: {exc}")
+            time.sleep(RECONNECT_PAUSE)
+
+
+def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: str,
+             spool_dir: str) -> redis_schema.Reply:
+    """One attempt of :func:`deliver`; raises :class:`_NotHandedOver` when it may be retried
+    or must be called unreachable."""
+    def reply(outcome: str, detail: str) -> redis_schema.Reply:
+        return _reply(req, host, outcome, detail)
+
     instance = req["instance"]
     try:
-        agent = hypervisor.agent(instance)
+        try:
+            agent = hypervisor.agent(instance)
+        except guest_agent.GuestAgentUnavailable as exc:
+            raise _NotHandedOver(str(exc), retry=True) from None
         if spool_dir and _spool_on(instance) and _spoolable(req["id"]):
             try:
                 answer = _via_spool(agent, spool_dir, req, deadline)
@@ -160,6 +196,10 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
     except guest_agent.GuestAgentError as exc:
         return reply(redis_schema.INVALID, str(exc))
     return interpret(req, exit_code, stdout, host)
+
+
+def _reply(req: dict, host: str, outcome: str, detail: str) -> redis_schema.Reply:
+    return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
 
 
 def _spool_on(instance: str) -> bool:
@@ -209,6 +249,10 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
         _write(agent, base + protocol.REQ_SUFFIX, frame, deadline)
     except guest_agent.CommandFailed as exc:
         raise _SpoolUnusable(str(exc)) from None
+    except guest_agent.GuestAgentTimeout as exc:
+        raise _NotHandedOver(f"qemu-ga did not answer: {exc}", retry=False) from None
+    except guest_agent.GuestAgentUnavailable as exc:
+        raise _NotHandedOver(str(exc), retry=True) from None
     written = time.monotonic()
     pickup_by = written + SPOOL_PICKUP
     with _spool_lock:
@@ -233,6 +277,11 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
         except guest_agent.CommandFailed as exc:
             # The request may be guestd's already: an error, never a fallback.
             raise guest_agent.GuestAgentError(f"spool: {exc}") from None
+        except guest_agent.GuestAgentUnavailable as exc:
+            # qemu-ga went away after taking the request (restarting?): guestd may still
+            # answer into the spool, so look again until the deadline.
+            LOG.info("spool of %s: %s; looking for the answer again", req["instance"], exc)
+            time.sleep(min(RECONNECT_PAUSE, max(deadline - time.monotonic(), 0)))
 
 
 def _open(agent, path: str, mode: str, deadline: float) -> int:

@@ -55,3 +55,31 @@ def test_a_spool_nobody_takes_falls_back_within_the_deadline(make_guest, short_d
     # The request was emptied: a guestd starting later drops it instead of acting on it.
     with open(os.path.join(guest.spool_dir, req["id"] + protocol.REQ_SUFFIX), "rb") as f:
         assert f.read() == b""
+
+
+def test_a_request_qemu_ga_never_took_is_unreachable_not_silence(make_guest):
+    """qemu-ga hung before the request: the guest was never asked, so the answer is
+    unreachable (the policy's to decide), not a timeout the guest's silence would cover."""
+    guest = make_guest()
+    guest.hang()
+    try:
+        reply, took, _ = vote(guest, NO_CTL, seconds=1.5)
+    finally:
+        guest.unhang()
+    assert reply.outcome == "unreachable" and "never reached the guest" in reply.detail, reply
+    assert took < 1.5 + 0.2  # within its deadline (plus a loaded machine's scheduling)
+
+
+def test_a_qemu_ga_restarting_when_asked_is_asked_once_it_is_back(make_guest):
+    """qemu-ga killed just before the request (the harness restarts it in ~50 ms, as a
+    guest's init would): the refused connection is tried again, and the guest answers."""
+    import signal
+
+    guest = make_guest()
+    guest.add_hook("veto", "#!/bin/sh\necho 'not now'\nexit 1\n")
+    deliver.deliver(hypervisor.QgaSocketDirectory(os.path.dirname(guest.qga_socket)),
+                    NO_CTL, protocol.request("warm", guest.instance, "reboot", "vote", 2.0),
+                    2.0, "h1", spool_dir=SPOOL_DIR)  # a connection to find broken
+    guest.qemu_ga.signal(signal.SIGKILL)
+    reply, took, _ = vote(guest, NO_CTL, seconds=3.0)
+    assert reply.outcome == "reject" and reply.voters[0]["reason"] == "not now", reply
