@@ -88,7 +88,14 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
         wait_for(lambda: redis_schema.monitor_view(client, server.id).get("state") == "booting",
                  10, "the monitor watching the domain")
         domain.coreDump("/dev/null", libvirt.VIR_DUMP_CRASH)
-        wait_for(lambda: "reboot" in stack.instance_actions(server.id), 10, "the hard reboot")
+        try:
+            wait_for(lambda: "reboot" in stack.instance_actions(server.id), 10,
+                     "the hard reboot")
+        except TimeoutError as exc:  # what Nova and the audit trail say, for the report
+            audit = [f for _, f in redis_schema.read_events(client, 100)
+                     if f["instance"] == server.id]
+            raise AssertionError(f"{exc}: Nova's actions {stack.instance_actions(server.id)}, "
+                                 f"audit {audit}") from None
         failure, = [f for _, f in redis_schema.read_events(client, 500)
                     if f["instance"] == server.id and f["kind"] == "failure"]
         assert (failure["event"], failure["why"]) == (monitor.CRASHED,
