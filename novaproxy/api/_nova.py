@@ -20,6 +20,8 @@ def _show(req, app, resource: str, key: str) -> dict | None:
     if resp.status_int == 404:
         return None
     if resp.status_int != 200:
+        if resp.status_int == 502 and b'"badGateway"' in resp.body:  # the forward app's own
+            raise LookupFailed(f"Nova could not be reached for GET {resource}")
         raise LookupFailed(f"Nova answered HTTP {resp.status_int} to GET {resource}")
     try:
         body = json.loads(resp.body)[key]

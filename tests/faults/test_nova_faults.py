@@ -168,7 +168,8 @@ def test_a_failed_look_up_follows_unreachable(stack, proxy, strict_proxy, faults
     server, app = server
     look_up = f"/v2.1/servers/{server.id}"
     faults.set(fault, match=lambda method, path: method == "GET" and path == look_up)
-    why = f"whether it is negotiated is unknown: Nova answered HTTP {status} to GET servers/"
+    said = f"Nova answered HTTP {status} to" if status == 500 else "Nova could not be reached for"
+    why = f"whether it is negotiated is unknown: {said} GET servers/"
 
     code, error, took = reboot(proxy.nova(), server)
     assert (code, error) == (202, None)
