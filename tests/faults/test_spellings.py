@@ -8,15 +8,15 @@ the guest was asked and said no (409 ``action-rejected``) or Nova did not act
 against nova-api directly, in this file too) must all have been asked about.
 """
 
-import http.client
 import itertools
 import json
 import random
-from urllib.parse import urlsplit
+import uuid
 
 import pytest
 
 from guestd.client import Vote
+from harness import raw_http
 from harness.stack import ADMIN_TOKEN
 
 pytestmark = pytest.mark.system
@@ -26,20 +26,7 @@ BODY = json.dumps({"reboot": {"type": "SOFT"}}).encode()
 
 
 def post_raw(base_url: str, path: str, body: bytes = BODY) -> tuple:
-    """POST ``path`` exactly as written (http.client sends the request target verbatim)."""
-    parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.putrequest("POST", path, skip_accept_encoding=True)
-        for name, value in (("X-Auth-Token", ADMIN_TOKEN), ("Content-Type", "application/json"),
-                            ("OpenStack-API-Version", "compute 2.96"),
-                            ("Content-Length", str(len(body)))):
-            conn.putheader(name, value)
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    return raw_http.request(base_url, "POST", path, body)
 
 
 def encode_one(segment: str, index: int, upper: bool = True) -> str:
@@ -142,22 +129,27 @@ def test_utf8_and_non_utf8_paths_reach_nova_as_sent(stack, plain_flavor):
     nova = stack.nova(direct=True)
 
     def call(base: str, method: str, server_id: str, raw_tag: str) -> tuple:
-        parts = urlsplit(base)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            conn.putrequest(method, f"/v2.1/servers/{server_id}/tags/{raw_tag}",
-                            skip_accept_encoding=True)
-            conn.putheader("X-Auth-Token", ADMIN_TOKEN)
-            conn.putheader("OpenStack-API-Version", "compute 2.96")
-            conn.putheader("Content-Length", "0")
-            conn.endheaders()
-            resp = conn.getresponse()
-            return resp.status, resp.read().replace(server_id.encode(), b"ID")
-        finally:
-            conn.close()
+        status, body = raw_http.request(base, method, f"/v2.1/servers/{server_id}/tags/{raw_tag}")
+        return status, body.replace(server_id.encode(), b"ID")
 
     for method, tag in [("PUT", "caf%C3%A9"), ("PUT", "caf%E9"), ("PUT", "caf%E9"),
                         ("DELETE", "caf%E9"), ("DELETE", "caf%C3%A9")]:
         assert call(stack.proxy_url, method, proxied.id, tag) == \
             call(stack.nova_url, method, direct.id, tag), (method, tag)
         assert nova.servers.tag_list(proxied.id) == nova.servers.tag_list(direct.id)
+
+
+def test_inside_novas_pipeline_no_spelling_reaches_nova_unasked(in_process, recorder):
+    """In-process mode: the filter sits after Nova's own WSGI server and URL map, and the
+    look-up goes to v2.1 even for a /v2 request (which Nova marks legacy in the environ)."""
+    flavor = in_process.flavor(f"spellings-{uuid.uuid4().hex[:6]}", {"guest:negotiation": "true"})
+    server, _ = in_process.boot("spellings-in-process", flavor)
+    rec = recorder(in_process.guests[server.id], name="db",
+                   verdict=lambda n: Vote.reject("spelling test says no"))
+    answers = []
+    for path in spellings(server.id, count=30):
+        status, body = post_raw(in_process.proxy_url, path)
+        answers.append((path, status))
+        assert "reboot" not in in_process.instance_actions(server.id), f"{path} rebooted unasked"
+    assert all(status == 409 for _, status in answers[:5]), answers[:5]
+    assert rec.seen == [("reboot", "vote")] * sum(status == 409 for _, status in answers)
