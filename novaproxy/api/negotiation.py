@@ -125,7 +125,11 @@ class NegotiationFilter:
             return resp
         if skip and self._skip_allowed(req, op, instance, skip):
             return req.get_response(self.app)
-        refusal = self.precheck.refusal(op, server, req)
+        try:
+            refusal = self.precheck.refusal(op, server, req)
+        except Exception:  # a precheck bug must neither fail the request nor skip the guest
+            LOG.exception("%s of %s: the precheck failed; negotiating", op.event, instance)
+            refusal = None
         if refusal is not None:  # Nova answers it with its own error; the guest hears nothing
             LOG.info("%s of %s not negotiated: Nova would refuse it (%s)", op.event, instance,
                      refusal)

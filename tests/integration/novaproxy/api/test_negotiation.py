@@ -181,3 +181,18 @@ def test_bad_policy_stops_the_proxy_at_load(stack, session_dir):
     stack.write_paste(path, vote_timeout="soon")
     with pytest.raises(ValueError, match=r"\[filter:negotiation\] vote_timeout = 'soon'"):
         load(path)
+
+
+def test_a_failing_precheck_neither_fails_the_request_nor_skips_the_guest(
+        stack, pipeline, negotiated_flavor, recorder):
+    class Broken:
+        def refusal(self, op, server, req):
+            raise RuntimeError("a bug in the precheck")
+
+    app = pipeline()
+    app.app.precheck = Broken()  # the loaded pipeline's outermost app is the filter
+    server, _ = stack.boot("broken-precheck", negotiated_flavor)
+    rec = recorder(stack.guests[server.id], verdict=lambda n: Vote.reject("asked anyway"))
+    resp = action(app, server.id, {"reboot": {"type": "SOFT"}}, status=409)
+    assert "asked anyway" in resp.json["conflictingRequest"]["message"]
+    assert rec.seen == [("reboot", "vote")]
