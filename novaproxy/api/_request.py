@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import webob
 
-from novaproxy.api import classify, paths
+from novaproxy.api import classify, forward, paths
 
+# The longest a server or flavor look-up may wait for Nova (standalone, through the
+# forward app): the caller waits for it; past it, the unreachable policy decides.
+LOOKUP_TIMEOUT = 10.0
 # Set by Nova's legacy_v2_compatible filter (in-process mode, /v2 prefix): Nova then
 # ignores microversions and shows no extra specs, so our look-ups must not carry it.
 LEGACY_V2_ENVIRON = "openstack.legacy_v2"
@@ -94,6 +97,7 @@ class NegotiationRequest(webob.Request):
             prefix = "/v2.1" + prefix[len("/v2"):]
         sub = self.copy_get()
         sub.environ.pop(LEGACY_V2_ENVIRON, None)
+        sub.environ[forward.TIMEOUT_ENVIRON] = LOOKUP_TIMEOUT
         sub.environ["PATH_INFO"] = f"{prefix}/{resource}"
         sub.environ.pop("REQUEST_URI", None)
         sub.environ.pop("RAW_URI", None)

@@ -23,6 +23,9 @@ from novaproxy.api import paths
 LOG = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 # RFC 9110 §7.6.1: hop-by-hop headers concern one connection, never forwarded.
+# A filter may bound one request's wait for Nova below read_timeout (seconds, a float):
+# the negotiation filter's server look-ups, which a caller's request waits for.
+TIMEOUT_ENVIRON = "novaproxy.forward.read_timeout"
 HOP_BY_HOP = frozenset(["connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"])
 
@@ -91,6 +94,8 @@ class ForwardApp:
             raise ValueError(f"[app:forward] upstream = {upstream!r}: must be an http(s) URL "
                              "such as http://nova-api:8774")
         self.upstream = f"{parts.scheme}://{parts.netloc}"
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.pool = urllib3.connection_from_url(
             self.upstream, maxsize=pool_size, block=False, retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
@@ -105,11 +110,14 @@ class ForwardApp:
         elif environ.get("HTTP_TRANSFER_ENCODING"):
             # Chunked: the server's input stream ends where the request body does.
             body = iter(functools.partial(environ["wsgi.input"].read, CHUNK), b"")
+        read_timeout = min(float(environ.get(TIMEOUT_ENVIRON, self.read_timeout)),
+                           self.read_timeout)
         try:
             response = self.pool.urlopen(
                 method, target, body=body, headers=headers, redirect=False,
                 preload_content=False, decode_content=False,
-                chunked=body is not None and "Content-Length" not in headers)
+                chunked=body is not None and "Content-Length" not in headers,
+                timeout=urllib3.Timeout(connect=self.connect_timeout, read=read_timeout))
         except urllib3.exceptions.HTTPError as exc:
             LOG.error("%s %s: Nova at %s unreachable: %s", method, target, self.upstream, exc)
             fault = webob.Response(status=502, content_type="application/json", charset="UTF-8")

@@ -156,3 +156,27 @@ def test_malformed_actions_reach_nova_as_sent(stack, negotiated_flavor, recorder
     via = urllib3.request(method, stack.proxy_url + path, body=body, headers=headers)
     assert (via.status, via.data) == (direct.status, direct.data)
     assert direct.status >= 400
+
+
+def test_a_filter_may_bound_one_requests_wait_for_nova(stack):
+    """The negotiation filter's look-ups wait at most their own timeout, not read_timeout:
+    the caller is waiting for them (here Nova hangs, through the fault proxy)."""
+    import time
+
+    import webob
+
+    from harness import fault_proxy
+    from novaproxy.api.forward import TIMEOUT_ENVIRON, ForwardApp
+
+    faults = fault_proxy.FaultProxy(stack.nova_url)
+    try:
+        faults.set(fault_proxy.HANG)
+        app = ForwardApp(faults.url, connect_timeout=5, read_timeout=60, pool_size=2)
+        req = webob.Request.blank("/v2.1/servers", headers={"X-Auth-Token": "admin:demo"})
+        req.environ[TIMEOUT_ENVIRON] = 0.5
+        started = time.monotonic()
+        resp = req.get_response(app)
+        assert resp.status_int == 502 and "badGateway" in resp.json
+        assert 0.5 <= time.monotonic() - started < 5
+    finally:
+        faults.stop()
