@@ -69,7 +69,9 @@ def request_target(environ: dict) -> str:
         raw_query = (environ.get("REQUEST_URI") or environ.get("RAW_URI")).partition("?")[2]
         if raw_query == query:
             return f"{raw}?{raw_query}" if raw_query else raw
-    path = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
+    # "%" is quoted too: the path is decoded, so a "%" in it is a character (and the
+    # negotiation filter classified it as one), never the start of an escape.
+    path = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
     return f"{path}?{query}" if query else path
 
 

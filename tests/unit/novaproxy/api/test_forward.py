@@ -49,3 +49,10 @@ def test_target_keeps_an_encoded_slash_the_server_left_encoded():
     environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/a%2Fb", "QUERY_STRING": "",
                "REQUEST_URI": "/v2.1/servers/a%2Fb"}
     assert forward.request_target(environ) == "/v2.1/servers/a%2Fb"
+
+
+def test_a_decoded_path_is_quoted_whole_percent_signs_included():
+    """Without the raw URI, PATH_INFO is what the classifier read: a "%2F" in it is three
+    characters, and must reach Nova as such, not as a slash Nova would route on."""
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/v2.1/servers/s%2Faction", "QUERY_STRING": ""}
+    assert forward.request_target(environ) == "/v2.1/servers/s%252Faction"
