@@ -38,7 +38,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from guestd import hooks, inotify, protocol, votes
+from guestd import hooks, inotify, once, protocol, votes
 
 LOG = logging.getLogger("guestd")
 DEFAULT_SOCKET = "/run/guestd/guestd.sock"
@@ -159,6 +159,7 @@ class Guestd:
         self.hook_health: dict = {}  # "hook:<file name>" -> its latest protocol.app_health
         self._apps_lock = threading.Lock()  # guards apps, their health and hook_health
         self._ids = itertools.count(1)
+        self._once = once.AtMostOnce()
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._seq = 0
@@ -483,6 +484,11 @@ class Guestd:
             LOG.info("spool: removed %d answers older than %gs", old, SPOOL_ANSWER_TTL)
 
     def handle(self, req: dict) -> dict:
+        """The answer to ``req``; its applications and hooks hear it once, however often
+        the host delivers it (a repeat gets the first answer)."""
+        return self._once.answer(req, self._deliver, max(req["timeout"] - REPLY_MARGIN, 0.05))
+
+    def _deliver(self, req: dict) -> dict:
         """Hand ``req`` to every interested application and hook; return the answer."""
         budget = max(req["timeout"] - REPLY_MARGIN, 0.05)
         deadline = time.monotonic() + budget

@@ -572,3 +572,23 @@ def test_incomplete_spool_request_waits_then_is_dropped(guest):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert log_count(guest, "still incomplete") == 1
+
+
+def test_a_request_delivered_twice_reaches_the_application_once(guest):
+    """An agent restarted mid-prepare delivers the same request again: the application
+    runs its prepare once, and both deliveries get its answer."""
+    seen = []
+    application = app(guest, "db", notice=lambda n: seen.append((n.event, n.phase)))
+    try:
+        req = protocol.request("twice", guest.instance, "reboot", "prepare", 3.0)
+        answers = []
+        for _ in range(2):
+            done = subprocess.run(guest.guestd_ctl_argv, input=json.dumps(req).encode(),
+                                  capture_output=True, timeout=10,
+                                  env={"GUESTD_SOCKET": guest.guestd_socket})
+            answers.append(json.loads(done.stdout))
+        assert answers[0] == answers[1] and answers[0]["result"] == "accept"
+        time.sleep(0.2)
+        assert seen == [("reboot", "prepare")]
+    finally:
+        application.stop()
