@@ -11,7 +11,8 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
 - ``novaproxy:{<uuid>}:route`` string: the compute host serving the instance,
   published by its agent with a TTL.
 - ``novaproxy:{<uuid>}:lock`` string: the negotiation in flight for the
-  instance (one at a time).
+  instance (one at a time): a short lease its proxy renews while it works, so
+  a proxy that dies frees the server within one lease.
 - ``novaproxy:{<uuid>}:ops`` hash, op id -> JSON: operations the proxy forwarded
   to Nova and that are not over for the guest yet (end or abort notice to come).
   The agent now hosting the instance finishes them.
@@ -162,6 +163,16 @@ COMPARE_AND_DELETE = """
 -- ARGV[1]: the token the caller set it to
 -- Returns 1 if deleted, 0 if the key held another token or nothing.
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+COMPARE_AND_EXTEND = """
+-- Extend a key's time to live only while it still holds the caller's token (a lease).
+-- KEYS[1]: the key
+-- ARGV[1]: the token the caller set it to
+-- ARGV[2]: the new time to live, in milliseconds
+-- Returns 1 if extended, 0 if the key held another token or nothing (the lease is lost).
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -338,6 +349,12 @@ def read_replies(client: redis.Redis, reply_to: str, last_id: str, block_ms: int
 
 def acquire_lock(client: redis.Redis, instance: str, owner: str, ttl: float) -> bool:
     return bool(client.set(lock_key(instance), owner, nx=True, px=int(ttl * 1000)))
+
+
+def renew_lock(client: redis.Redis, instance: str, owner: str, ttl: float) -> bool:
+    """Extend ``owner``'s lock by ``ttl`` seconds from now; False if it is no longer theirs."""
+    return bool(_run_script(client, COMPARE_AND_EXTEND, [lock_key(instance)],
+                            [owner, int(ttl * 1000)]))
 
 
 def release_lock(client: redis.Redis, instance: str, owner: str) -> None:

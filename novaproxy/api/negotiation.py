@@ -57,9 +57,10 @@ LOG = logging.getLogger(__name__)
 REJECTED = "action-rejected"
 IN_PROGRESS = "negotiation-in-progress"
 RESULT_HEADER = "OpenStack-Novaproxy-Result"
-# How long a negotiation may hold an instance beyond its vote and prepare
-# deadlines: Nova's answer to the forwarded request.
-FORWARD_ALLOWANCE = 120.0
+# A negotiation holds its server with a lease of this many seconds, renewed every
+# third of it while the negotiation runs: a proxy that dies frees the server within
+# one lease, instead of after the whole negotiation's longest possible time.
+LOCK_LEASE = 10.0
 # A lock whose release failed (Redis down) is retried in the background this long.
 RELEASE_RETRY = 30.0
 
@@ -208,9 +209,7 @@ class Negotiation:
         owner = uuid.uuid4().hex
         try:
             self.host = redis_schema.route_of(self.redis, self.instance)
-            locked = redis_schema.acquire_lock(
-                self.redis, self.instance, owner,
-                vote_timeout + self.policy.prepare_timeout + FORWARD_ALLOWANCE)
+            locked = redis_schema.acquire_lock(self.redis, self.instance, owner, LOCK_LEASE)
         except redis.RedisError as exc:
             self.redis_failed = True
             refusal = self.cannot_ask(self.op, self.instance, f"Redis unavailable: {exc}")
@@ -220,10 +219,27 @@ class Negotiation:
                      self.instance)
             return conflict(f"another operation on server {self.instance} is being "
                             "negotiated with its guest; retry later", IN_PROGRESS)
+        done = threading.Event()
+        threading.Thread(target=self._renew, args=(owner, done), daemon=True,
+                         name=f"lease-{self.instance}").start()
         try:
             return self._phases(vote_timeout)
         finally:
+            done.set()
             self._release(owner)
+
+    def _renew(self, owner: str, done: threading.Event) -> None:
+        """Keep the server's lease until the negotiation is done (a failure is logged,
+        and the lease then runs out by itself)."""
+        while not done.wait(LOCK_LEASE / 3):
+            try:
+                if not redis_schema.renew_lock(self.redis, self.instance, owner, LOCK_LEASE):
+                    LOG.warning("%s of %s: the negotiation lock was lost (expired while "
+                                "Redis was unreachable?)", self.op.event, self.instance)
+                    return
+            except redis.RedisError as exc:
+                LOG.warning("%s of %s: could not renew the negotiation lock: %s",
+                            self.op.event, self.instance, exc)
 
     def _phases(self, vote_timeout: float):
         """vote → prepare → Nova → abort now, or end later (through the operation record)."""

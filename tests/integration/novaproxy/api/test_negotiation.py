@@ -196,3 +196,30 @@ def test_a_failing_precheck_neither_fails_the_request_nor_skips_the_guest(
     resp = action(app, server.id, {"reboot": {"type": "SOFT"}}, status=409)
     assert "asked anyway" in resp.json["conflictingRequest"]["message"]
     assert rec.seen == [("reboot", "vote")]
+
+
+def test_the_lock_is_a_lease_renewed_while_the_negotiation_runs(
+        stack, pipeline, negotiated_flavor, recorder, monkeypatch):
+    """A negotiation longer than the lease keeps its server; the lease itself stays short,
+    so a proxy that dies frees the server within one lease (tests/faults proves that)."""
+    from novaproxy.api import negotiation
+
+    monkeypatch.setattr(negotiation, "LOCK_LEASE", 1.0)
+    app = pipeline()
+    server, _ = stack.boot("lease", negotiated_flavor)
+
+    def slow(notice):
+        time.sleep(2.5)
+        return Vote.accept()
+
+    recorder(stack.guests[server.id], verdict=slow)
+    first = threading.Thread(target=lambda: action(app, server.id, {"reboot": {"type": "SOFT"}},
+                                                   status=202), daemon=True)
+    first.start()
+    client = redis_schema.connect(stack.redis.url)
+    time.sleep(1.8)  # past the first lease: renewed, never longer than one lease ahead
+    assert 0 < client.pttl(redis_schema.lock_key(server.id)) <= 1000
+    second = action(app, server.id, {"os-stop": None}, status=409)
+    assert second.headers["OpenStack-Novaproxy-Result"] == "negotiation-in-progress"
+    first.join(20)
+    assert client.exists(redis_schema.lock_key(server.id)) == 0
