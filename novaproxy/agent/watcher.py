@@ -142,6 +142,11 @@ class Watcher:
         with self._lock:
             return list(self._watches.items())
 
+    def watching(self, instance: str) -> bool:
+        """This agent monitors ``instance`` now (its events and pings count)."""
+        with self._lock:
+            return instance in self._watches
+
     def _read_operations(self) -> None:
         watches = dict(self._all())
         if not watches:
