@@ -102,20 +102,21 @@ RETRIES = 1
 def connect(url: str, max_connections: int | None = None,
             socket_timeout: float = SOCKET_TIMEOUT,
             socket_connect_timeout: float = CONNECT_TIMEOUT,
-            pool_timeout: float = POOL_TIMEOUT, **kwargs) -> redis.Redis:
+            pool_timeout: float = POOL_TIMEOUT, retries: int = RETRIES,
+            **kwargs) -> redis.Redis:
     """A client for redis://, rediss:// (TLS) or unix:// URLs, user and password included.
 
     Every command waits at most ``socket_timeout`` for its answer (a client for
     blocking reads needs more than its block time: :func:`blocking_timeout`), a
     connection takes at most ``socket_connect_timeout`` to open, and a command
-    that lost its connection is retried :data:`RETRIES` times (``retry=`` a
-    ``redis.retry.Retry`` replaces that). With ``max_connections`` the pool is
+    that lost its connection is sent again ``retries`` times (never after a
+    timeout; 0: the caller decides what a failure means). With ``max_connections`` the pool is
     bounded: a caller waits at most ``pool_timeout`` for a free connection
     instead of opening one more.
     """
     options = {"decode_responses": True, "health_check_interval": 30,
                "socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
-               "retry": Retry(NoBackoff(), RETRIES, supported_errors=(redis.ConnectionError,)),
+               "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
                **kwargs}
     if max_connections is None:
         return redis.Redis.from_url(url, **options)

@@ -24,8 +24,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from novaproxy import redis_schema
 
@@ -33,18 +31,13 @@ LOG = logging.getLogger(__name__)
 # Beyond a request's timeout, how long to wait for the agent's reply (its way
 # back through Redis); the agent itself answers within the timeout.
 REPLY_GRACE = 0.5
-# The reader's blocking read; its socket timeout is this plus the command timeout,
-# so a hung Redis is noticed by the reader within that.
+# The reader's blocking read; its socket timeout is this plus the command timeout
+# (redis_schema.blocking_timeout), so a hung Redis is noticed by the reader within that.
 READ_BLOCK_MS = 2000
 # After a failed read, the reader tries again after this.
 READ_RETRY = 0.5
 # The detail of a reply that never came because Redis was lost meanwhile.
 REDIS_LOST = "Redis was unreachable while waiting for the reply"
-
-
-def no_retries() -> Retry:
-    """A command fails at once, for the caller to decide: never the library's retries."""
-    return Retry(NoBackoff(), 0)
 
 
 class GuestChannel:
@@ -54,8 +47,7 @@ class GuestChannel:
         # Every waiting negotiation shares these (plus the one reader connection).
         self.redis = redis_schema.connect(
             redis_url, max_connections=max_connections, client_name="novaproxy-api",
-            socket_timeout=command_timeout, socket_connect_timeout=command_timeout,
-            retry=no_retries())
+            socket_timeout=command_timeout, socket_connect_timeout=command_timeout, retries=0)
         self._waiting: dict = {}
         self._lock = threading.Lock()
         self._reader_pid = None  # the reader thread does not survive a fork
@@ -76,8 +68,9 @@ class GuestChannel:
 
     def _read_replies(self, stream: str) -> None:
         reader = redis_schema.connect(
-            self.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + self.command_timeout,
-            socket_connect_timeout=self.command_timeout, retry=no_retries(),
+            self.redis_url,
+            socket_timeout=redis_schema.blocking_timeout(READ_BLOCK_MS, self.command_timeout),
+            socket_connect_timeout=self.command_timeout, retries=0,
             client_name="novaproxy-api-replies")
         last_id = "0-0"  # the stream is ours alone and new: nothing before it is lost
         while True:
