@@ -44,10 +44,12 @@ class GuestChannel:
     def __init__(self, redis_url: str, max_connections: int, command_timeout: float) -> None:
         self.redis_url = redis_url
         self.command_timeout = command_timeout
-        # Every waiting negotiation shares these (plus the one reader connection).
+        # Every waiting negotiation shares these (plus the one reader connection); a
+        # command waits for a free one no longer than it may wait for Redis itself.
         self.redis = redis_schema.connect(
             redis_url, max_connections=max_connections, client_name="novaproxy-api",
-            socket_timeout=command_timeout, socket_connect_timeout=command_timeout, retries=0)
+            socket_timeout=command_timeout, socket_connect_timeout=command_timeout,
+            pool_timeout=command_timeout, retries=0)
         self._waiting: dict = {}
         self._lock = threading.Lock()
         self._reader_pid = None  # the reader thread does not survive a fork
