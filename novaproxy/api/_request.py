@@ -55,13 +55,10 @@ class NegotiationRequest(webob.Request):
         path = self.routed_path()
         body = None
         if self.method == "POST":
-            too_large = classify.BodyTooLarge(
-                f"Request is too large: a server action's body is limited to "
-                f"{classify.MAX_BODY} bytes (Nova's default osapi_max_request_body_size)")
             length = self.content_length
             if length is not None and length > classify.MAX_BODY:
                 if classify.action_route(self.method, path):
-                    raise too_large
+                    raise classify.BodyTooLarge()
                 return None
             if length is None and not self.is_body_readable:
                 return None
@@ -69,7 +66,7 @@ class NegotiationRequest(webob.Request):
             body = self.body_file_seekable.read(classify.MAX_BODY + 1)
             self.body_file_seekable.seek(0)
             if len(body) > classify.MAX_BODY and classify.action_route(self.method, path):
-                raise too_large
+                raise classify.BodyTooLarge()
         return classify.classify(self.method, path, body)
 
     def route_as_classified(self) -> None:

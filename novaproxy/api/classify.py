@@ -21,6 +21,10 @@ MAX_BODY = 112 * 1024
 class BodyTooLarge(ValueError):
     """An action's body beyond :data:`MAX_BODY`: it cannot be classified, so not forwarded."""
 
+    def __init__(self) -> None:
+        super().__init__(f"Request is too large: a server action's body is limited to "
+                         f"{MAX_BODY} bytes (Nova's default osapi_max_request_body_size)")
+
 
 @dataclass(frozen=True)
 class Operation:

@@ -73,6 +73,18 @@ def conflict(message: str, marker: str) -> webob.Response:
     return resp
 
 
+def cannot_ask(pol: policy.Policy, op: Operation, instance: str, why: str):
+    """None to go ahead without the guest (unreachable = accept), else the 409."""
+    proceed = pol.unreachable == protocol.ACCEPT
+    LOG.warning("%s of %s: %s; %s", op.event, instance, why,
+                "proceeding (unreachable = accept)" if proceed else
+                "rejecting (unreachable = reject)")
+    if proceed:
+        return None
+    return conflict(f"{op.event} of server {instance} needs its guest's consent, "
+                    f"which cannot be asked: {why}", REJECTED)
+
+
 def too_large(message: str) -> webob.Response:
     """HTTP 413 in Nova's error envelope (Nova's own answer to an oversized body)."""
     resp = webob.Response(status=413, charset="UTF-8", content_type="application/json")
@@ -111,14 +123,14 @@ class NegotiationFilter:
             server = _nova.show_server(req, self.app, op.instance)
         except _nova.LookupFailed as exc:
             why = f"whether it is negotiated is unknown: {exc}"
-            return self._cannot_ask(op, op.instance, why) or req.get_response(self.app)
+            return cannot_ask(self.policy, op, op.instance, why) or req.get_response(self.app)
         if server is None:  # Nova has no such server for the caller: its own 404
             return req.get_response(self.app)
         instance = server.get("id", op.instance)
         if not policy.settings_known(server):
             why = ("whether it is negotiated is unknown: Nova shows the caller no flavor "
                    "extra specs (policy os_compute_api:servers:show:flavor-extra-specs)")
-            return self._cannot_ask(op, instance, why) or req.get_response(self.app)
+            return cannot_ask(self.policy, op, instance, why) or req.get_response(self.app)
         if not policy.negotiates(server):
             resp = req.get_response(self.app)
             if policy.monitored(server) and resp.status_int < 400:
@@ -166,18 +178,6 @@ class NegotiationFilter:
             LOG.warning("audit event lost (%s): skip %s %s", exc, op.event, instance)
         return True
 
-    def _cannot_ask(self, op: Operation, instance: str, why: str):
-        """None to go ahead without the guest (unreachable = accept), else the 409."""
-        proceed = self.policy.unreachable == protocol.ACCEPT
-        LOG.warning("%s of %s: %s; %s", op.event, instance, why,
-                    "proceeding (unreachable = accept)" if proceed else
-                    "rejecting (unreachable = reject)")
-        if proceed:
-            return None
-        return conflict(f"{op.event} of server {instance} needs its guest's consent, "
-                        f"which cannot be asked: {why}", REJECTED)
-
-
 class Negotiation:
     """One lifecycle request's way through the phases, for one server.
 
@@ -191,7 +191,6 @@ class Negotiation:
         self.app = flt.app
         self.policy = flt.policy
         self.channel = flt.channel
-        self.cannot_ask = flt._cannot_ask
         self.req = req
         self.op = op
         self.server = server
@@ -212,7 +211,7 @@ class Negotiation:
             locked = redis_schema.acquire_lock(self.redis, self.instance, owner, LOCK_LEASE)
         except redis.RedisError as exc:
             self.redis_failed = True
-            refusal = self.cannot_ask(self.op, self.instance, f"Redis unavailable: {exc}")
+            refusal = cannot_ask(self.policy, self.op, self.instance, f"Redis unavailable: {exc}")
             return refusal or self.forward(prepared=False)
         if not locked:
             LOG.info("%s of %s refused: another negotiation is in progress", self.op.event,
@@ -246,7 +245,8 @@ class Negotiation:
         if not operations.LIFECYCLES[self.op.event].negotiable:
             return self.forward(prepared=False)
         if self.host is None:
-            refusal = self.cannot_ask(self.op, self.instance, "no agent serves this instance")
+            refusal = cannot_ask(self.policy, self.op, self.instance,
+                                 "no agent serves this instance")
             return refusal or self.forward(prepared=False)
         self.op = self._detailed()
         if self.policy.mode(self.op.event) == policy.VOTE:
