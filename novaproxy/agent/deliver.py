@@ -97,8 +97,7 @@ def _interpret(req: dict, data: bytes, host: str, source: str,
                garbled: str) -> redis_schema.Reply:
     """The reply for an answer frame from ``source``; ``garbled`` prefixes undecodable ones."""
     def invalid(why: str) -> redis_schema.Reply:
-        return redis_schema.Reply(req["id"], req["instance"], redis_schema.INVALID,
-                                  detail=why, host=host)
+        return _reply(req, host, redis_schema.INVALID, why)
 
     try:
         message = protocol.decode(data)
@@ -158,9 +157,6 @@ def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: st
              spool_dir: str) -> redis_schema.Reply:
     """One attempt of :func:`deliver`; raises :class:`_NotHandedOver` when it may be retried
     or must be called unreachable."""
-    def reply(outcome: str, detail: str) -> redis_schema.Reply:
-        return _reply(req, host, outcome, detail)
-
     instance = req["instance"]
     try:
         try:
@@ -178,7 +174,8 @@ def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: st
                     _spool_off[instance] = time.monotonic() + SPOOL_RETRY
         seconds = deadline - time.monotonic()
         if seconds <= EXEC_MARGIN:
-            return reply(redis_schema.TIMEOUT, "no time left for guest-exec after the spool")
+            return _reply(req, host, redis_schema.TIMEOUT,
+                          "no time left for guest-exec after the spool")
         guest_timeout = round(seconds - EXEC_MARGIN, 3)
         guest_req = {**req, "timeout": guest_timeout}
         # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
@@ -186,15 +183,15 @@ def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: st
         exit_code, stdout = guest_agent.guest_exec(
             agent, argv, json.dumps(guest_req).encode(), seconds)
     except guest_agent.GuestAgentTimeout as exc:
-        return reply(redis_schema.TIMEOUT, str(exc))
+        return _reply(req, host, redis_schema.TIMEOUT, str(exc))
     except guest_agent.GuestAgentUnavailable as exc:
-        return reply(redis_schema.UNREACHABLE, str(exc))
+        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
     except guest_agent.CommandFailed as exc:
         if _does_not_negotiate(exc):
-            return reply(protocol.NOT_NEGOTIATING, str(exc))
-        return reply(redis_schema.UNREACHABLE, str(exc))
+            return _reply(req, host, protocol.NOT_NEGOTIATING, str(exc))
+        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
     except guest_agent.GuestAgentError as exc:
-        return reply(redis_schema.INVALID, str(exc))
+        return _reply(req, host, redis_schema.INVALID, str(exc))
     return interpret(req, exit_code, stdout, host)
 
 
