@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -22,15 +21,11 @@ import urllib.request
 import uuid
 
 import pytest
-from keystoneauth1 import session as ks_session
-from keystoneauth1.token_endpoint import Token
-from novaclient import client as nova_client
 from novaclient import exceptions
 
 from guestd import protocol
 from guestd.client import Vote
-from harness.processes import Process, free_port, wait_for
-from harness.stack import ADMIN_TOKEN, MICROVERSION
+from harness.proxies import start_proxy
 
 pytestmark = pytest.mark.system
 
@@ -177,19 +172,8 @@ def _http_ok(url: str) -> bool:
 def strict_nova(stack):
     """A novaclient through a second novaproxy-api in front of the same Redis and Nova,
     with ``unreachable = reject``."""
-    paste = os.path.join(stack.workdir, "paste-unreachable-reject.ini")
-    stack.write_paste(paste, unreachable="reject")
-    port = free_port()
-    proxy = Process([sys.executable, "-m", "novaproxy.api.server", "--paste", paste,
-                     "--bind", f"127.0.0.1:{port}"],
-                    os.path.join(stack.workdir, "proxy-unreachable-reject.log"), stack.env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _http_ok(url + "/"), 30, "novaproxy-api with unreachable = reject")
-        yield nova_client.Client(MICROVERSION, session=ks_session.Session(
-            auth=Token(f"{url}/v2.1", ADMIN_TOKEN)))
-    finally:
-        proxy.stop()
+    with start_proxy(stack, "unreachable-reject", unreachable="reject") as proxy:
+        yield proxy.nova()
 
 
 @pytest.fixture(scope="module")
