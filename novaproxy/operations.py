@@ -1,16 +1,48 @@
-"""What each lifecycle operation means for the guest, and when it is over.
+"""What each lifecycle operation means for the guest, its record, and when it is over.
 
-Pure: shared by the proxy (which phases to send before Nova acts, which
-operation to record) and the agent (is a recorded operation complete, failed,
-or still under way, judged from the server as Nova shows it).
+Pure: shared by the proxy (which phases to send before Nova acts, the record
+it keeps of each operation) and the agent (is a recorded operation complete,
+failed, never acted on, or still under way, judged from Nova's evidence).
+
+An operation record (:mod:`novaproxy.redis_schema` stores it) is written
+before the prepare goes out, so that a prepared guest always has something
+that leads to its closing notice. Its ``state`` says how far the proxy got:
+
+- ``preparing``: the negotiation runs; its proxy holds the server's lock
+  (``owner`` is the lock's token).
+- ``forwarding``: the request is on its way to Nova. The proxy moves the
+  record here only while it still holds the lock, and never forwards
+  otherwise, so once the lock is lost a ``preparing`` record will never reach
+  Nova through this negotiation.
+- ``forwarded``: Nova accepted it (``nova_request``: Nova's request id).
+- ``unknown``: Nova's answer is unknown (an error, or no answer in time); Nova
+  may still have acted.
+- ``refused``: Nova refused it, or the negotiation stopped it: abort is due.
+
+The agent closes a record from Nova's own evidence: the server (status, task
+state, host) and the instance action Nova recorded for it. It never guesses:
+a record without a Nova action is called "never acted on" only once no
+negotiation holds the server and ``decide_by`` has passed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-# Nova task states are None once an operation has settled.
-WAIT, END, ABORT, GONE, SUPERSEDED = "wait", "end", "abort", "gone", "superseded"
+WAIT, END, ABORT, GONE = "wait", "end", "abort", "gone"
+# Verdicts that close a record with no notice.
+COMPLETE, FAILED = "complete", "failed"
+PREPARING, FORWARDING, FORWARDED, UNKNOWN, REFUSED = (
+    "preparing", "forwarding", "forwarded", "unknown", "refused")
+# Records whose proxy may still move them on (or may have died doing so).
+UNDECIDED = (PREPARING, FORWARDING, UNKNOWN)
+# Notices of a recorded operation carry its id under this key of their details, so an
+# application can pair a prepare with its closing notice.
+OPERATION_DETAIL = "operation"
+# How far Nova's clock may be from the proxy's (hosts run NTP); an instance action
+# that started this long before the record's forwarding still counts as its.
+CLOCK_SKEW = 5.0
 
 
 @dataclass(frozen=True)
@@ -26,43 +58,50 @@ class Lifecycle:
     a task state before Nova's API answers; confirmResize does not (only its
     migration record changes until the compute host acts), so its start state
     must not read as "settled elsewhere".
+    ``nova_action``: the instance action Nova records for it
+    (``nova.compute.instance_actions``).
+    ``moves``: it succeeded only if the server is on another host now.
     """
 
     event: str
     negotiable: bool
     done: tuple
     end: bool
+    nova_action: str
     pending: tuple = ()
+    moves: bool = False
 
 
 _TABLE = [
-    Lifecycle("stop", True, ("SHUTOFF",), False),
-    Lifecycle("start", False, ("ACTIVE",), True),
-    Lifecycle("reboot", True, ("ACTIVE",), True),
-    Lifecycle("pause", True, ("PAUSED",), False),
-    Lifecycle("unpause", False, ("ACTIVE",), True),
-    Lifecycle("suspend", True, ("SUSPENDED",), False),
-    Lifecycle("resume", False, ("ACTIVE",), True),
+    Lifecycle("stop", True, ("SHUTOFF",), False, "stop"),
+    Lifecycle("start", False, ("ACTIVE",), True, "start"),
+    Lifecycle("reboot", True, ("ACTIVE",), True, "reboot"),
+    Lifecycle("pause", True, ("PAUSED",), False, "pause"),
+    Lifecycle("unpause", False, ("ACTIVE",), True, "unpause"),
+    Lifecycle("suspend", True, ("SUSPENDED",), False, "suspend"),
+    Lifecycle("resume", False, ("ACTIVE",), True, "resume"),
     # Resizes and cold migrations wait in VERIFY_RESIZE for confirm or revert
     # (or go straight to ACTIVE where Nova confirms them itself).
-    Lifecycle("resize", True, ("VERIFY_RESIZE", "ACTIVE"), True),
-    Lifecycle("resize-confirm", False, ("ACTIVE", "SHUTOFF"), True, ("VERIFY_RESIZE",)),
-    Lifecycle("resize-revert", False, ("ACTIVE", "SHUTOFF"), True),
-    Lifecycle("migrate", True, ("VERIFY_RESIZE", "ACTIVE"), True),
-    Lifecycle("live-migrate", True, ("ACTIVE",), True),
-    Lifecycle("live-migrate-complete", True, ("ACTIVE",), False),
-    Lifecycle("live-migrate-abort", True, ("ACTIVE",), False),
-    Lifecycle("shelve", True, ("SHELVED", "SHELVED_OFFLOADED"), False),
-    Lifecycle("shelve-offload", False, ("SHELVED_OFFLOADED",), False),
-    Lifecycle("unshelve", False, ("ACTIVE",), True),
-    Lifecycle("rebuild", True, ("ACTIVE",), True),
+    Lifecycle("resize", True, ("VERIFY_RESIZE", "ACTIVE"), True, "resize"),
+    Lifecycle("resize-confirm", False, ("ACTIVE", "SHUTOFF"), True, "confirmResize",
+              pending=("VERIFY_RESIZE",)),
+    Lifecycle("resize-revert", False, ("ACTIVE", "SHUTOFF"), True, "revertResize"),
+    Lifecycle("migrate", True, ("VERIFY_RESIZE", "ACTIVE"), True, "migrate", moves=True),
+    Lifecycle("live-migrate", True, ("ACTIVE",), True, "live-migration", moves=True),
+    Lifecycle("live-migrate-complete", True, ("ACTIVE",), False,
+              "live_migration_force_complete"),
+    Lifecycle("live-migrate-abort", True, ("ACTIVE",), False, "live_migration_cancel"),
+    Lifecycle("shelve", True, ("SHELVED", "SHELVED_OFFLOADED"), False, "shelve"),
+    Lifecycle("shelve-offload", False, ("SHELVED_OFFLOADED",), False, "shelveOffload"),
+    Lifecycle("unshelve", False, ("ACTIVE",), True, "unshelve"),
+    Lifecycle("rebuild", True, ("ACTIVE",), True, "rebuild"),
     # Since microversion 2.95 an evacuated server stays stopped on its new host.
-    Lifecycle("evacuate", False, ("ACTIVE", "SHUTOFF"), True),
-    Lifecycle("delete", True, (), False),
-    Lifecycle("restore", False, ("ACTIVE",), True),
-    Lifecycle("crash-dump", True, ("ACTIVE", "SHUTOFF", "ERROR"), False),
-    Lifecycle("rescue", True, ("RESCUE",), False),
-    Lifecycle("unrescue", False, ("ACTIVE",), True),
+    Lifecycle("evacuate", False, ("ACTIVE", "SHUTOFF"), True, "evacuate", moves=True),
+    Lifecycle("delete", True, (), False, "delete"),
+    Lifecycle("restore", False, ("ACTIVE",), True, "restore"),
+    Lifecycle("crash-dump", True, ("ACTIVE", "SHUTOFF", "ERROR"), False, "trigger_crash_dump"),
+    Lifecycle("rescue", True, ("RESCUE",), False, "rescue"),
+    Lifecycle("unrescue", False, ("ACTIVE",), True, "unrescue"),
 ]
 LIFECYCLES = {lifecycle.event: lifecycle for lifecycle in _TABLE}
 
@@ -92,23 +131,109 @@ def progress(event: str, server: dict | None) -> str:
 RUNNING = ("ACTIVE", "VERIFY_RESIZE")  # statuses in which the guest runs
 
 
-def tells_guest(event: str, server: dict) -> bool:
-    """Whether an operation that ended gets an end notice: only if the guest runs.
+def closing_id(op_id: str) -> str:
+    """The request id of an operation's closing notice, whoever sends it (the proxy or an
+    agent, once or again): guestd delivers a request id at most once, so an operation's
+    applications hear one closing notice."""
+    return f"close-{op_id}"
 
-    A resize of a stopped server, or an evacuation that leaves it stopped, ends
-    with nobody to tell; the start that follows brings its own end.
+
+def _started(action: dict) -> float:
+    """An instance action's start, as a Unix time (Nova writes naive UTC times)."""
+    try:
+        started = datetime.fromisoformat(str(action.get("start_time")))
+    except ValueError:
+        return 0.0
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return started.timestamp()
+
+
+def find_action(record: dict, actions: list, taken: set = frozenset()) -> dict | None:
+    """The instance action Nova recorded for ``record``, if any.
+
+    By Nova's request id when the proxy learnt it; else the earliest action of
+    the event's kind that started after the record's forwarding (less the clock
+    skew) and that no other record names (``taken``: their request ids).
     """
-    return LIFECYCLES[event].end and server.get("status") in RUNNING
+    if record.get("nova_request"):
+        return next((a for a in actions if a.get("request_id") == record["nova_request"]), None)
+    kind = LIFECYCLES[record["event"]].nova_action
+    since = float(record.get("forwarded_at") or record.get("created", 0)) - CLOCK_SKEW
+    found = [a for a in actions if a.get("action") == kind and _started(a) >= since
+             and a.get("request_id") not in taken]
+    return min(found, key=_started) if found else None
 
 
-def steps(events: list, server: dict | None) -> list:
-    """:func:`progress` for an instance's recorded operations, oldest first.
+@dataclass(frozen=True)
+class Verdict:
+    step: str  # WAIT; END or ABORT: that notice is due; GONE, COMPLETE, FAILED: no notice
+    why: str
 
-    Nova accepted each newer operation only from the state the older one left,
-    so once the newer one is recorded, an older one that is no longer under way
-    is over: ``superseded``, with no notice of its own (the guest hears of the
-    newer one).
+
+def verdict(record: dict, server: dict | None, action: dict | None, negotiating: bool,
+            superseded: bool, now: float) -> Verdict:
+    """What to do with a recorded operation now, from Nova's evidence.
+
+    ``action``: Nova's instance action for it (:func:`find_action`), or None.
+    ``negotiating``: its proxy still holds the server's lock.
+    ``superseded``: Nova has accepted a newer recorded operation since, so the
+    server's state is that one's, and this one is over unless its action failed.
     """
-    out = [progress(event, server) for event in events]
-    return [SUPERSEDED if i < len(out) - 1 and step != WAIT else step
-            for i, step in enumerate(out)]
+    outcome = _outcome(record, server, action, negotiating, superseded, now)
+    if outcome.step not in (END, ABORT):
+        return outcome
+    event, running = record["event"], (server or {}).get("status") in RUNNING
+    if outcome.step == ABORT:
+        return outcome if record.get("prepared") else Verdict(
+            FAILED, f"{outcome.why}; the guest was not prepared")
+    if not record.get("notify", True):
+        return Verdict(COMPLETE, f"{outcome.why}; the guest is monitored, not negotiated "
+                       "with: no notice")
+    if record.get("prepared"):  # a prepare is always closed, once the guest runs to hear it
+        return outcome if running else Verdict(
+            WAIT, f"{outcome.why}; its end notice waits for the guest to run again")
+    if LIFECYCLES[event].end and running:
+        return outcome
+    return Verdict(COMPLETE, f"{outcome.why}; nothing to tell the guest")
+
+
+def _outcome(record: dict, server: dict | None, action: dict | None, negotiating: bool,
+             superseded: bool, now: float) -> Verdict:
+    """Whether the operation happened (END), did not (ABORT), or is not over (WAIT)."""
+    event, state = record["event"], record.get("state", FORWARDED)
+    lifecycle = LIFECYCLES[event]
+    if server is None or server.get("status") == "DELETED":
+        return Verdict(GONE, "the server no longer exists")
+    if state == REFUSED:
+        return Verdict(ABORT, record.get("why") or "Nova did not act on it")
+    if action is None and state != FORWARDED:
+        if negotiating and state != UNKNOWN:
+            return Verdict(WAIT, "its negotiation is still running")
+        if state == PREPARING:  # never forwarded: the proxy forwards only while it holds the lock
+            return Verdict(ABORT, "its negotiation ended before the request went to Nova "
+                           "(the proxy stopped or lost the server's lock)")
+        if now < float(record.get("decide_by", 0)):
+            return Verdict(WAIT, "Nova has recorded no such action yet")
+        return Verdict(ABORT, f"Nova never acted on it: no {lifecycle.nova_action} action "
+                       "of this server since it was forwarded")
+    named = f" (request {action.get('request_id')})" if action else ""
+    failed = action is not None and action.get("message") == "Error"
+    if superseded:
+        if failed:
+            return Verdict(ABORT, f"Nova's {lifecycle.nova_action} action failed{named}")
+        return Verdict(END, f"Nova completed it{named} and accepted a newer operation since")
+    step = progress(event, server)
+    if step == WAIT:
+        return Verdict(WAIT, "Nova is still working on it")
+    status = server.get("status")
+    if failed:
+        return Verdict(ABORT, f"Nova's {lifecycle.nova_action} action failed{named}; "
+                       f"the server settled in {status}")
+    if step == END and lifecycle.moves and record.get("host") and (
+            server.get("OS-EXT-SRV-ATTR:host") == record["host"]):
+        return Verdict(ABORT, f"Nova settled in {status} on the same host {record['host']}: "
+                       "the server did not move")
+    if step == END:
+        return Verdict(END, f"Nova reports {status}{named}")
+    return Verdict(ABORT, f"Nova settled in {status}{named}")

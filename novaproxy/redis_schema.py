@@ -13,9 +13,14 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
 - ``novaproxy:{<uuid>}:lock`` string: the negotiation in flight for the
   instance (one at a time): a short lease its proxy renews while it works, so
   a proxy that dies frees the server within one lease.
-- ``novaproxy:{<uuid>}:ops`` hash, op id -> JSON: operations the proxy forwarded
-  to Nova and that are not over for the guest yet (end or abort notice to come).
-  The agent now hosting the instance finishes them.
+- ``novaproxy:{<uuid>}:ops`` hash, op id -> JSON: the instance's operation
+  records (:mod:`novaproxy.operations` owns their fields and states), written
+  before the prepare goes out and removed once the operation's closing notice
+  (end or abort) was delivered or nothing is left to tell. The agent now hosting
+  the instance, or the one it was negotiated on, closes them.
+- ``novaproxy:operations:{<host>}`` set: instances negotiated on that host that
+  have (or had) operation records, so its agent follows them even after they
+  left the host or while its own memory was lost to a restart.
 - ``novaproxy:{<uuid>}:recovery`` string: the recovery under way for the
   instance (who claimed it), with a TTL; at most one at a time, cluster-wide.
 - ``novaproxy:{<uuid>}:recoveries`` sorted set, time -> time: recoveries in the
@@ -37,6 +42,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from guestd import protocol
 
 PREFIX = "novaproxy"
 AGENT_GROUP = "agents"
@@ -74,6 +81,10 @@ def ops_key(instance: str) -> str:
 
 def recovery_key(instance: str) -> str:
     return _instance_key(instance, "recovery")
+
+
+def host_operations_key(host: str) -> str:
+    return f"{PREFIX}:operations:{{{host}}}"
 
 
 def recoveries_key(instance: str) -> str:
@@ -177,6 +188,33 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[
 return 0
 """
 
+UPDATE_OPERATION = """
+-- Change fields of an operation record, only while it is in one of the expected states
+-- and the negotiation lock is (or is not) held by a given token.
+-- KEYS[1]: ops_key(instance)
+-- KEYS[2]: lock_key(instance)
+-- ARGV[1]: the operation id
+-- ARGV[2]: the states it may be in, comma-separated (a record without one is 'forwarded')
+-- ARGV[3]: the fields to set, a JSON object
+-- ARGV[4]: a lock token, or '' for no condition on the lock
+-- ARGV[5]: 'held': the token must hold the lock; 'free': it must not
+-- Returns 1 if changed, 0 if the record is gone, in another state, or the lock says no.
+local raw = redis.call('hget', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if ARGV[4] ~= '' and ((redis.call('get', KEYS[2]) == ARGV[4]) ~= (ARGV[5] == 'held')) then
+  return 0
+end
+local op = cjson.decode(raw)
+local state, expected = op['state'] or 'forwarded', false
+for s in string.gmatch(ARGV[2], '[^,]+') do
+  if s == state then expected = true end
+end
+if not expected then return 0 end
+for k, v in pairs(cjson.decode(ARGV[3])) do op[k] = v end
+redis.call('hset', KEYS[1], ARGV[1], cjson.encode(op))
+return 1
+"""
+
 _registered: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> {source: Script}
 _registered_lock = threading.Lock()
 
@@ -240,6 +278,8 @@ TIMEOUT = "timeout"  # the guest did not answer within the deadline
 UNREACHABLE = "unreachable"  # no guest agent to talk to, or the VM is not on this host
 INVALID = "invalid"  # the guest answered something that is not a valid answer
 EXPIRED = "expired"  # the request's deadline had passed before the agent could deliver it
+# Outcomes that mean guestd took the request (a notice reached the applications).
+DELIVERED = (protocol.ACCEPT, protocol.REJECT, protocol.NOT_NEGOTIATING, INVALID)
 
 
 @dataclass(frozen=True)
@@ -362,10 +402,19 @@ def release_lock(client: redis.Redis, instance: str, owner: str) -> None:
     _run_script(client, COMPARE_AND_DELETE, [lock_key(instance)], [owner])
 
 
-# -- operations in flight ------------------------------------------------------
+# -- operation records -----------------------------------------------------------
 
-def record_operation(client: redis.Redis, instance: str, operation: dict, ttl: float) -> None:
-    """Remember a forwarded operation (``operation["id"]`` names it) for ``ttl`` seconds."""
+def record_operation(client: redis.Redis, instance: str, operation: dict, ttl: float,
+                     host: str | None = None) -> None:
+    """Remember an operation (``operation["id"]`` names it) for ``ttl`` seconds, and
+    index it under ``host``, the agent that is to follow it."""
+    if host:
+        # The index first: a record is never there without the way to find it.
+        index = host_operations_key(host)
+        pipe = client.pipeline(transaction=False)
+        pipe.sadd(index, instance)
+        pipe.expire(index, int(ttl) + 60)
+        pipe.execute()
     key = ops_key(instance)
     pipe = client.pipeline(transaction=True)
     pipe.hset(key, operation["id"], json.dumps(operation))
@@ -375,8 +424,30 @@ def record_operation(client: redis.Redis, instance: str, operation: dict, ttl: f
     pipe.execute()
 
 
+def update_operation(client: redis.Redis, instance: str, op_id: str, states, changes: dict,
+                     holding: str = "", released: str = "") -> bool:
+    """Set ``changes`` on a record in one of ``states``; only while the negotiation
+    ``holding`` still holds the server's lock, or only once ``released`` no longer
+    does (a lock token, either). False if nothing was changed."""
+    token, condition = (holding, "held") if holding else (released, "free")
+    return bool(_run_script(client, UPDATE_OPERATION, [ops_key(instance), lock_key(instance)],
+                            [op_id, ",".join(states), json.dumps(changes), token, condition]))
+
+
+def recorded_on(client: redis.Redis, host: str) -> set:
+    """Instances negotiated on ``host`` that may have operation records."""
+    return set(client.smembers(host_operations_key(host)))
+
+
+def forget_recorded(client: redis.Redis, host: str, instances) -> None:
+    """Drop instances with no records left from ``host``'s index."""
+    if instances:
+        client.srem(host_operations_key(host), *instances)
+
+
 def operations_of(client: redis.Redis, instances) -> dict:
-    """instance -> list of its recorded operations (unreadable ones are skipped)."""
+    """instance -> list of its recorded operations, oldest first (unreadable ones are
+    skipped)."""
     instances = list(instances)
     pipe = client.pipeline(transaction=False)
     for instance in instances:
@@ -392,6 +463,17 @@ def operations_of(client: redis.Redis, instances) -> dict:
         if ops:
             out[instance] = sorted(ops, key=lambda op: op.get("created", 0))
     return out
+
+
+def lock_owners(client: redis.Redis, instances) -> dict:
+    """instance -> the token holding its negotiation lock (None: no negotiation)."""
+    instances = list(instances)
+    if not instances:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for instance in instances:
+        pipe.get(lock_key(instance))
+    return dict(zip(instances, pipe.execute()))
 
 
 def _claim_key(instance: str, op_id: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guestd import protocol
+from novaproxy import operations
 
 BOOTING, HEALTHY, SUSPECT, FAILED = "booting", "healthy", "suspect", "failed"
 RECOVERING, QUIET, NEVER_ANSWERED, LEFT_ALONE = (
@@ -250,8 +251,12 @@ def expected_silence(server: dict | None, host: str) -> str:
 
 
 def operation_silence(ops: list) -> str:
-    """Why the proxy's operation records mean silence is intended ("" if none)."""
-    return f"{ops[-1].get('event')} in flight (recorded by the proxy)" if ops else ""
+    """Why the proxy's operation records mean silence is intended ("" if none): an
+    operation sent to Nova and not closed yet. One still being negotiated (the guest
+    votes and prepares, so it runs) or called off is no reason for silence."""
+    sent = [op for op in ops or [] if op.get("state", operations.FORWARDED)
+            not in (operations.PREPARING, operations.REFUSED)]
+    return f"{sent[-1].get('event')} in flight (recorded by the proxy)" if sent else ""
 
 
 def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:

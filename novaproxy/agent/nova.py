@@ -13,6 +13,7 @@ reboot, stop) and where it learns which servers this host should be running.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 from keystoneauth1 import adapter, loading, session
@@ -24,6 +25,8 @@ from novaproxy import headers
 # 2.47: the flavor (with its extra specs) is embedded in the server; the admin's
 # view includes the host.
 MICROVERSION = "2.47"
+# 2.58: instance actions can be listed from a time on (``changes-since``).
+ACTIONS_MICROVERSION = "2.58"
 SESSION_KEYS = ("endpoint_override", "region_name", "interface", "cafile", "insecure", "timeout")
 MESSAGE_LIMIT = 500  # characters of a service's error message kept in exceptions and results
 
@@ -93,6 +96,23 @@ class Nova:
         if resp.status_code != 200:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return _object(what, resp).get("server")
+
+    def actions(self, instance: str, since: float) -> list[dict]:
+        """The server's instance actions updated since ``since`` (a Unix time): each
+        with Nova's ``action`` name, ``request_id``, ``start_time`` and ``message``
+        ("Error" once one of its events failed). Empty once Nova no longer knows
+        the server; any other failure is NovaUnavailable."""
+        what = f"GET /servers/{instance}/os-instance-actions"
+        changes_since = datetime.fromtimestamp(max(since, 0), timezone.utc)
+        resp = self._request("GET", f"/servers/{instance}/os-instance-actions", what,
+                             params={"changes-since": changes_since.isoformat()},
+                             microversion=ACTIONS_MICROVERSION)
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
+        actions = _object(what, resp).get("instanceActions")
+        return [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
 
     def _action(self, instance: str, action: dict) -> None:
         """A recovery action: marked so that a negotiation filter in Nova's way lets it

@@ -79,6 +79,10 @@ class Agent:
     def submit(self, fn, *args) -> None:
         self._pool.submit(fn, *args)
 
+    def wake_operations(self) -> None:
+        """Check the operation records now, not at the next interval."""
+        self._operations_now.set()
+
     # -- routes ------------------------------------------------------------
 
     def refresh_routes(self) -> None:

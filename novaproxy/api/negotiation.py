@@ -7,6 +7,14 @@ request), then the irrevocable prepare notice, then the request goes on to
 Nova; if Nova refuses it, the guest is told to abort. Everything else passes
 through untouched.
 
+Every prepare is closed exactly once (end or abort): the operation is recorded
+(:mod:`novaproxy.operations`) before the prepare goes out, and moved to
+``forwarding`` only while this negotiation still holds the server's lock, so a
+proxy that dies leaves a record the agent closes from Nova's evidence. Nova's
+refusal (4xx) is certain: the proxy sends that abort itself, before it gives
+the server back, so a next operation's notices follow it. Any other failure
+(5xx, no answer) leaves the outcome ``unknown`` for the agent to decide.
+
 What the filter guarantees, and how:
 
 - The request is classified on the path Nova's router will see (decoded and
@@ -85,6 +93,13 @@ def cannot_ask(pol: policy.Policy, op: Operation, instance: str, why: str):
                     f"which cannot be asked: {why}", REJECTED)
 
 
+def unavailable(message: str) -> webob.Response:
+    """HTTP 503 in Nova's error envelope."""
+    resp = webob.Response(status=503, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"serviceUnavailable": {"code": 503, "message": message}}
+    return resp
+
+
 def too_large(message: str) -> webob.Response:
     """HTTP 413 in Nova's error envelope (Nova's own answer to an oversized body)."""
     resp = webob.Response(status=413, charset="UTF-8", content_type="application/json")
@@ -134,7 +149,7 @@ class NegotiationFilter:
         if not policy.negotiates(server):
             resp = req.get_response(self.app)
             if policy.monitored(server) and resp.status_int < 400:
-                Negotiation(self, req, op, server).record(prepared=False, notify=False)
+                Negotiation(self, req, op, server).record(resp, notify=False)
             return resp
         if skip and self._skip_allowed(req, op, instance, skip):
             return req.get_response(self.app)
@@ -150,7 +165,7 @@ class NegotiationFilter:
             if resp.status_int < 400:  # the proxy's view of Nova is off: say so, loudly
                 LOG.error("%s of %s: Nova accepted what the precheck said it would refuse "
                           "(%s); the guest was not asked", op.event, instance, refusal)
-                Negotiation(self, req, op, server).record(prepared=False)
+                Negotiation(self, req, op, server).record(resp)
             return resp
         return Negotiation(self, req, op, server).run()
 
@@ -197,6 +212,10 @@ class Negotiation:
         self.instance = server.get("id", op.instance)
         self.host: str | None = None
         self.redis_failed = False
+        self.op_id = uuid.uuid4().hex  # the operation's id, in its record and notices
+        self.owner = ""  # the negotiation lock's token, once held
+        self.recorded = False  # the record of intent is written: a prepare may go out
+        self._closing = None  # the abort to send before the server is given back
 
     @property
     def redis(self) -> redis.Redis:
@@ -218,14 +237,24 @@ class Negotiation:
                      self.instance)
             return conflict(f"another operation on server {self.instance} is being "
                             "negotiated with its guest; retry later", IN_PROGRESS)
+        self.owner = owner
         done = threading.Event()
         threading.Thread(target=self._renew, args=(owner, done), daemon=True,
                          name=f"lease-{self.instance}").start()
+
+        def give_back() -> None:
+            done.set()
+            self._release(owner)
+
         try:
             return self._phases(vote_timeout)
         finally:
-            done.set()
-            self._release(owner)
+            closing, self._closing = self._closing, None
+            if closing is None:
+                give_back()
+            else:  # the abort first, then the server: a next operation's notices follow it
+                threading.Thread(target=lambda: (closing(), give_back()), daemon=True,
+                                 name=f"abort-{self.instance}").start()
 
     def _renew(self, owner: str, done: threading.Event) -> None:
         """Keep the server's lease until the negotiation is done (a failure is logged,
@@ -253,6 +282,7 @@ class Negotiation:
             refusal = self._vote(vote_timeout)
             if refusal is not None:
                 return refusal
+        self._record_intent()
         reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
         decision = policy.decide_prepare(self.policy, reply)
         self._audit("notice", reply, f"prepare sent: {decision.why}", took,
@@ -263,6 +293,14 @@ class Negotiation:
             self.abort(decision.why)
             return conflict(f"{self.op.event} of server {self.instance} was stopped: "
                             + "; ".join(decision.reasons), REJECTED)
+        if not self.recorded:  # Redis failed before the prepare: none went out
+            return self.forward(prepared=False)
+        why = self._mark_forwarding()
+        if why:
+            LOG.warning("%s of %s not forwarded: %s", self.op.event, self.instance, why)
+            self.abort(why)
+            return unavailable(f"{self.op.event} of server {self.instance} was not sent to "
+                               f"Nova: {why}; its guest is told to abort; retry later")
         return self.forward(prepared=True)
 
     def _vote(self, timeout: float):
@@ -281,19 +319,80 @@ class Negotiation:
                         + "; ".join(decision.reasons), REJECTED)
 
     def forward(self, prepared: bool):
-        """Nova's answer to the request; the prepared guest hears abort if Nova refused."""
+        """Nova's answer to the request. For a prepared guest: an acceptance is recorded
+        for the agent to end, a refusal aborted now, anything else left to Nova's
+        evidence (``unknown``): Nova may have acted on a request it failed to answer."""
         try:
             resp = self.req.get_response(self.app)
-        except Exception:
+        except Exception as exc:
             if prepared:
-                self.abort("the request could not be forwarded")
+                self._settle(operations.UNKNOWN, f"the request could not be forwarded: {exc}")
             raise
-        if resp.status_int >= 400:
-            if prepared:
-                self.abort(f"Nova answered HTTP {resp.status_int}")
+        status = resp.status_int
+        if not prepared:
+            if status < 400:
+                self.record(resp)
+        elif status < 400:
+            self._settle(operations.FORWARDED, f"Nova answered HTTP {status}",
+                         nova_request=self._nova_request(resp))
+        elif status < 500:
+            self.abort(f"Nova answered HTTP {status}")
         else:
-            self.record(prepared)
+            self._settle(operations.UNKNOWN, f"Nova answered HTTP {status}")
         return resp
+
+    def _nova_request(self, resp: webob.Response) -> str:
+        """Nova's id of the request (its instance action carries it)."""
+        return (resp.headers.get("x-openstack-request-id")
+                or resp.headers.get("x-compute-request-id")
+                or self.req.environ.get("openstack.request_id") or "")
+
+    def _record_intent(self) -> None:
+        """Record the operation before the prepare goes out: whatever happens next (this
+        process dies, Nova fails), the agent closes it from this record."""
+        now = time.time()
+        record = self._record(prepared=True, notify=True, now=now)
+        record.update(state=operations.PREPARING, owner=self.owner, host=self.host,
+                      decide_by=now + self.policy.prepare_timeout + self.policy.outcome_wait)
+        try:
+            redis_schema.record_operation(self.redis, self.instance, record,
+                                          self.policy.operation_timeout, host=self.host)
+        except redis.RedisError as exc:
+            self.redis_failed = True
+            LOG.warning("%s of %s: could not record the operation (%s); no prepare is sent",
+                        self.op.event, self.instance, exc)
+            return
+        self.recorded = True
+
+    def _mark_forwarding(self) -> str:
+        """Move the record to ``forwarding`` while the lock is still this negotiation's;
+        why not, if it could not be (then the request must not go to Nova)."""
+        now = time.time()
+        try:
+            moved = redis_schema.update_operation(
+                self.redis, self.instance, self.op_id, [operations.PREPARING],
+                {"state": operations.FORWARDING, "forwarded_at": now,
+                 "decide_by": now + self.policy.outcome_wait}, holding=self.owner)
+        except redis.RedisError as exc:
+            self.redis_failed = True
+            return f"the operation could not be marked as sent to Nova (Redis: {exc})"
+        return "" if moved else "the negotiation lost its hold on the server"
+
+    def _settle(self, state: str, why: str, **changes) -> None:
+        """What became of the forwarded request, for the agent that closes the record."""
+        changes.update(state=state, why=why)
+        if state == operations.UNKNOWN:
+            changes["decide_by"] = time.time() + self.policy.outcome_wait
+            LOG.warning("%s of %s: %s; whether Nova acted is left to its instance actions "
+                        "(the agent decides within %.0fs)", self.op.event, self.instance, why,
+                        self.policy.outcome_wait)
+        try:
+            redis_schema.update_operation(self.redis, self.instance, self.op_id,
+                                          [operations.FORWARDING], changes)
+        except redis.RedisError as exc:
+            self.redis_failed = True
+            LOG.warning("%s of %s: could not note that %s (%s); the agent finds Nova's "
+                        "action by itself", self.op.event, self.instance, why, exc)
 
     def _detailed(self) -> Operation:
         """What the guest should know beyond the request: e.g. a resize's new size."""
@@ -307,34 +406,42 @@ class Negotiation:
             details["flavor"] = {k: flavor.get(k) for k in ("id", "name", "vcpus", "ram", "disk")}
         return dataclasses.replace(op, details=details)
 
-    def record(self, prepared: bool, notify: bool = True) -> None:
-        """Nova took it: the agent hosting the VM sends the end (or abort) when it is over,
-        and its monitor knows the silence meanwhile is intended (``notify``: the guest
-        hears of it; not where only monitoring is on)."""
-        op, now = self.op, time.time()
+    def _record(self, prepared: bool, notify: bool, now: float) -> dict:
+        return {"id": self.op_id, "event": self.op.event, "action": self.op.action,
+                "details": self.op.details, "prepared": prepared, "notify": notify,
+                "created": now, "expires": now + self.policy.operation_timeout,
+                "end_timeout": self.policy.end_timeout}
+
+    def record(self, resp: webob.Response, notify: bool = True) -> None:
+        """Nova took an operation nobody prepared for: the agent hosting the VM sends the
+        end when it is over, and its monitor knows the silence meanwhile is intended
+        (``notify``: the guest hears of it; not where only monitoring is on)."""
+        op = self.op
         if self.redis_failed:
             LOG.warning("%s of %s: Redis failed this negotiation; the operation is not "
                         "recorded, so the guest will get no end notice", op.event, self.instance)
             return
-        record = {"id": uuid.uuid4().hex, "event": op.event, "action": op.action,
-                  "details": op.details, "prepared": prepared, "notify": notify, "created": now,
-                  "expires": now + self.policy.operation_timeout,
-                  "end_timeout": self.policy.end_timeout}
+        record = self._record(False, notify, time.time())
+        record.update(state=operations.FORWARDED, nova_request=self._nova_request(resp))
         try:
+            host = self.host or redis_schema.route_of(self.redis, self.instance)
+            record["host"] = host
             redis_schema.record_operation(self.redis, self.instance, record,
-                                          self.policy.operation_timeout)
+                                          self.policy.operation_timeout, host=host)
         except redis.RedisError as exc:
             self.redis_failed = True
             LOG.warning("%s of %s: could not record the operation (%s); the guest will get "
                         "no end notice", op.event, self.instance, exc)
 
-    def _ask(self, phase: str, timeout: float, background: bool = False) -> tuple:
+    def _ask(self, phase: str, timeout: float, background: bool = False,
+             rid: str | None = None) -> tuple:
         """The guest's reply, and the seconds it took (the round trip operators see).
 
         ``background``: nobody waits for it, so it tries Redis even after a failure.
         """
-        request = protocol.request(uuid.uuid4().hex, self.instance, self.op.event, phase,
-                                   timeout, self.op.details, self.policy.silence)
+        details = {**self.op.details, operations.OPERATION_DETAIL: self.op_id}
+        request = protocol.request(rid or uuid.uuid4().hex, self.instance, self.op.event,
+                                   phase, timeout, details, self.policy.silence)
         started = time.monotonic()
         if self.redis_failed and not background:
             reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
@@ -352,18 +459,50 @@ class Negotiation:
         return reply, time.monotonic() - started
 
     def abort(self, why: str) -> None:
-        """Tell the prepared guest the operation is off, without delaying the caller."""
+        """The operation is off after the prepare: the record says so (the agent sends the
+        abort if this process cannot), and this negotiation sends it before it gives the
+        server back, without delaying the caller."""
         op, instance = self.op, self.instance
+        if not self.recorded:
+            LOG.info("%s of %s did not happen (%s); no prepare went out", op.event, instance,
+                     why)
+            return
         LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
+        claim = uuid.uuid4().hex
+        try:
+            claimed = redis_schema.claim_operation(self.redis, instance, self.op_id, claim,
+                                                   self.policy.prepare_timeout + 5)
+            redis_schema.update_operation(self.redis, instance, self.op_id, operations.UNDECIDED,
+                                          {"state": operations.REFUSED, "why": why})
+        except redis.RedisError as exc:
+            LOG.warning("abort of %s of %s left to the agent (Redis: %s)", op.event, instance,
+                        exc)
+            return
+        if not claimed:
+            return  # an agent is closing it already
 
         def send() -> None:
             reply, took = self._ask(protocol.ABORT, self.policy.prepare_timeout,
-                                    background=True)
+                                    background=True, rid=operations.closing_id(self.op_id))
             LOG.info("abort of %s of %s: %s%s", op.event, instance, reply.outcome,
                      f" ({reply.detail})" if reply.detail else "")
             self._audit("notice", reply, f"abort sent: {why}", took)
+            try:
+                if reply.outcome in redis_schema.DELIVERED:
+                    if redis_schema.finish_operation(self.redis, instance, self.op_id):
+                        redis_schema.audit(self.redis, "operation", instance, event=op.event,
+                                           action=op.action, outcome="abort-delivered",
+                                           why=why, voters=reply.voters, operation=self.op_id)
+                else:  # not delivered now: the agent tries again when the guest answers
+                    redis_schema.release_claim(self.redis, instance, self.op_id, claim)
+            except redis.RedisError as exc:
+                LOG.warning("abort of %s of %s: the record is left to the agent (Redis: %s)",
+                            op.event, instance, exc)
 
-        threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
+        if self.owner:
+            self._closing = send
+        else:
+            threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
 
     def _release(self, owner: str) -> None:
         """Give the server back; in the background if Redis cannot take it now."""

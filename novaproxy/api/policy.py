@@ -27,6 +27,10 @@ DEFAULT_PREPARE_TIMEOUT = 10.0
 DEFAULT_END_TIMEOUT = 15.0  # resume-class notices: the guest may still be settling
 DEFAULT_OPERATION_TIMEOUT = 3600.0  # a recorded operation Nova never completes expires
 MAX_TIMEOUT = 300.0
+# Seconds Nova has to record an action for a request whose answer the proxy never saw
+# (Nova failed, or did not answer in time, or the proxy stopped): then, with no action
+# of Nova's to show for it, the prepared guest is told abort.
+DEFAULT_OUTCOME_WAIT = 60.0
 # Longest any one Redis command of a negotiation may take (socket and connect
 # timeouts, no retries): Redis answers in well under a millisecond when it is up.
 DEFAULT_REDIS_TIMEOUT = 1.0
@@ -50,6 +54,7 @@ class Policy:
     prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT
     end_timeout: float = DEFAULT_END_TIMEOUT
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    outcome_wait: float = DEFAULT_OUTCOME_WAIT
     silence: str = protocol.ACCEPT  # a guest application that does not answer in time
     unreachable: str = protocol.ACCEPT  # no route, no guest agent, Redis down, garbage
     redis_max_connections: int = 32
@@ -144,6 +149,7 @@ def from_conf(conf: dict) -> Policy:
         end_timeout=_seconds(conf, "end_timeout", DEFAULT_END_TIMEOUT),
         operation_timeout=_seconds(conf, "operation_timeout", DEFAULT_OPERATION_TIMEOUT,
                                    limit=7 * 86400),
+        outcome_wait=_seconds(conf, "outcome_wait", DEFAULT_OUTCOME_WAIT),
         silence=_choice(conf, "silence", protocol.ACCEPT, (protocol.ACCEPT, protocol.REJECT)),
         unreachable=_choice(conf, "unreachable", protocol.ACCEPT,
                             (protocol.ACCEPT, protocol.REJECT)),

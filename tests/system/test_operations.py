@@ -24,11 +24,13 @@ def test_stop_then_start(stack, vm):
     server, _, rec = vm
     stack.nova().servers.stop(server.id)
     stack.wait_for_server(server.id, "SHUTOFF")
-    # The guest is off, served by no agent, and its stop still completes.
-    assert events_of(stack, server.id, "operation", "stop")[-1]["outcome"] == "complete"
     stack.nova().servers.start(server.id)
     stack.wait_for_server(server.id, "ACTIVE")
-    assert rec.wait_for(3) == [("stop", "vote"), ("stop", "prepare"), ("start", "end")]
+    # The prepared stop is closed once the guest runs again to hear it, before the start's
+    # own end notice.
+    assert rec.wait_for(4) == [("stop", "vote"), ("stop", "prepare"), ("stop", "end"),
+                               ("start", "end")]
+    assert events_of(stack, server.id, "operation", "stop")[-1]["outcome"] == "end-delivered"
 
 
 @pytest.mark.parametrize("kind", ["SOFT", "HARD"])
@@ -39,7 +41,10 @@ def test_reboot(stack, vm, kind):
     stack.nova().servers.reboot(server.id, reboot_type=kind)
     stack.wait_for_server(server.id, "ACTIVE")
     assert rec.wait_for(3) == [("reboot", "vote"), ("reboot", "prepare"), ("reboot", "end")]
-    assert details == [{"type": kind}]
+    # Each notice names its operation, so applications can pair a prepare with its end.
+    assert [{k: v for k, v in d.items() if k != "operation"} for d in details] == [
+        {"type": kind}]
+    assert len(details[0]["operation"]) == 32
 
 
 @pytest.mark.parametrize("begin, status, end", [("pause", "PAUSED", "unpause"),
@@ -50,7 +55,9 @@ def test_pause_and_suspend_pairs(stack, vm, begin, status, end):
     stack.wait_for_server(server.id, status)
     getattr(stack.nova().servers, end)(server.id)
     stack.wait_for_server(server.id, "ACTIVE")
-    assert rec.wait_for(3) == [(begin, "vote"), (begin, "prepare"), (end, "end")]
+    # The prepared operation ends once the guest runs again, before the one that resumed it.
+    assert rec.wait_for(4) == [(begin, "vote"), (begin, "prepare"), (begin, "end"),
+                               (end, "end")]
 
 
 @pytest.mark.parametrize("finish, event", [("confirm_resize", "resize-confirm"),
@@ -110,7 +117,8 @@ def test_shelve_then_unshelve(stack, vm):
     stack.wait_for_server(server.id, "SHELVED_OFFLOADED")
     stack.nova().servers.unshelve(server.id)
     stack.wait_for_server(server.id, "ACTIVE")
-    assert rec.wait_for(3) == [("shelve", "vote"), ("shelve", "prepare"), ("unshelve", "end")]
+    assert rec.wait_for(4) == [("shelve", "vote"), ("shelve", "prepare"), ("shelve", "end"),
+                               ("unshelve", "end")]
 
 
 def test_rebuild_is_a_notice_with_an_end(stack, vm):
@@ -129,7 +137,7 @@ def test_delete_is_a_notice(stack, vm):
 def test_crash_dump_is_a_notice(stack, vm):
     server, _, rec = vm
     stack.nova().servers.trigger_crash_dump(server.id)
-    assert rec.wait_for(1) == [("crash-dump", "prepare")]
+    assert rec.wait_for(2) == [("crash-dump", "prepare"), ("crash-dump", "end")]
 
 
 @pytest.mark.parametrize("call", [

@@ -1,3 +1,5 @@
+from datetime import datetime, timezone
+
 import pytest
 
 from novaproxy import operations
@@ -44,17 +46,123 @@ def test_progress(event, nova, expected):
     assert operations.progress(event, nova) == expected
 
 
-def test_end_notices_only_where_the_guest_runs():
-    assert operations.tells_guest("evacuate", server("ACTIVE"))
-    assert not operations.tells_guest("evacuate", server("SHUTOFF"))  # microversion >= 2.95
-    assert operations.tells_guest("resize", server("VERIFY_RESIZE"))
-    assert not operations.tells_guest("resize-confirm", server("SHUTOFF"))
-    assert not operations.tells_guest("stop", server("SHUTOFF"))
+def test_nova_action_names_are_novas_own():
+    instance_actions = pytest.importorskip("nova.compute.instance_actions")
+    names = {v for k, v in vars(instance_actions).items() if k.isupper()}
+    for lifecycle in operations.LIFECYCLES.values():
+        assert lifecycle.nova_action in names, lifecycle.event
 
 
-def test_an_older_operation_is_superseded_by_a_newer_one():
+NOW = 1_800_000_000.0
+
+
+def record(event="reboot", state="forwarded", prepared=True, **fields):
+    return {"id": "op1", "event": event, "state": state, "prepared": prepared, "notify": True,
+            "created": NOW - 10, **fields}
+
+
+def action(kind="reboot", request_id="req-1", started=NOW - 9, message=None):
+    return {"action": kind, "request_id": request_id, "message": message,
+            "start_time": datetime.fromtimestamp(started, timezone.utc).replace(
+                tzinfo=None).isoformat()}
+
+
+def verdict(rec, nova, act=None, negotiating=False, superseded=False, now=NOW):
+    return operations.verdict(rec, nova, act, negotiating, superseded, now)
+
+
+def test_find_action_by_novas_request_id_first():
+    mine, other = action(request_id="req-mine"), action(request_id="req-other")
+    assert operations.find_action(record(nova_request="req-mine"), [other, mine]) is mine
+    assert operations.find_action(record(nova_request="req-gone"), [other, mine]) is None
+
+
+def test_find_action_by_kind_and_time_when_novas_answer_was_never_seen():
+    rec = record(state="unknown", forwarded_at=NOW - 8)
+    before = action(request_id="req-before", started=NOW - 60)
+    wrong_kind = action(kind="stop", request_id="req-stop", started=NOW - 7)
+    later, earliest = action(request_id="req-2", started=NOW - 5), action(started=NOW - 7)
+    actions = [before, wrong_kind, later, earliest]
+    assert operations.find_action(rec, actions) is earliest
+    # Nova's clock may be a little behind the proxy's.
+    skewed = action(request_id="req-skew", started=NOW - 8 - operations.CLOCK_SKEW + 1)
+    assert operations.find_action(rec, [skewed]) is skewed
+    # One another record already names is not this one's.
+    assert operations.find_action(rec, actions, taken={"req-1"}) is later
+
+
+@pytest.mark.parametrize("nova, act, step", [
+    (server("ACTIVE", "rebooting"), action(), "wait"),
+    (server("ACTIVE"), action(), "end"),
+    (server("ACTIVE"), action(message="Error"), "abort"),  # failed, and settled back
+    (server("ERROR"), action(message="Error"), "abort"),
+    (server("SHUTOFF"), action(), "abort"),  # settled where a reboot does not leave it
+    (None, action(), "gone"),
+])
+def test_a_forwarded_operation_is_judged_by_the_server_and_its_action(nova, act, step):
+    assert verdict(record(nova_request="req-1"), nova, act).step == step
+
+
+def test_a_migration_that_settles_on_the_same_host_did_not_happen():
+    nova = {**server("ACTIVE"), "OS-EXT-SRV-ATTR:host": "h1"}
+    moved = {**server("ACTIVE"), "OS-EXT-SRV-ATTR:host": "h2"}
+    rec = record("live-migrate", host="h1")
+    assert verdict(rec, nova, action("live-migration")).step == "abort"
+    assert verdict(rec, moved, action("live-migration")).step == "end"
+
+
+def test_a_record_its_proxy_never_forwarded_is_aborted_once_the_proxy_let_go():
+    rec = record(state="preparing", owner="tok", decide_by=NOW + 60)
+    assert verdict(rec, server("ACTIVE"), negotiating=True).step == "wait"
+    assert verdict(rec, server("ACTIVE"), negotiating=False).step == "abort"
+
+
+@pytest.mark.parametrize("state", ["forwarding", "unknown"])
+def test_without_novas_action_the_outcome_waits_for_decide_by(state):
+    rec = record(state=state, forwarded_at=NOW - 8, decide_by=NOW + 5)
+    if state == "forwarding":
+        assert verdict(rec, server("ACTIVE"), negotiating=True, now=NOW + 10).step == "wait"
+    assert verdict(rec, server("ACTIVE"), now=NOW).step == "wait"
+    late = verdict(rec, server("ACTIVE"), now=NOW + 6)
+    assert late.step == "abort" and "never acted" in late.why
+    # Nova's action, once it shows, is followed whatever the proxy saw.
+    assert verdict(rec, server("ACTIVE"), action(), now=NOW + 6).step == "end"
+    assert verdict(rec, server("ACTIVE", "rebooting"), action(), now=NOW + 6).step == "wait"
+
+
+def test_a_refused_record_is_aborted_and_only_a_prepared_guest_hears_it():
+    assert verdict(record(state="refused", why="Nova answered HTTP 403"),
+                   server("ACTIVE")) == operations.Verdict("abort", "Nova answered HTTP 403")
+    assert verdict(record(state="refused", prepared=False), server("ACTIVE")).step == "failed"
+
+
+def test_a_prepared_guest_hears_its_end_when_it_runs_again():
+    stop = record("stop", nova_request="req-1")
+    assert verdict(stop, server("SHUTOFF"), action("stop")).step == "wait"
+    # The start that follows supersedes it: the stop ended, and the guest runs to hear it.
+    assert verdict(stop, server("ACTIVE"), action("stop"), superseded=True).step == "end"
+
+
+def test_an_operation_nobody_prepared_for_ends_only_where_it_brings_the_guest_back():
+    assert verdict(record("start", prepared=False), server("ACTIVE"), action("start")
+                   ).step == "end"
+    assert verdict(record("evacuate", prepared=False), server("SHUTOFF"), action("evacuate")
+                   ).step == "complete"  # microversion >= 2.95: nobody to tell
+    assert verdict(record("shelve-offload", prepared=False), server("SHELVED_OFFLOADED"),
+                   action("shelveOffload")).step == "complete"
+    monitored = record("reboot", prepared=False, notify=False)
+    assert verdict(monitored, server("ACTIVE"), action()).step == "complete"
+
+
+def test_a_superseded_operation_ended_unless_its_action_failed():
     # pause, then unpause before the agent looked: pause is not a failure.
-    assert operations.steps(["pause", "unpause"], server("ACTIVE")) == ["superseded", "end"]
-    assert operations.steps(["pause", "unpause"], server("PAUSED", "unpausing")) == [
-        "wait", "wait"]
-    assert operations.steps(["reboot"], server("SHUTOFF")) == ["abort"]
+    pause = record("pause", nova_request="req-1")
+    assert verdict(pause, server("ACTIVE"), action("pause"), superseded=True).step == "end"
+    assert verdict(pause, server("ACTIVE"), action("pause", message="Error"),
+                   superseded=True).step == "abort"
+    # Without the newer one, ACTIVE is not where a pause leaves the server.
+    assert verdict(pause, server("ACTIVE"), action("pause")).step == "abort"
+
+
+def test_closing_notices_have_one_request_id_per_operation():
+    assert operations.closing_id("0" * 32) == "close-" + "0" * 32

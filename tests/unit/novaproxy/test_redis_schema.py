@@ -35,7 +35,8 @@ def _scripts() -> dict:
 def test_every_lua_script_names_each_key_and_argument_it_uses():
     import re
 
-    assert set(_scripts()) == {"COMPARE_AND_DELETE", "COMPARE_AND_EXTEND", "CLAIM_RECOVERY"}
+    assert set(_scripts()) == {"COMPARE_AND_DELETE", "COMPARE_AND_EXTEND", "CLAIM_RECOVERY",
+                              "UPDATE_OPERATION"}
     for name, source in _scripts().items():
         header = "\n".join(line for line in source.splitlines() if line.startswith("--"))
         body = "\n".join(line for line in source.splitlines() if not line.startswith("--"))
