@@ -1,8 +1,12 @@
 """novaproxy: the operator's view of the system, read from Redis.
 
     novaproxy status                 instances served, by host: monitor state and last
-                                     answer, operations Nova is still carrying out;
-                                     negotiations in flight
+                                     answer, operations not closed yet; negotiations
+                                     in flight
+    novaproxy operations [--open-longer-than S]
+                                     every operation not closed yet, oldest first, and
+                                     how long its prepare has been open; exits 1 if a
+                                     prepare has been open longer than S seconds
     novaproxy events [-n N] [-f]     the audit trail, newest last; -f follows it
     novaproxy negotiations [-n N]    only negotiations and their outcome
 
@@ -20,6 +24,7 @@ from collections import defaultdict
 
 import redis
 
+from novaproxy import operations as lifecycle
 from novaproxy import redis_schema
 
 
@@ -71,12 +76,52 @@ def _evidence(raw: str | None) -> str:
     return ", ".join(f"{key}={value}" for key, value in evidence.items())
 
 
+_STATES = {
+    lifecycle.PREPARING: "being negotiated",
+    lifecycle.FORWARDING: "on its way to Nova",
+    lifecycle.FORWARDED: "accepted by Nova",
+    lifecycle.UNKNOWN: "Nova's answer unknown",
+    lifecycle.REFUSED: "called off, abort due",
+}
+
+
 def _operation(op: dict, now: float) -> str:
+    """One operation record: what, how far it got, and what its guest is owed."""
     age = now - float(op.get("created", now))
     left = float(op.get("expires", now)) - now
-    return (f"{op.get('event', '?')} ({op.get('action') or '-'}) accepted by Nova {age:.0f}s ago"
-            f"{', guest prepared' if op.get('prepared') else ''}; waiting for Nova to finish, "
-            f"record expires in {max(left, 0):.0f}s")
+    state = op.get("state", lifecycle.FORWARDED)
+    text = (f"{op.get('event', '?')} ({op.get('action') or '-'}) {op.get('id', '?')}: "
+            f"{_STATES.get(state, state)}, {age:.0f}s ago")
+    if op.get("nova_request"):
+        text += f", Nova request {op['nova_request']}"
+    if op.get("why") and state in (lifecycle.UNKNOWN, lifecycle.REFUSED):
+        text += f" ({op['why']})"
+    if state == lifecycle.UNKNOWN:
+        text += (f"; decided from Nova's instance actions within "
+                 f"{max(float(op.get('decide_by', now)) - now, 0):.0f}s")
+    if op.get("prepared"):
+        text += f"; guest prepared, closing notice pending for {age:.0f}s"
+    return text + f"; record expires in {max(left, 0):.0f}s"
+
+
+def cmd_operations(client: redis.Redis, args) -> int:
+    """Every record, oldest first; 1 if a prepare is open longer than allowed."""
+    now = time.time()
+    records = sorted(((op, instance) for instance, ops in
+                      redis_schema.all_operations(client).items() for op in ops),
+                     key=lambda pair: float(pair[0].get("created", now)))
+    prepared = [op for op, _ in records if op.get("prepared")]
+    oldest = max((now - float(op.get("created", now)) for op in prepared), default=0.0)
+    print(f"operations not closed: {len(records)}; open prepares: {len(prepared)}"
+          + (f" (oldest {oldest:.0f}s)" if prepared else ""))
+    for op, instance in records:
+        print(f"  {instance} {_operation(op, now)}")
+    limit = args.open_longer_than
+    if limit is not None and oldest > limit:
+        print(f"a prepare has been open for {oldest:.0f}s, longer than {limit:g}s",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _monitor(view: dict, now: float) -> str:
@@ -149,6 +194,9 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("NOVAPROXY_REDIS_URL"))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="instances by host, negotiations in flight")
+    ops = sub.add_parser("operations", help="operations not closed yet, open prepares")
+    ops.add_argument("--open-longer-than", type=float, metavar="S",
+                     help="exit 1 if a prepare has been open longer than S seconds")
     for name in ("events", "negotiations"):
         cmd = sub.add_parser(name, help="the audit trail" if name == "events"
                              else "negotiations and their outcome")
@@ -161,6 +209,8 @@ def main(argv: list | None = None) -> int:
     try:
         if args.command == "status":
             return cmd_status(client, args)
+        if args.command == "operations":
+            return cmd_operations(client, args)
         kinds = ("negotiation",) if args.command == "negotiations" else ()
         return cmd_events(client, args, kinds)
     except redis.RedisError as exc:

@@ -28,15 +28,48 @@ def test_status_shows_operations_nova_is_carrying_out(redis_client, redis_server
     redis_schema.publish_routes(redis_client, "compute1", ["u-1"])
     redis_schema.record_operation(redis_client, "u-1", {
         "id": "a", "event": "migrate", "action": "migrate", "prepared": True,
-        "created": now - 5, "expires": now + 100}, 100)
+        "state": "forwarded", "nova_request": "req-1", "created": now - 5,
+        "expires": now + 100}, 100)
     redis_schema.record_operation(redis_client, "u-9", {
         "id": "b", "event": "unshelve", "action": "unshelve", "created": now,
         "expires": now + 100}, 100)
     out = run(redis_server, "status").stdout
     # The CLI starts in about a second, more on a loaded machine: 5 s ago, or a few more.
-    assert re.search(r"  u-1\n    operation migrate \(migrate\) accepted by Nova [5-9]s ago, "
-                     r"guest prepared; waiting for Nova to finish, record expires in ", out), out
-    assert "operations of instances no agent serves: 1\n  u-9 unshelve (unshelve)" in out
+    assert re.search(r"  u-1\n    operation migrate \(migrate\) a: accepted by Nova, [5-9]s ago, "
+                     r"Nova request req-1; guest prepared, closing notice pending for [5-9]s; "
+                     r"record expires in ", out), out
+    assert "operations of instances no agent serves: 1\n  u-9 unshelve (unshelve) b" in out
+
+
+def test_operations_lists_open_prepares_oldest_first_and_can_alarm(redis_client,
+                                                                   redis_server):
+    import time
+
+    now = time.time()
+    redis_schema.record_operation(redis_client, "u-2", {
+        "id": "new", "event": "reboot", "action": "reboot", "prepared": True,
+        "state": "unknown", "why": "Nova answered HTTP 502", "decide_by": now + 50,
+        "created": now - 20, "expires": now + 100}, 100)
+    redis_schema.record_operation(redis_client, "u-1", {
+        "id": "old", "event": "stop", "action": "os-stop", "prepared": True,
+        "state": "preparing", "created": now - 300, "expires": now + 100}, 100)
+    redis_schema.record_operation(redis_client, "u-3", {
+        "id": "plain", "event": "start", "action": "os-start", "state": "forwarded",
+        "created": now - 1, "expires": now + 100}, 100)
+    done = run(redis_server, "operations")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0
+    assert re.match(r"operations not closed: 3; open prepares: 2 \(oldest 30\ds\)", lines[0])
+    assert lines[1].startswith("  u-1 stop (os-stop) old: being negotiated, 30")
+    assert "u-2 reboot (reboot) new: Nova's answer unknown, 2" in lines[2]
+    assert re.search(r"\(Nova answered HTTP 502\); decided from Nova's instance actions "
+                     r"within (4\d|50)s", lines[2]), lines[2]
+    assert "u-3 start (os-start) plain: accepted by Nova" in lines[3]
+    assert "closing notice pending" not in lines[3]
+    alarm = run(redis_server, "operations", "--open-longer-than", "120")
+    assert alarm.returncode == 1
+    assert "a prepare has been open for 30" in alarm.stderr
+    assert run(redis_server, "operations", "--open-longer-than", "3600").returncode == 0
 
 
 def test_events_newest_last_and_negotiations_only(redis_client, redis_server):
