@@ -138,3 +138,52 @@ def test_a_lost_request_group_is_told_apart_and_made_again(redis_client):
     assert redis_schema.ensure_group(redis_client, "h")
     taken = redis_schema.take_requests(redis_client, "h", "h", pending=False, block_ms=10)
     assert [req["id"] for _, req, _ in taken] == ["r1"]
+
+
+def record(client, instance="u-1", op_id="op1", state="preparing", host="compute1"):
+    redis_schema.record_operation(client, instance, {
+        "id": op_id, "event": "reboot", "state": state, "owner": "tok", "created": 1.0,
+        "details": {}}, 100, host=host)
+
+
+def test_a_record_moves_to_forwarding_only_while_its_negotiation_holds_the_lock(redis_client):
+    record(redis_client)
+    redis_schema.acquire_lock(redis_client, "u-1", "tok", 30)
+    moved = redis_schema.update_operation(redis_client, "u-1", "op1", ["preparing"],
+                                          {"state": "forwarding", "forwarded_at": 2.5},
+                                          holding="tok")
+    assert moved
+    [op] = redis_schema.operations_of(redis_client, ["u-1"])["u-1"]
+    assert (op["state"], op["forwarded_at"], op["details"]) == ("forwarding", 2.5, {})
+    # Not from a state it is no longer in.
+    assert not redis_schema.update_operation(redis_client, "u-1", "op1", ["preparing"],
+                                             {"state": "refused"})
+    # Lock lost: the negotiation can no longer move its record on.
+    record(redis_client, op_id="op2")
+    redis_schema.release_lock(redis_client, "u-1", "tok")
+    assert not redis_schema.update_operation(redis_client, "u-1", "op2", ["preparing"],
+                                             {"state": "forwarding"}, holding="tok")
+
+
+def test_an_agent_settles_a_record_only_once_its_negotiation_let_go(redis_client):
+    record(redis_client)
+    redis_schema.acquire_lock(redis_client, "u-1", "tok", 30)
+    assert not redis_schema.update_operation(redis_client, "u-1", "op1", ["preparing"],
+                                             {"state": "refused"}, released="tok")
+    # A newer negotiation's lock is not this record's.
+    redis_schema.release_lock(redis_client, "u-1", "tok")
+    redis_schema.acquire_lock(redis_client, "u-1", "newer", 30)
+    assert redis_schema.update_operation(redis_client, "u-1", "op1", ["preparing"],
+                                         {"state": "refused", "why": "gone"}, released="tok")
+    assert redis_schema.operations_of(redis_client, ["u-1"])["u-1"][0]["state"] == "refused"
+    assert not redis_schema.update_operation(redis_client, "u-9", "op1", ["refused"], {})
+
+
+def test_records_are_indexed_by_the_host_that_follows_them(redis_client):
+    record(redis_client, "u-1", host="compute1")
+    record(redis_client, "u-2", host="compute1")
+    record(redis_client, "u-3", host="compute2")
+    assert redis_schema.recorded_on(redis_client, "compute1") == {"u-1", "u-2"}
+    redis_schema.forget_recorded(redis_client, "compute1", {"u-1"})
+    assert redis_schema.recorded_on(redis_client, "compute1") == {"u-2"}
+    assert redis_schema.lock_owners(redis_client, ["u-1", "u-2"]) == {"u-1": None, "u-2": None}
