@@ -165,5 +165,12 @@ class PairingApp:
             time.sleep(0.02)
         return self.pairing
 
+    def wait_for(self, count: int, timeout: float = 10.0) -> list:
+        """Everything heard, once ``count`` notices arrived or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while len(self.pairing.heard()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.pairing.heard()
+
     def stop(self) -> None:
         self.app.stop()

@@ -165,6 +165,18 @@ def find_action(record: dict, actions: list, taken: set = frozenset()) -> dict |
     return min(found, key=_started) if found else None
 
 
+def overtaken(action: dict | None, actions: list) -> bool:
+    """Nova has started another lifecycle action on the server since ``action``: it
+    accepted that one from the state ``action`` left, so ``action`` is over (recorded by
+    the proxy or not: a direct call, an agent's recovery)."""
+    if action is None:
+        return False
+    kinds = {lifecycle.nova_action for lifecycle in _TABLE}
+    started = _started(action)
+    return any(other.get("action") in kinds and _started(other) > started
+               and other.get("request_id") != action.get("request_id") for other in actions)
+
+
 @dataclass(frozen=True)
 class Verdict:
     step: str  # WAIT; END or ABORT: that notice is due; GONE, COMPLETE, FAILED: no notice
@@ -190,11 +202,11 @@ def verdict(record: dict, server: dict | None, action: dict | None, negotiating:
     if not record.get("notify", True):
         return Verdict(COMPLETE, f"{outcome.why}; the guest is monitored, not negotiated "
                        "with: no notice")
-    if record.get("prepared"):  # a prepare is always closed, once the guest runs to hear it
+    # A prepare is always closed, and an operation that brings the guest back (or moves
+    # it) is announced: once the guest runs to hear it, before any newer notice.
+    if record.get("prepared") or LIFECYCLES[event].end:
         return outcome if running else Verdict(
             WAIT, f"{outcome.why}; its end notice waits for the guest to run again")
-    if LIFECYCLES[event].end and running:
-        return outcome
     return Verdict(COMPLETE, f"{outcome.why}; nothing to tell the guest")
 
 

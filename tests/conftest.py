@@ -109,16 +109,23 @@ class Recorder:
         from guestd.client import Application, Vote
 
         self.seen = []
+        self.heard_at = []  # time.monotonic() of each, in the same order
         self.verdict = verdict or (lambda notice: Vote.accept())
         self.app = Application(name, on_vote=self._vote, on_notice=self._notice,
                                socket_path=guest.guestd_socket).start()
         assert self.app.registered.wait(5), "application did not register with guestd"
 
     def _vote(self, notice):
-        self.seen.append((notice.event, notice.phase))
+        self._heard(notice)
         return self.verdict(notice)
 
     def _notice(self, notice):
+        self._heard(notice)
+
+    def _heard(self, notice):
+        import time
+
+        self.heard_at.append(time.monotonic())
         self.seen.append((notice.event, notice.phase))
 
     def wait_for(self, count, timeout=10.0):

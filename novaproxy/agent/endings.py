@@ -23,6 +23,7 @@ when Nova failed it, never acted on it, or the negotiation stopped it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
@@ -40,7 +41,13 @@ class Endings:
     def __init__(self, agent, nova) -> None:
         self.agent = agent
         self.nova = nova
-        self._busy: set = set()  # op ids being delivered by this agent right now
+        self._busy: set = set()  # (instance, op id) of the notices being delivered now
+        self._guard = threading.Lock()
+        self._instance_locks: dict = {}  # instance -> Lock: one judge of its records at a time
+
+    def _lock(self, instance: str) -> threading.Lock:
+        with self._guard:
+            return self._instance_locks.setdefault(instance, threading.Lock())
 
     def check(self, served: set) -> None:
         """One round over the records of the instances served or negotiated here.
@@ -53,18 +60,49 @@ class Endings:
         indexed = redis_schema.recorded_on(client, host)
         records = redis_schema.operations_of(client, served | indexed)
         redis_schema.forget_recorded(client, host, indexed - served - set(records))
-        if not records:
-            return
+        with self._guard:  # instances with no records left need no lock of their own
+            for instance in set(self._instance_locks) - set(records):
+                if not self._instance_locks[instance].locked():
+                    del self._instance_locks[instance]
         for instance, ops in records.items():
-            ops = [op for op in ops if op.get("event") in operations.LIFECYCLES
-                   and not self._expired(instance, op)]
-            if ops and not any(op.get("id") in self._busy for op in ops):
-                self._instance(instance, ops)
+            lock = self._lock(instance)
+            if lock.acquire(blocking=False):  # else a negotiation is settling it right now
+                try:
+                    self._instance(instance, ops, inline=False)
+                finally:
+                    lock.release()
 
-    def _instance(self, instance: str, ops: list) -> None:
-        """Close what can be closed of one instance's records, oldest first."""
-        # Who negotiates is read before Nova: a lock seen free here stays free for
-        # these records (a newer negotiation has a newer token).
+    def settle_before(self, instance: str, deadline: float) -> None:
+        """Before a new negotiation's vote or prepare reaches the guest: the closing
+        notices due for the instance's older operations go first, in order, within
+        half the time to ``deadline`` (a monotonic time)."""
+        lock = self._lock(instance)
+        if not lock.acquire(timeout=max((deadline - time.monotonic()) / 2, 0)):
+            return
+        try:
+            while self._busy_of(instance):  # a round's notice is on its way: it goes first
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.02)
+            ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
+            if ops:
+                self._instance(instance, ops, inline=True,
+                               budget=(deadline - time.monotonic()) / 2)
+        finally:
+            lock.release()
+
+    def _busy_of(self, instance: str) -> list:
+        return [key for key in list(self._busy) if key[0] == instance]
+
+    def _instance(self, instance: str, ops: list, inline: bool, budget: float = 0.0) -> None:
+        """Close what can be closed of one instance's records, oldest first: in a worker
+        (one notice per round), or ``inline``, each notice within ``budget`` seconds."""
+        ops = [op for op in ops if op.get("event") in operations.LIFECYCLES
+               and not self._expired(instance, op)]
+        if not ops or self._busy_of(instance):
+            return
+        # A record its proxy moves on while it is judged here is safe: an undecided one
+        # is only settled with a compare-and-set on its state and its proxy's lock.
         owner = redis_schema.lock_owners(self.agent.redis, [instance]).get(instance)
         try:
             server = self.nova.server(instance)
@@ -93,26 +131,28 @@ class Endings:
         now = time.time()
         for i, op in enumerate(ops):
             # Nova accepted a newer operation since: this one's state is behind it.
-            superseded = any(newer.get("state", operations.FORWARDED) == operations.FORWARDED
-                             or newer_action is not None
-                             for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
+            superseded = operations.overtaken(found[i], actions) or any(
+                newer.get("state", operations.FORWARDED) == operations.FORWARDED
+                or newer_action is not None
+                for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
             negotiating = bool(op.get("owner")) and owner == op.get("owner")
             verdict = operations.verdict(op, server, found[i], negotiating, superseded, now)
-            if verdict.step == operations.WAIT or not self._close(instance, op, verdict,
-                                                                  server):
+            if verdict.step == operations.WAIT or not self._close(
+                    instance, op, verdict, server, inline, budget):
                 return  # the older one first: the rest wait for it
 
     def _expired(self, instance: str, op: dict) -> bool:
-        if op.get("id") in self._busy or time.time() <= op.get("expires", 0):
+        if (instance, op.get("id")) in self._busy or time.time() <= op.get("expires", 0):
             return False
-        self._finish(instance, op, "expired", f"{op['event']} did not complete in Nova before "
-                     "its record expired; no closing notice was sent")
+        self._finish(instance, op, "expired", f"{op['event']} was not closed before its "
+                     "record expired (Nova never completed it, or the guest never ran again "
+                     "to hear it); no closing notice was sent")
         return True
 
     def _close(self, instance: str, op: dict, verdict: operations.Verdict,
-               server: dict | None) -> bool:
-        """Act on a verdict; True if the record is done with, False if a notice is on its
-        way (or the record could not be taken): the newer records wait for it."""
+               server: dict | None, inline: bool, budget: float) -> bool:
+        """Act on a verdict; True if the record is done with, False if its notice is on its
+        way or could not be given now: the newer records wait for it."""
         step = verdict.step
         if step in (operations.ABORT, operations.FAILED) and (
                 op.get("state") in operations.UNDECIDED):
@@ -122,13 +162,18 @@ class Endings:
             self._finish(instance, op, step, verdict.why)
             return True
         phase = protocol.END if step == operations.END else protocol.ABORT
-        owner = uuid.uuid4().hex
+        claim = uuid.uuid4().hex
         timeout = float(op.get("end_timeout", 15))
-        if redis_schema.claim_operation(self.agent.redis, instance, op["id"], owner,
-                                        timeout + 5):
-            self._busy.add(op["id"])
-            self.agent.submit(self._notify, instance, op, phase, timeout, server, owner,
-                              verdict.why)
+        if inline:
+            timeout = min(timeout, budget)
+        if timeout <= 0 or not redis_schema.claim_operation(
+                self.agent.redis, instance, op["id"], claim, timeout + 5):
+            return False
+        self._busy.add((instance, op["id"]))
+        args = (instance, op, phase, timeout, server, claim, verdict.why)
+        if inline:
+            return self._notify(*args)
+        self.agent.submit(self._notify, *args)
         return False
 
     def _decide(self, instance: str, op: dict, why: str) -> bool:
@@ -143,7 +188,8 @@ class Endings:
         return changed
 
     def _notify(self, instance: str, op: dict, phase: str, timeout: float,
-                server: dict | None, owner: str, why: str) -> None:
+                server: dict | None, owner: str, why: str) -> bool:
+        """Deliver a closing notice; True once it reached guestd (the record is done)."""
         try:
             details = {**op.get("details", {}), "status": (server or {}).get("status"),
                        operations.OPERATION_DETAIL: op["id"]}
@@ -154,23 +200,25 @@ class Endings:
             if reply.outcome in redis_schema.DELIVERED:
                 self._finish(instance, op, f"{phase}-delivered",
                              f"{why}; {phase} notice delivered: {reply.outcome}", reply)
-            else:
-                # The guest does not answer yet (still booting, moving): next round.
-                LOG.info("%s notice of %s for %s not delivered yet: %s (%s)", phase,
-                         op["event"], instance, reply.outcome, reply.detail)
-                redis_schema.release_claim(self.agent.redis, instance, op["id"], owner)
+                return True
+            # The guest does not answer yet (still booting, moving): next round.
+            LOG.info("%s notice of %s for %s not delivered yet: %s (%s)", phase,
+                     op["event"], instance, reply.outcome, reply.detail)
+            redis_schema.release_claim(self.agent.redis, instance, op["id"], owner)
         except (redis.RedisError, OSError) as exc:
             LOG.warning("%s notice of %s for %s: %s", phase, op["event"], instance, exc)
         finally:
-            self._busy.discard(op["id"])
+            self._busy.discard((instance, op["id"]))
             self.agent.wake_operations()  # the next record of this instance may be due now
+        return False
 
     def _finish(self, instance: str, op: dict, outcome: str, why: str,
                 reply: redis_schema.Reply | None = None) -> None:
         client = self.agent.redis
         if not redis_schema.finish_operation(client, instance, op["id"]):
             return  # another agent finished it
-        log = LOG.warning if outcome == "expired" else LOG.info
+        # A prepare left open is worth a warning; an announcement nobody heard is not.
+        log = LOG.warning if outcome == "expired" and op.get("prepared") else LOG.info
         log("%s of instance %s (operation %s): %s (%s)", op["event"], instance, op["id"],
             outcome, why)
         redis_schema.audit(client, "operation", instance, event=op["event"],

@@ -167,6 +167,14 @@ class Agent:
         age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
         started = time.monotonic()
         deadline = started + req["timeout"] - age  # the proxy waits no longer (nor much more)
+        if self.endings is not None and req["phase"] in (protocol.VOTE, protocol.PREPARE):
+            # An older operation's closing notice first: the guest hears them in order.
+            try:
+                self.endings.settle_before(req["instance"], deadline)
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("request %s: older operations of %s not settled first: %s",
+                            req["id"], req["instance"], exc)
+            age += time.monotonic() - started
         reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
                                 deliver.budget(req["timeout"], age), host, self.config.spool_dir)
         elapsed = time.monotonic() - started

@@ -1,10 +1,13 @@
-"""A proxy SIGKILLed mid-negotiation frees its server within one lease.
+"""A proxy SIGKILLed mid-negotiation frees its server within one lease, and its prepared
+guest hears abort before anything else.
 
 The negotiation lock is a short lease the negotiating proxy renews
 (negotiation.LOCK_LEASE); a killed proxy renews nothing, so the next caller,
 through another proxy, is answered by the guest within a lease, not after the
-whole negotiation's longest possible time (124 s before). The prepared guest's
-abort after such a crash needs a durable record of the prepare: issue 10.
+whole negotiation's longest possible time (124 s before). The operation was
+recorded before its prepare went out, and never marked as sent to Nova: once its
+lock is gone, the agent closes it with an abort — before the next operation's
+vote reaches the guest.
 """
 
 from __future__ import annotations
@@ -31,14 +34,19 @@ def test_a_proxy_killed_mid_prepare_frees_the_server_within_a_lease(_fault_stack
                                                                     fault_flavor):
     server, _ = fault_stack.boot("proxy-crash", fault_flavor)
     preparing = threading.Event()
+    heard = []
 
     def notice(n):
+        heard.append((n.event, n.phase, n.details.get("operation")))
         if n.phase == "prepare":
             preparing.set()
             time.sleep(1.0)
 
-    app = Application("db", on_vote=lambda n: Vote.reject("replication in progress"),
-                      on_notice=notice,
+    def vote(n):
+        heard.append((n.event, n.phase, n.details.get("operation")))
+        return Vote.reject("replication in progress")
+
+    app = Application("db", on_vote=vote, on_notice=notice,
                       socket_path=fault_stack.guests[server.id].guestd_socket).start()
     doomed = start_proxy(_fault_stack, "doomed", operations="reboot:notice")
     try:
@@ -66,6 +74,11 @@ def test_a_proxy_killed_mid_prepare_frees_the_server_within_a_lease(_fault_stack
         print(f"server free {freed:.1f}s after the proxy was killed")
         assert (status, marker) == (409, "action-rejected") and "replication" in message
         assert freed < negotiation.LOCK_LEASE + MARGIN
+        # The killed negotiation's prepare was closed by an abort, before the next vote.
+        (_, _, crashed), = [h for h in heard if h[1] == "prepare"]
+        assert [(e, p) for e, p, _ in heard] == [
+            ("reboot", "prepare"), ("reboot", "abort"), ("reboot", "vote")]
+        assert heard[1][2] == crashed and heard[2][2] != crashed
     finally:
         doomed.stop()
         app.stop()

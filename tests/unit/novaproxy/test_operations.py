@@ -146,8 +146,11 @@ def test_a_prepared_guest_hears_its_end_when_it_runs_again():
 def test_an_operation_nobody_prepared_for_ends_only_where_it_brings_the_guest_back():
     assert verdict(record("start", prepared=False), server("ACTIVE"), action("start")
                    ).step == "end"
-    assert verdict(record("evacuate", prepared=False), server("SHUTOFF"), action("evacuate")
-                   ).step == "complete"  # microversion >= 2.95: nobody to tell
+    # Since microversion 2.95 an evacuated server stays stopped: its end waits for a start.
+    evacuate = record("evacuate", prepared=False)
+    assert verdict(evacuate, server("SHUTOFF"), action("evacuate")).step == "wait"
+    assert verdict(evacuate, server("ACTIVE"), action("evacuate"), superseded=True
+                   ).step == "end"
     assert verdict(record("shelve-offload", prepared=False), server("SHELVED_OFFLOADED"),
                    action("shelveOffload")).step == "complete"
     monitored = record("reboot", prepared=False, notify=False)
@@ -166,3 +169,13 @@ def test_a_superseded_operation_ended_unless_its_action_failed():
 
 def test_closing_notices_have_one_request_id_per_operation():
     assert operations.closing_id("0" * 32) == "close-" + "0" * 32
+
+
+def test_an_action_is_overtaken_by_a_later_lifecycle_action_only():
+    stop = action("stop", request_id="req-stop", started=NOW - 9)
+    start = action("start", request_id="req-start", started=NOW - 5)
+    lock = action("lock", request_id="req-lock", started=NOW - 4)
+    assert operations.overtaken(stop, [stop, start])
+    assert not operations.overtaken(start, [stop, start])
+    assert not operations.overtaken(stop, [stop, lock])  # not a lifecycle action
+    assert not operations.overtaken(None, [stop, start])
