@@ -238,6 +238,11 @@ class Negotiation:
             return conflict(f"another operation on server {self.instance} is being "
                             "negotiated with its guest; retry later", IN_PROGRESS)
         self.owner = owner
+        earlier = self._earlier_undecided()
+        if earlier:
+            LOG.info("%s of %s refused: %s", self.op.event, self.instance, earlier)
+            self._release(owner)
+            return conflict(f"{earlier}; retry later", IN_PROGRESS)
         done = threading.Event()
         threading.Thread(target=self._renew, args=(owner, done), daemon=True,
                          name=f"lease-{self.instance}").start()
@@ -255,6 +260,27 @@ class Negotiation:
             else:  # the abort first, then the server: a next operation's notices follow it
                 threading.Thread(target=lambda: (closing(), give_back()), daemon=True,
                                  name=f"abort-{self.instance}").start()
+
+    def _earlier_undecided(self) -> str:
+        """Why an earlier operation of the server must be closed before this one is put to
+        the guest ("" if none): its notices come first, and whether Nova acted on it is
+        not known yet (its proxy stopped, or Nova's answer was lost). Bounded by the
+        record's ``decide_by``, by which the agent has decided it."""
+        try:
+            ops = redis_schema.operations_of(self.redis, [self.instance]).get(self.instance, [])
+        except redis.RedisError as exc:
+            self.redis_failed = True
+            LOG.warning("%s of %s: could not read earlier operations (%s)", self.op.event,
+                        self.instance, exc)
+            return ""
+        now = time.time()
+        for op in ops:
+            left = float(op.get("decide_by", 0)) - now
+            if op.get("state") in operations.UNDECIDED and left > 0:
+                return (f"the earlier {op.get('event')} of server {self.instance} (operation "
+                        f"{op.get('id')}) is not closed yet: whether Nova acted on it is "
+                        f"decided within {left:.0f}s")
+        return ""
 
     def _renew(self, owner: str, done: threading.Event) -> None:
         """Keep the server's lease until the negotiation is done (a failure is logged,
@@ -492,7 +518,8 @@ class Negotiation:
                     if redis_schema.finish_operation(self.redis, instance, self.op_id):
                         redis_schema.audit(self.redis, "operation", instance, event=op.event,
                                            action=op.action, outcome="abort-delivered",
-                                           why=why, voters=reply.voters, operation=self.op_id)
+                                           why=why, voters=reply.voters, host=self.host or "",
+                                           operation=self.op_id, nova_request="")
                 else:  # not delivered now: the agent tries again when the guest answers
                     redis_schema.release_claim(self.redis, instance, self.op_id, claim)
             except redis.RedisError as exc:

@@ -204,3 +204,24 @@ def test_a_failed_look_up_follows_unreachable(stack, proxy, strict_proxy, faults
     assert [s.method for s in faults.requests] == ["GET"]  # the look-up, never the action
     assert stack.instance_actions(server.id).count("reboot") == 1
     assert app.seen == []  # neither reboot was negotiated: no vote, no notice
+
+
+def test_a_retry_is_held_back_until_the_unknown_outcome_is_decided(stack, proxy, faults,
+                                                                   server):
+    """Nova's 500 leaves it unknown whether the reboot happened; the caller's retry is put
+    to the guest only once that is decided (a 409 marked negotiation-in-progress until
+    then), so the guest hears the first reboot's abort before the second one's vote."""
+    server, app = server
+    faults.set(fault_proxy.ERROR, match=action)
+    assert reboot(proxy.nova(), server)[0] == 500
+    faults.set(fault_proxy.PASS)
+    code, error, _ = reboot(proxy.nova(), server)
+    assert code == 409
+    assert "negotiation-in-progress" in str(error) and "is not closed yet" in str(error)
+    deadline = time.monotonic() + OUTCOME_WAIT + MARGIN
+    while code != 202:
+        assert time.monotonic() < deadline, error
+        time.sleep(0.5)
+        code, error, _ = reboot(proxy.nova(), server)
+    assert app.wait_for(6, timeout=30) == ABORTED + [
+        ("reboot", "vote"), ("reboot", "prepare"), ("reboot", "end")]
