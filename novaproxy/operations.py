@@ -40,9 +40,11 @@ UNDECIDED = (PREPARING, FORWARDING, UNKNOWN)
 # Notices of a recorded operation carry its id under this key of their details, so an
 # application can pair a prepare with its closing notice.
 OPERATION_DETAIL = "operation"
-# How far Nova's clock may be from the proxy's (hosts run NTP); an instance action
-# that started this long before the record's forwarding still counts as its.
-CLOCK_SKEW = 5.0
+# How far Nova's clock may be behind the proxy's (hosts run NTP): an instance action
+# of the right kind that started this long before the record's forwarding may still be
+# its, if none started after. (Another request of that kind on that server within
+# this second, unasked, could be taken for it.)
+CLOCK_SKEW = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,17 +154,25 @@ def _started(action: dict) -> float:
 def find_action(record: dict, actions: list, taken: set = frozenset()) -> dict | None:
     """The instance action Nova recorded for ``record``, if any.
 
-    By Nova's request id when the proxy learnt it; else the earliest action of
-    the event's kind that started after the record's forwarding (less the clock
-    skew) and that no other record names (``taken``: their request ids).
+    By Nova's request id when the proxy learnt it. A record still ``preparing`` was
+    never forwarded, so no action is its. Otherwise the earliest action of the
+    event's kind that no other record names (``taken``: their request ids) and that
+    started after the record's forwarding; failing that, the latest one that started
+    up to the clock skew before it (Nova's clock may be a little behind the proxy's).
     """
     if record.get("nova_request"):
         return next((a for a in actions if a.get("request_id") == record["nova_request"]), None)
+    if record.get("state") == PREPARING:
+        return None
     kind = LIFECYCLES[record["event"]].nova_action
-    since = float(record.get("forwarded_at") or record.get("created", 0)) - CLOCK_SKEW
-    found = [a for a in actions if a.get("action") == kind and _started(a) >= since
-             and a.get("request_id") not in taken]
-    return min(found, key=_started) if found else None
+    forwarded = float(record.get("forwarded_at") or record.get("created", 0))
+    mine = sorted((a for a in actions if a.get("action") == kind
+                   and a.get("request_id") not in taken), key=_started)
+    after = [a for a in mine if _started(a) >= forwarded]
+    if after:
+        return after[0]
+    skewed = [a for a in mine if _started(a) >= forwarded - CLOCK_SKEW]
+    return skewed[-1] if skewed else None
 
 
 def overtaken(action: dict | None, actions: list) -> bool:

@@ -72,11 +72,11 @@ def test_the_event_table_gives_every_events_default_mode():
     assert documented == policy.DEFAULT_MODES
 
 
-def test_the_event_table_says_which_events_can_be_voted_on_and_get_an_end_notice():
+def test_the_event_table_says_which_events_can_be_voted_on_and_end_without_a_prepare():
     rows = table_with("event")
     assert {code(r["event"]): YES_NO[r["guest runs before"]] for r in rows} == {
         event: lifecycle.negotiable for event, lifecycle in operations.LIFECYCLES.items()}
-    assert {code(r["event"]): YES_NO[r["end notice"]] for r in rows} == {
+    assert {code(r["event"]): YES_NO[r["end without a prepare"]] for r in rows} == {
         event: lifecycle.end for event, lifecycle in operations.LIFECYCLES.items()}
 
 
