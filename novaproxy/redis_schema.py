@@ -215,6 +215,21 @@ redis.call('hset', KEYS[1], ARGV[1], cjson.encode(op))
 return 1
 """
 
+CLAIM_OPERATION = """
+-- Claim an operation's closing notice, unless another live process holds the claim.
+-- KEYS[1]: the operation's claim key
+-- ARGV[1]: the claim's token (its owner)
+-- ARGV[2]: how long the claim holds, in milliseconds
+-- ARGV[3]: a prefix of holders the claimant may replace ('' for none)
+-- Returns 1 if claimed, 0 if another holder keeps it.
+local holder = redis.call('get', KEYS[1])
+if holder and (ARGV[3] == '' or string.sub(holder, 1, #ARGV[3]) ~= ARGV[3]) then
+  return 0
+end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 _registered: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> {source: Script}
 _registered_lock = threading.Lock()
 
@@ -481,9 +496,14 @@ def _claim_key(instance: str, op_id: str) -> str:
 
 
 def claim_operation(client: redis.Redis, instance: str, op_id: str, owner: str,
-                    ttl: float) -> bool:
-    """Claim a recorded operation's notice for ``ttl`` seconds: one agent delivers it."""
-    return bool(client.set(_claim_key(instance, op_id), owner, nx=True, px=int(ttl * 1000)))
+                    ttl: float, replaces: str = "") -> bool:
+    """Claim a recorded operation's notice for ``ttl`` seconds: one process delivers it.
+
+    A claim whose holder starts with ``replaces`` is taken over: an agent claims only
+    what it is not delivering itself, so a claim of its host's that it finds is left
+    from a delivery that failed, or from its killed predecessor."""
+    return bool(_run_script(client, CLAIM_OPERATION, [_claim_key(instance, op_id)],
+                            [owner, int(ttl * 1000), replaces]))
 
 
 def release_claim(client: redis.Redis, instance: str, op_id: str, owner: str) -> None:
@@ -492,8 +512,15 @@ def release_claim(client: redis.Redis, instance: str, op_id: str, owner: str) ->
 
 
 def finish_operation(client: redis.Redis, instance: str, op_id: str) -> bool:
-    """Remove a recorded operation; False if another agent finished it first."""
-    return bool(client.hdel(ops_key(instance), op_id))
+    """Remove a recorded operation and its notice's claim; False if another process
+    finished it first. (A record that comes back, from a Redis restored from an older
+    snapshot, is then closed again: with the same closing request id, which guestd
+    answers from memory.)"""
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(ops_key(instance), op_id)
+    pipe.delete(_claim_key(instance, op_id))
+    removed, _ = pipe.execute()
+    return bool(removed)
 
 
 def all_operations(client: redis.Redis) -> dict:

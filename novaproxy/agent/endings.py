@@ -42,6 +42,10 @@ class Endings:
         self.agent = agent
         self.nova = nova
         self._busy: set = set()  # (instance, op id) of the notices being delivered now
+        self._delivering: set = set()  # op ids whose vote or prepare is being delivered
+        # This host's claims: one found for a record not being delivered here is a
+        # leftover (a failed delivery, a killed predecessor), taken over.
+        self._host_claims = f"agent:{agent.config.host}:"
         self._guard = threading.Lock()
         self._instance_locks: dict = {}  # instance -> Lock: one judge of its records at a time
 
@@ -72,22 +76,43 @@ class Endings:
                 finally:
                     lock.release()
 
-    def settle_before(self, instance: str, deadline: float) -> None:
-        """Before a new negotiation's vote or prepare reaches the guest: the closing
-        notices due for the instance's older operations go first, in order, within
-        half the time to ``deadline`` (a monotonic time)."""
+    def before_delivery(self, req: dict, deadline: float) -> str:
+        """Before a vote or prepare reaches the guest: the closing notices due for the
+        instance's older operations go first (within half the time to ``deadline``, a
+        monotonic time), and the request's own operation is not closed while it is
+        delivered (call :meth:`after_delivery`). Why not to deliver it ("" to deliver):
+        a prepare whose operation was closed meanwhile (its proxy gave up) must not
+        reach the guest after its abort."""
+        op_id = req["details"].get(operations.OPERATION_DETAIL)
+        if op_id:
+            self._delivering.add(op_id)
+        ops = self._settle_before(req["instance"], deadline)
+        if req["phase"] != protocol.PREPARE or not op_id or ops is None:
+            return ""
+        own = next((op for op in ops if op.get("id") == op_id), None)
+        if own is None or own.get("state") != operations.PREPARING:
+            return f"its operation {op_id} was closed meanwhile"
+        return ""
+
+    def after_delivery(self, req: dict) -> None:
+        self._delivering.discard(req["details"].get(operations.OPERATION_DETAIL))
+
+    def _settle_before(self, instance: str, deadline: float) -> list | None:
+        """The instance's records once the closings due went out (None if not read)."""
         lock = self._lock(instance)
         if not lock.acquire(timeout=max((deadline - time.monotonic()) / 2, 0)):
-            return
+            return None
         try:
             while self._busy_of(instance):  # a round's notice is on its way: it goes first
                 if time.monotonic() >= deadline:
-                    return
+                    return None
                 time.sleep(0.02)
             ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
             if ops:
                 self._instance(instance, ops, inline=True,
                                budget=(deadline - time.monotonic()) / 2)
+                ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
+            return ops or []
         finally:
             lock.release()
 
@@ -130,6 +155,8 @@ class Endings:
             found.append(action)
         now = time.time()
         for i, op in enumerate(ops):
+            if op.get("id") in self._delivering:
+                return  # its prepare is on its way to the guest: closed after it, if need be
             # Nova accepted a newer operation since: this one's state is behind it.
             superseded = operations.overtaken(found[i], actions) or any(
                 newer.get("state", operations.FORWARDED) == operations.FORWARDED
@@ -162,12 +189,13 @@ class Endings:
             self._finish(instance, op, step, verdict.why)
             return True
         phase = protocol.END if step == operations.END else protocol.ABORT
-        claim = uuid.uuid4().hex
+        claim = self._host_claims + uuid.uuid4().hex
         timeout = float(op.get("end_timeout", 15))
         if inline:
             timeout = min(timeout, budget)
         if timeout <= 0 or not redis_schema.claim_operation(
-                self.agent.redis, instance, op["id"], claim, timeout + 5):
+                self.agent.redis, instance, op["id"], claim, timeout + 5,
+                replaces=self._host_claims):
             return False
         self._busy.add((instance, op["id"]))
         args = (instance, op, phase, timeout, server, claim, verdict.why)

@@ -167,16 +167,28 @@ class Agent:
         age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
         started = time.monotonic()
         deadline = started + req["timeout"] - age  # the proxy waits no longer (nor much more)
-        if self.endings is not None and req["phase"] in (protocol.VOTE, protocol.PREPARE):
-            # An older operation's closing notice first: the guest hears them in order.
+        negotiating = self.endings is not None and req["phase"] in (protocol.VOTE,
+                                                                     protocol.PREPARE)
+        why_not = ""
+        if negotiating:
+            # Older operations' closing notices first: the guest hears them in order.
             try:
-                self.endings.settle_before(req["instance"], deadline)
+                why_not = self.endings.before_delivery(req, deadline)
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("request %s: older operations of %s not settled first: %s",
                             req["id"], req["instance"], exc)
             age += time.monotonic() - started
-        reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
-                                deliver.budget(req["timeout"], age), host, self.config.spool_dir)
+        try:
+            if why_not:
+                reply = redis_schema.Reply(req["id"], req["instance"],
+                                           redis_schema.UNREACHABLE, detail=why_not, host=host)
+            else:
+                reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
+                                        deliver.budget(req["timeout"], age), host,
+                                        self.config.spool_dir)
+        finally:
+            if negotiating:
+                self.endings.after_delivery(req)
         elapsed = time.monotonic() - started
         voters = ", ".join(f"{v['name']}={v['vote']}" for v in reply.voters)
         LOG.info("%s %s of instance %s (request %s): %s in %.0f ms%s%s",

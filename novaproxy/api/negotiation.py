@@ -494,7 +494,7 @@ class Negotiation:
                      why)
             return
         LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
-        claim = uuid.uuid4().hex
+        claim = f"proxy:{uuid.uuid4().hex}"
         try:
             claimed = redis_schema.claim_operation(self.redis, instance, self.op_id, claim,
                                                    self.policy.prepare_timeout + 5)

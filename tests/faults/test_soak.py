@@ -100,7 +100,8 @@ class Soak:
     def drive(self, server_id: str, rng: random.Random) -> None:
         for _ in range(OPERATIONS):
             kind = rng.choice(sorted(KINDS))
-            self.call(kind, server_id)
+            if self.call(kind, server_id) == "proxy down":
+                time.sleep(0.5)  # being restarted
             status = self.settled(server_id)
             if status != "ACTIVE":
                 self.bring_back(KINDS[kind] or "start", server_id)

@@ -187,3 +187,21 @@ def test_records_are_indexed_by_the_host_that_follows_them(redis_client):
     redis_schema.forget_recorded(redis_client, "compute1", {"u-1"})
     assert redis_schema.recorded_on(redis_client, "compute1") == {"u-2"}
     assert redis_schema.lock_owners(redis_client, ["u-1", "u-2"]) == {"u-1": None, "u-2": None}
+
+
+def test_an_agent_takes_over_its_hosts_leftover_claims_only(redis_client):
+    claim = redis_schema.claim_operation
+    assert claim(redis_client, "u-1", "op1", "agent:h1:a", 30, "agent:h1:")
+    # Another host and a proxy keep their claims...
+    assert not claim(redis_client, "u-1", "op1", "agent:h2:b", 30, "agent:h2:")
+    assert not claim(redis_client, "u-1", "op1", "proxy:c", 30)
+    assert claim(redis_client, "u-1", "op2", "proxy:d", 30)
+    assert not claim(redis_client, "u-1", "op2", "agent:h1:e", 30, "agent:h1:")
+    # ...while the host's agent takes over what it left (it claims only what it is not
+    # delivering: a failed delivery's claim, a killed predecessor's).
+    assert claim(redis_client, "u-1", "op1", "agent:h1:f", 30, "agent:h1:")
+    assert redis_client.get(redis_schema._claim_key("u-1", "op1")) == "agent:h1:f"
+    # Closing the operation removes its claim with it.
+    redis_schema.record_operation(redis_client, "u-1", {"id": "op1", "event": "reboot"}, 100)
+    assert redis_schema.finish_operation(redis_client, "u-1", "op1")
+    assert redis_client.get(redis_schema._claim_key("u-1", "op1")) is None

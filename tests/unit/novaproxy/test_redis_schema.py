@@ -36,7 +36,7 @@ def test_every_lua_script_names_each_key_and_argument_it_uses():
     import re
 
     assert set(_scripts()) == {"COMPARE_AND_DELETE", "COMPARE_AND_EXTEND", "CLAIM_RECOVERY",
-                              "UPDATE_OPERATION"}
+                              "UPDATE_OPERATION", "CLAIM_OPERATION"}
     for name, source in _scripts().items():
         header = "\n".join(line for line in source.splitlines() if line.startswith("--"))
         body = "\n".join(line for line in source.splitlines() if not line.startswith("--"))
