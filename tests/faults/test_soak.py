@@ -59,6 +59,7 @@ class Soak:
         self.calls: collections.Counter = collections.Counter()
         self.faults: collections.Counter = collections.Counter()
         self.stopping = threading.Event()
+        self.errors: list = []
 
     def call(self, kind: str, server_id: str) -> str:
         """One call through the soak's proxy: its outcome, as counted."""
@@ -87,45 +88,57 @@ class Soak:
         return wait_for(done, SETTLED, f"server {server_id} settled", interval=0.2)
 
     def bring_back(self, kind: str, server_id: str) -> None:
-        """Start (unpause) the server through the proxy, again until Nova takes it."""
-        for _ in range(20):
-            if self.call(kind, server_id) == "accepted":
-                break
-            time.sleep(0.5)
-        else:  # the proxy never took it: Nova directly, unrecorded
-            CALLS[kind](self.stack.nova(direct=True), server_id)
-        wait_for(lambda: self.settled(server_id) == "ACTIVE", SETTLED,
-                 f"server {server_id} back")
+        """Start (unpause) the server through the proxy, again until Nova did it."""
+        for attempt in range(40):
+            if self.settled(server_id) == "ACTIVE":
+                return
+            if attempt < 30:
+                if self.call(kind, server_id) != "accepted":
+                    time.sleep(0.5)
+                continue
+            try:  # the proxy never took it: Nova directly, unrecorded
+                CALLS[kind](self.stack.nova(direct=True), server_id)
+            except nova_exceptions.Conflict:
+                pass  # it got there meanwhile
+        raise AssertionError(f"server {server_id} was not brought back with {kind}")
 
     def drive(self, server_id: str, rng: random.Random) -> None:
-        for _ in range(OPERATIONS):
-            kind = rng.choice(sorted(KINDS))
-            if self.call(kind, server_id) == "proxy down":
-                time.sleep(0.5)  # being restarted
-            status = self.settled(server_id)
-            if status != "ACTIVE":
-                self.bring_back(KINDS[kind] or "start", server_id)
+        try:
+            for _ in range(OPERATIONS):
+                kind = rng.choice(sorted(KINDS))
+                if self.call(kind, server_id) == "proxy down":
+                    time.sleep(0.5)  # being restarted
+                if self.settled(server_id) != "ACTIVE":
+                    self.bring_back(KINDS[kind] or "start", server_id)
+        except Exception as exc:  # the test fails on it, with the driver's reason
+            self.errors.append(f"driver of {server_id}: {exc!r}")
 
     def inject(self, rng: random.Random) -> None:
+        try:
+            while not self.stopping.wait(rng.uniform(*FAULT_EVERY)):
+                self.fault(rng)
+        except Exception as exc:
+            self.errors.append(f"fault injector: {exc!r}")
+
+    def fault(self, rng: random.Random) -> None:
         stack = self.stack
-        host = stack.computes[0]
-        while not self.stopping.wait(rng.uniform(*FAULT_EVERY)):
-            fault = rng.choice(["proxy", "agent", "redis-restart", "redis-freeze"])
-            self.faults[fault] += 1
-            if fault == "proxy":
-                with self.proxy_lock:
-                    self.proxy.process.signal(signal.SIGKILL)
-                    self.proxy.stop()
-                    self.proxy = start_proxy(stack, "soak")
-            elif fault == "agent":
-                stack.agents[host].signal(signal.SIGKILL)
-                stack.restart_agent(host)
-            elif fault == "redis-restart":
-                stack.redis.restart(keep_data=True)
-            else:
-                stack.redis.freeze()
-                time.sleep(rng.uniform(0.5, 2.0))
-                stack.redis.thaw()
+        kind = rng.choice(["proxy", "agent", "redis-restart", "redis-freeze"])
+        self.faults[kind] += 1
+        if kind == "proxy":
+            with self.proxy_lock:
+                self.proxy.process.signal(signal.SIGKILL)
+                self.proxy.stop()
+                self.proxy = start_proxy(stack, "soak")
+        elif kind == "agent":
+            host = stack.computes[0]
+            stack.agents[host].signal(signal.SIGKILL)
+            stack.restart_agent(host)
+        elif kind == "redis-restart":
+            stack.redis.restart(keep_data=True)
+        else:
+            stack.redis.freeze()
+            time.sleep(rng.uniform(0.5, 2.0))
+            stack.redis.thaw()
 
 
 def test_soak_leaves_no_prepare_open_and_none_closed_twice(fault_stack, fault_flavor):
@@ -167,6 +180,7 @@ def test_soak_leaves_no_prepare_open_and_none_closed_twice(fault_stack, fault_fl
         print(f"soak: {sum(soak.calls.values())} calls in {took:.0f}s "
               f"({dict(sorted(soak.calls.items()))}); faults {dict(sorted(soak.faults.items()))}"
               f"; guests heard {dict(sorted(counts.items()))}")
+        assert not soak.errors, soak.errors
         for app in apps.values():
             app.pairing.assert_paired()
         assert counts["prepares"] > 0 and counts["doubled"] == 0 and counts["open"] == 0
