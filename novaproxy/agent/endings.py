@@ -129,6 +129,15 @@ class Endings:
         # A record its proxy moves on while it is judged here is safe: an undecided one
         # is only settled with a compare-and-set on its state and its proxy's lock.
         owner = redis_schema.lock_owners(self.agent.redis, [instance]).get(instance)
+        # One still being negotiated holds back the newer ones: no need to ask Nova.
+        for i, op in enumerate(ops):
+            if op.get("id") in self._delivering or (
+                    op.get("state") in (operations.PREPARING, operations.FORWARDING)
+                    and op.get("owner") and op.get("owner") == owner):
+                ops = ops[:i]
+                break
+        if not ops:
+            return
         try:
             server = self.nova.server(instance)
             first = ops[0]
@@ -155,8 +164,6 @@ class Endings:
             found.append(action)
         now = time.time()
         for i, op in enumerate(ops):
-            if op.get("id") in self._delivering:
-                return  # its prepare is on its way to the guest: closed after it, if need be
             # Nova accepted a newer operation since: this one's state is behind it.
             superseded = operations.overtaken(found[i], actions) or any(
                 newer.get("state", operations.FORWARDED) == operations.FORWARDED
