@@ -151,14 +151,14 @@ def play(stack: Stack, workdir: str, apps: list[subprocess.Popen]) -> None:
     say("in the guest:")
     tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 2)
 
-    step("Start db-1 again: the guest hears the end of it once it answers")
+    step("Start db-1 again: once it answers, the guest hears its stop's end, then the start's")
     nova.servers.start(db.id)
     wait_status(stack, db.id, "ACTIVE")
     # Evidence newer than the start: the guest heard the start's end, and the monitor
     # heard its qemu-ga since (a view from before the stop still says "healthy").
     wait_app_log(stack, db.id, "start end")
     say("in the guest:")
-    tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 1)
+    tail(os.path.join(stack.guests[db.id].workdir, "app.log"), 2)
     stack.wait_settled(db.id)
     say("the agent's monitor hears db-1 again: healthy")
 
@@ -195,12 +195,14 @@ def play(stack: Stack, workdir: str, apps: list[subprocess.Popen]) -> None:
     for _, fields in redis_schema.read_events(client, 20):
         say(format_event(fields))
 
-    step("The operator's CLI: novaproxy status")
-    status = subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
-                             stack.redis.url, "status"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": REPO}, timeout=30)
-    for line in status.stdout.splitlines():
-        say(line)
+    step("The operator's CLI: novaproxy status, novaproxy operations")
+    for command in ("status", "operations"):
+        say(f"$ novaproxy {command}")
+        done = subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
+                               stack.redis.url, command], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": REPO}, timeout=30)
+        for line in done.stdout.splitlines():
+            say(line)
 
 
 def main() -> int:
