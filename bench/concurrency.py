@@ -31,6 +31,7 @@ from guestd.client import Application, Vote  # noqa: E402
 from harness.guest import REPO, Guest, write_guestd_ctl  # noqa: E402
 from harness.processes import Process  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
+from novaproxy.api import policy  # noqa: E402
 from novaproxy.api._guest import REPLY_GRACE, GuestChannel  # noqa: E402
 
 
@@ -61,7 +62,8 @@ def main() -> int:
                     os.path.join(workdir, "agent.log"), {**os.environ, "PYTHONPATH": REPO})
     try:
         time.sleep(1.5)
-        channel = GuestChannel(server.url, max_connections=32)
+        channel = GuestChannel(server.url, max_connections=32,
+                               command_timeout=policy.DEFAULT_REDIS_TIMEOUT)
         channel.redis.ping()
         admin = redis.Redis.from_url(server.url, decode_responses=True)
         peak = [0]

@@ -33,6 +33,7 @@ from guestd.client import Application, Vote  # noqa: E402
 from harness.processes import wait_for  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from novaproxy import redis_schema  # noqa: E402
+from novaproxy.api import policy  # noqa: E402
 from novaproxy.api._guest import GuestChannel  # noqa: E402
 
 
@@ -50,7 +51,8 @@ def main() -> int:
         Application("app", on_vote=lambda n: verdict["vote"],
                     socket_path=guest.guestd_socket).start().registered.wait(5)
 
-        channel = GuestChannel(stack.redis.url, max_connections=8)
+        channel = GuestChannel(stack.redis.url, max_connections=8,
+                           command_timeout=policy.DEFAULT_REDIS_TIMEOUT)
         samples, outcomes = [], {}
         for _ in range(20):  # warm-up
             channel.ask(host, protocol.request(uuid.uuid4().hex, server.id, "reboot",
