@@ -238,11 +238,6 @@ class Negotiation:
             return conflict(f"another operation on server {self.instance} is being "
                             "negotiated with its guest; retry later", IN_PROGRESS)
         self.owner = owner
-        earlier = self._earlier_undecided()
-        if earlier:
-            LOG.info("%s of %s refused: %s", self.op.event, self.instance, earlier)
-            self._release(owner)
-            return conflict(f"{earlier}; retry later", IN_PROGRESS)
         done = threading.Event()
         threading.Thread(target=self._renew, args=(owner, done), daemon=True,
                          name=f"lease-{self.instance}").start()
@@ -303,6 +298,10 @@ class Negotiation:
             refusal = cannot_ask(self.policy, self.op, self.instance,
                                  "no agent serves this instance")
             return refusal or self.forward(prepared=False)
+        earlier = self._earlier_undecided()
+        if earlier:  # its closing comes first: the guest hears of this one after it
+            LOG.info("%s of %s refused: %s", self.op.event, self.instance, earlier)
+            return conflict(f"{earlier}; retry later", IN_PROGRESS)
         self.op = self._detailed()
         if self.policy.mode(self.op.event) == policy.VOTE:
             refusal = self._vote(vote_timeout)
