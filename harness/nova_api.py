@@ -22,6 +22,7 @@ import sysconfig  # noqa: E402
 
 import eventlet  # noqa: E402
 import eventlet.wsgi  # noqa: E402
+import fixtures  # noqa: E402
 import nova.tests.functional  # noqa: E402,F401  (must be the first nova import)
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.tests.functional import integrated_helpers  # noqa: E402
@@ -60,6 +61,26 @@ def token_identity(app):
     return middleware
 
 
+def keep_request_ids(plane) -> None:
+    """Give Nova's request context the request id its API answers with, as in production.
+
+    The fixture stubs keystonecontext with a context of its own making, which gets a
+    fresh request id; the real one (``RequestContext.from_environ``) takes the id the
+    request id middleware put in the environ and returns to the caller. Instance
+    actions carry the context's id, and novaproxy matches them by it.
+    """
+    from nova.api import auth
+
+    stub = auth.NovaKeystoneContext._create_context
+
+    def create_context(env, **kwargs):
+        return stub(env, request_id=env.get("openstack.request_id"),
+                    global_request_id=env.get("openstack.global_request_id"), **kwargs)
+
+    plane.useFixture(fixtures.MonkeyPatch(
+        "nova.api.auth.NovaKeystoneContext._create_context", create_context))
+
+
 class NovaControlPlane(integrated_helpers.ProviderUsageBaseTestCase):
     """Nova's functional test base, set up outside a test runner."""
 
@@ -89,6 +110,7 @@ def main() -> int:
     NovaControlPlane.api_paste = os.path.abspath(args.api_paste)
     plane = NovaControlPlane()
     plane.setUp()
+    keep_request_ids(plane)
     # Tests and the demo boot many servers; the default quota is 10 instances.
     plane.flags(instances=-1, cores=-1, ram=-1, group="quota")
     # Room for the benchmarks' 100+ servers of 1 vCPU and 512 MB on two fake hosts.

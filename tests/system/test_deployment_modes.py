@@ -15,6 +15,7 @@ from novaclient import exceptions
 from guestd.client import Vote
 from harness.processes import wait_for
 from novaproxy import headers, redis_schema
+from tests.system.helpers import events_of
 
 SKIP = {headers.SKIP_HEADER: "true"}
 RECOVERY = {headers.SKIP_HEADER: headers.RECOVERY}
@@ -36,6 +37,15 @@ def test_in_process_nack_and_ack(in_process, in_process_flavor, recorder):
     in_process.nova().servers.stop(server.id)
     in_process.wait_for_server(server.id, "SHUTOFF")
     assert rec.seen == [("reboot", "vote"), ("stop", "vote"), ("stop", "prepare")]
+    in_process.nova().servers.start(server.id)
+    in_process.wait_for_server(server.id, "ACTIVE")
+    assert rec.wait_for(5)[3:] == [("stop", "end"), ("start", "end")]
+    # The record named Nova's own request (read from the request id middleware's environ
+    # key inside nova-api), the one its instance action carries.
+    stop, = [a for a in in_process.nova(direct=True).instance_action.list(server.id)
+             if a.action == "stop"]
+    closed = events_of(in_process, server.id, "operation", "stop")[-1]
+    assert (closed["outcome"], closed["nova_request"]) == ("end-delivered", stop.request_id)
 
 
 def raw_action(stack, server_id, token, body, extra=None):

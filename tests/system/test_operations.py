@@ -30,7 +30,12 @@ def test_stop_then_start(stack, vm):
     # own end notice.
     assert rec.wait_for(4) == [("stop", "vote"), ("stop", "prepare"), ("stop", "end"),
                                ("start", "end")]
-    assert events_of(stack, server.id, "operation", "stop")[-1]["outcome"] == "end-delivered"
+    # The record named Nova's own request (from its answer), the one its instance action
+    # carries.
+    stop, = [a for a in stack.nova(direct=True).instance_action.list(server.id)
+             if a.action == "stop"]
+    closed = events_of(stack, server.id, "operation", "stop")[-1]
+    assert (closed["outcome"], closed["nova_request"]) == ("end-delivered", stop.request_id)
 
 
 @pytest.mark.parametrize("kind", ["SOFT", "HARD"])
