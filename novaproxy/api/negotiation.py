@@ -484,29 +484,31 @@ class Negotiation:
         return reply, time.monotonic() - started
 
     def abort(self, why: str) -> None:
-        """The operation is off after the prepare: the record says so (the agent sends the
-        abort if this process cannot), and this negotiation sends it before it gives the
-        server back, without delaying the caller."""
+        """The operation is off after the prepare: once the caller has its answer, the
+        record says so (the agent sends the abort if this process cannot) and this
+        negotiation sends it, before it gives the server back. All of it in the
+        background: Redis may be what failed."""
         op, instance = self.op, self.instance
         if not self.recorded:
             LOG.info("%s of %s did not happen (%s); no prepare went out", op.event, instance,
                      why)
             return
         LOG.info("%s of %s did not happen (%s): sending abort", op.event, instance, why)
-        claim = f"proxy:{uuid.uuid4().hex}"
-        try:
-            claimed = redis_schema.claim_operation(self.redis, instance, self.op_id, claim,
-                                                   self.policy.prepare_timeout + 5)
-            redis_schema.update_operation(self.redis, instance, self.op_id, operations.UNDECIDED,
-                                          {"state": operations.REFUSED, "why": why})
-        except redis.RedisError as exc:
-            LOG.warning("abort of %s of %s left to the agent (Redis: %s)", op.event, instance,
-                        exc)
-            return
-        if not claimed:
-            return  # an agent is closing it already
 
         def send() -> None:
+            claim = f"proxy:{uuid.uuid4().hex}"
+            try:
+                claimed = redis_schema.claim_operation(self.redis, instance, self.op_id, claim,
+                                                       self.policy.prepare_timeout + 5)
+                redis_schema.update_operation(self.redis, instance, self.op_id,
+                                              operations.UNDECIDED,
+                                              {"state": operations.REFUSED, "why": why})
+            except redis.RedisError as exc:
+                LOG.warning("abort of %s of %s left to the agent (Redis: %s)", op.event,
+                            instance, exc)
+                return
+            if not claimed:
+                return  # an agent is closing it already
             reply, took = self._ask(protocol.ABORT, self.policy.prepare_timeout,
                                     background=True, rid=operations.closing_id(self.op_id))
             LOG.info("abort of %s of %s: %s%s", op.event, instance, reply.outcome,
@@ -525,10 +527,9 @@ class Negotiation:
                 LOG.warning("abort of %s of %s: the record is left to the agent (Redis: %s)",
                             op.event, instance, exc)
 
-        if self.owner:
-            self._closing = send
-        else:
-            threading.Thread(target=send, name=f"abort-{instance}", daemon=True).start()
+        # A prepare went out only under this negotiation's lock (run), which is given back
+        # once this has run, in the background.
+        self._closing = send
 
     def _release(self, owner: str) -> None:
         """Give the server back; in the background if Redis cannot take it now."""
