@@ -106,6 +106,7 @@ _TABLE = [
     Lifecycle("unrescue", False, ("ACTIVE",), True, "unrescue"),
 ]
 LIFECYCLES = {lifecycle.event: lifecycle for lifecycle in _TABLE}
+NOVA_ACTIONS = frozenset(lifecycle.nova_action for lifecycle in _TABLE)
 
 
 def progress(event: str, server: dict | None) -> str:
@@ -181,9 +182,8 @@ def overtaken(action: dict | None, actions: list) -> bool:
     the proxy or not: a direct call, an agent's recovery)."""
     if action is None:
         return False
-    kinds = {lifecycle.nova_action for lifecycle in _TABLE}
     started = _started(action)
-    return any(other.get("action") in kinds and _started(other) > started
+    return any(other.get("action") in NOVA_ACTIONS and _started(other) > started
                and other.get("request_id") != action.get("request_id") for other in actions)
 
 

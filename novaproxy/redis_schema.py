@@ -480,15 +480,9 @@ def operations_of(client: redis.Redis, instances) -> dict:
     return out
 
 
-def lock_owners(client: redis.Redis, instances) -> dict:
-    """instance -> the token holding its negotiation lock (None: no negotiation)."""
-    instances = list(instances)
-    if not instances:
-        return {}
-    pipe = client.pipeline(transaction=False)
-    for instance in instances:
-        pipe.get(lock_key(instance))
-    return dict(zip(instances, pipe.execute()))
+def lock_owner(client: redis.Redis, instance: str) -> str | None:
+    """The token holding the instance's negotiation lock (None: no negotiation)."""
+    return client.get(lock_key(instance))
 
 
 def _claim_key(instance: str, op_id: str) -> str:

@@ -128,12 +128,16 @@ class Endings:
             return
         # A record its proxy moves on while it is judged here is safe: an undecided one
         # is only settled with a compare-and-set on its state and its proxy's lock.
-        owner = redis_schema.lock_owners(self.agent.redis, [instance]).get(instance)
+        owner = redis_schema.lock_owner(self.agent.redis, instance)
+
+        def negotiating(op: dict) -> bool:  # its proxy still holds the server
+            return bool(op.get("owner")) and op.get("owner") == owner
+
         # One still being negotiated holds back the newer ones: no need to ask Nova.
         for i, op in enumerate(ops):
             if op.get("id") in self._delivering or (
                     op.get("state") in (operations.PREPARING, operations.FORWARDING)
-                    and op.get("owner") and op.get("owner") == owner):
+                    and negotiating(op)):
                 ops = ops[:i]
                 break
         if not ops:
@@ -169,8 +173,7 @@ class Endings:
                 newer.get("state", operations.FORWARDED) == operations.FORWARDED
                 or newer_action is not None
                 for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
-            negotiating = bool(op.get("owner")) and owner == op.get("owner")
-            verdict = operations.verdict(op, server, found[i], negotiating, superseded, now)
+            verdict = operations.verdict(op, server, found[i], negotiating(op), superseded, now)
             if verdict.step == operations.WAIT or not self._close(
                     instance, op, verdict, server, inline, budget):
                 return  # the older one first: the rest wait for it

@@ -186,7 +186,9 @@ def test_records_are_indexed_by_the_host_that_follows_them(redis_client):
     assert redis_schema.recorded_on(redis_client, "compute1") == {"u-1", "u-2"}
     redis_schema.forget_recorded(redis_client, "compute1", {"u-1"})
     assert redis_schema.recorded_on(redis_client, "compute1") == {"u-2"}
-    assert redis_schema.lock_owners(redis_client, ["u-1", "u-2"]) == {"u-1": None, "u-2": None}
+    assert redis_schema.lock_owner(redis_client, "u-1") is None
+    redis_schema.acquire_lock(redis_client, "u-2", "tok", 30)
+    assert redis_schema.lock_owner(redis_client, "u-2") == "tok"
 
 
 def test_an_agent_takes_over_its_hosts_leftover_claims_only(redis_client):
