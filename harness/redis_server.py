@@ -12,8 +12,10 @@ API (every method waits until the server is in the state it names):
 - ``start(keep_data)``: start a stopped or killed server again on the same port. With
   ``keep_data`` it loads what was saved (the last ``save()``, or everything written with
   ``appendonly``); without, it starts empty, as a Redis without persistence does.
-- ``restart(keep_data, kill=False)``: ``save()`` if ``keep_data`` (and not ``appendonly``),
-  then ``stop()`` (or ``kill()``), then ``start(keep_data)``.
+- ``restart(keep_data, kill=False)``: with ``keep_data`` (and no ``appendonly``) a
+  ``SHUTDOWN SAVE``, which snapshots and stops in one step, so no write is lost in
+  between; else ``stop()``. With ``kill``: ``save()`` if ``keep_data``, then ``kill()``
+  (what is written after the snapshot is lost, as with a crash). Then ``start(keep_data)``.
 - ``save()``: a synchronous RDB snapshot (SAVE) of what the server holds now.
 - ``running`` / ``frozen``: the server's state as this object left it.
 """
@@ -113,10 +115,26 @@ class RedisServer:
         self._start()
 
     def restart(self, keep_data: bool, kill: bool = False) -> None:
-        if keep_data and not self.appendonly:
-            self.save()
+        snapshot = keep_data and not self.appendonly
         if kill:
+            if snapshot:
+                self.save()
             self.kill()
+        elif snapshot:
+            self._shutdown_saving()
         else:
             self.stop()
         self.start(keep_data)
+
+    def _shutdown_saving(self) -> None:
+        """SHUTDOWN SAVE: a save, then a stop in which no client is served any more.
+        (A SAVE followed by SIGTERM loses what clients wrote in between.)"""
+        if self.frozen:
+            self.thaw()
+        client = self._client()
+        try:
+            client.shutdown(save=True)  # returns once the connection drops
+        finally:
+            client.close()
+        self.process.popen.wait(10)
+        self.process.stop()  # closes the log

@@ -13,6 +13,7 @@ from redis.retry import Retry
 
 from harness import fault_proxy
 from harness.fault_proxy import FaultProxy
+from harness.processes import wait_for
 from harness.redis_server import RedisServer
 
 pytestmark = pytest.mark.faults
@@ -150,6 +151,39 @@ def test_redis_restarts_with_and_without_its_data(short_dir, appendonly):
         assert client.dbsize() == 0
     finally:
         client.close()
+        server.stop()
+
+
+def test_redis_restart_keeping_data_loses_no_acknowledged_write(short_dir):
+    """A write Redis answered before the restart is there after it (a SAVE then a
+    SIGTERM would lose the writes in between)."""
+    server = RedisServer(short_dir)
+    writer = redis_client(server, 1)
+    acknowledged = []
+    stop = threading.Event()
+
+    def write():
+        while not stop.is_set():
+            try:
+                acknowledged.append(writer.incr("counter"))
+            except redis.RedisError:
+                time.sleep(0.01)  # the restart: retried once it is up
+
+    thread = threading.Thread(target=write, daemon=True)
+    try:
+        thread.start()
+        wait_for(lambda: len(acknowledged) > 100, 5, "writes before the restart")
+        server.restart(keep_data=True)
+        count = len(acknowledged)
+        wait_for(lambda: len(acknowledged) > count + 10, 5, "writes after the restart")
+        stop.set()
+        thread.join(5)
+        # A lost write would make a later INCR answer a number already answered.
+        assert all(a < b for a, b in zip(acknowledged, acknowledged[1:]))
+        assert int(writer.get("counter")) == acknowledged[-1]
+    finally:
+        stop.set()
+        writer.close()
         server.stop()
 
 
