@@ -187,6 +187,21 @@ def overtaken(action: dict | None, actions: list) -> bool:
                and other.get("request_id") != action.get("request_id") for other in actions)
 
 
+def stayed(record: dict, server: dict | None) -> bool:
+    """The server is still on the host its operation was negotiated on."""
+    return bool(record.get("host")) and (
+        (server or {}).get("OS-EXT-SRV-ATTR:host") == record["host"])
+
+
+def running(action: dict | None) -> bool:
+    """One of ``action``'s events has not finished: Nova is still at it. Only the action's
+    detail lists its events (the agent reads it where this matters: a moving operation
+    that looks settled on its old host)."""
+    return action is not None and any(
+        isinstance(event, dict) and not event.get("finish_time")
+        for event in action.get("events") or ())
+
+
 @dataclass(frozen=True)
 class Verdict:
     step: str  # WAIT; END or ABORT: that notice is due; GONE, COMPLETE, FAILED: no notice
@@ -252,8 +267,12 @@ def _outcome(record: dict, server: dict | None, action: dict | None, negotiating
     if failed:
         return Verdict(ABORT, f"Nova's {lifecycle.nova_action} action failed{named}; "
                        f"the server settled in {status}")
-    if step == END and lifecycle.moves and record.get("host") and (
-            server.get("OS-EXT-SRV-ATTR:host") == record["host"]):
+    if step == END and lifecycle.moves and stayed(record, server):
+        if running(action):
+            # An evacuation settles its status on the new host before Nova moves the
+            # server there: the host changes last, when its compute event finishes.
+            return Verdict(WAIT, f"Nova's {lifecycle.nova_action} action{named} is still "
+                           f"running (the server is {status} on {record['host']} meanwhile)")
         return Verdict(ABORT, f"Nova settled in {status} on the same host {record['host']}: "
                        "the server did not move")
     if step == END:

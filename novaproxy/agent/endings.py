@@ -161,11 +161,20 @@ class Endings:
             return  # Nova has it elsewhere now: that host's agent closes it
         taken = {op["nova_request"] for op in ops if op.get("nova_request")}
         found = []
-        for op in ops:
-            action = operations.find_action(op, actions, taken)
-            if action is not None:
-                taken.add(action.get("request_id"))
-            found.append(action)
+        try:
+            for op in ops:
+                action = operations.find_action(op, actions, taken)
+                if action is not None:
+                    taken.add(action.get("request_id"))
+                    if operations.LIFECYCLES[op["event"]].moves and operations.stayed(op, server):
+                        # Did it fail, or has Nova not moved the server yet? Its events say.
+                        action = {**action, "events": self.nova.action_events(
+                            instance, action.get("request_id", ""))}
+                found.append(action)
+        except NovaUnavailable as exc:
+            LOG.warning("cannot read instance %s's actions from Nova: %s; retrying",
+                        instance, exc)
+            return
         now = time.time()
         for i, op in enumerate(ops):
             # Nova accepted a newer operation since: this one's state is behind it.

@@ -114,6 +114,21 @@ class Nova:
         actions = _object(what, resp).get("instanceActions")
         return [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
 
+    def action_events(self, instance: str, request_id: str) -> list[dict]:
+        """The events of the server's instance action for Nova request ``request_id``: each
+        with its ``event`` name, ``start_time``, ``finish_time`` (None while it runs) and
+        ``result``. Empty once Nova no longer knows either; any other failure is
+        NovaUnavailable."""
+        path = f"/servers/{instance}/os-instance-actions/{request_id}"
+        resp = self._request("GET", path, f"GET {path}", microversion=ACTIONS_MICROVERSION)
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise NovaUnavailable(f"GET {path}", resp.status_code, fault_message(resp))
+        action = _object(f"GET {path}", resp).get("instanceAction")
+        events = action.get("events") if isinstance(action, dict) else None
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
     def _action(self, instance: str, action: dict) -> None:
         """A recovery action: marked so that a negotiation filter in Nova's way lets it
         through unasked (for these service credentials; never voted on)."""

@@ -118,6 +118,22 @@ def test_a_migration_that_settles_on_the_same_host_did_not_happen():
     assert verdict(rec, moved, action("live-migration")).step == "end"
 
 
+def test_an_evacuation_settled_before_nova_moved_the_server_waits_for_its_events():
+    """Nova saves an evacuated server's status on the new host first and its host last,
+    when its compute event finishes: until then the old host says nothing."""
+    old_host = {**server("SHUTOFF"), "OS-EXT-SRV-ATTR:host": "h1"}
+    rec = record("evacuate", host="h1", prepared=False)
+    running = {**action("evacuate"), "events": [
+        {"event": "conductor_rebuild_server", "finish_time": "2026-11-30T12:00:00"},
+        {"event": "compute_rebuild_instance", "finish_time": None}]}
+    finished = {**running, "events": [{**e, "finish_time": "2026-11-30T12:00:01"}
+                                      for e in running["events"]]}
+    assert verdict(rec, old_host, running).step == "wait"
+    assert verdict(rec, old_host, finished).step == "failed"  # it did not move: no notice
+    moved = {**server("ACTIVE"), "OS-EXT-SRV-ATTR:host": "h2"}
+    assert verdict(rec, moved, finished).step == "end"
+
+
 def test_a_record_its_proxy_never_forwarded_is_aborted_once_the_proxy_let_go():
     rec = record(state="preparing", owner="tok", decide_by=NOW + 60)
     assert verdict(rec, server("ACTIVE"), negotiating=True).step == "wait"

@@ -1,10 +1,11 @@
 """The agent's Nova client: its config section, and its calls against the real Nova API."""
 
+import time
 import uuid
 
 import pytest
 
-from harness.processes import free_port
+from harness.processes import free_port, wait_for
 from harness.stack import ADMIN_TOKEN
 from novaproxy.agent import nova as nova_client
 from novaproxy.agent.nova import ConfigError, NovaRefused, NovaUnavailable
@@ -118,3 +119,21 @@ def test_servers_on_host_reads_every_page(stack, nova):
 
 def test_servers_on_an_empty_host(nova):
     assert nova.servers_on_host(f"no-such-host-{uuid.uuid4().hex[:6]}") == []
+
+
+def test_instance_actions_and_their_events(stack, nova, plain_flavor):
+    server, _ = stack.boot(f"actions-{uuid.uuid4().hex[:6]}", plain_flavor, with_guest=False)
+    before = time.time() - 5
+    nova.stop(server.id)
+    stack.wait_for_server(server.id, "SHUTOFF")
+    stop, = [a for a in nova.actions(server.id, before) if a["action"] == "stop"]
+    assert stop["request_id"].startswith("req-") and stop["message"] is None
+    assert nova.actions(server.id, time.time() + 60) == []  # nothing changed since then
+    # The status is saved before the compute event that saved it is marked finished.
+    events = wait_for(lambda: [e for e in nova.action_events(server.id, stop["request_id"])
+                               if e["event"] == "compute_stop_instance" and e["finish_time"]],
+                      10, "the stop's compute event finished")
+    assert events[0]["result"] == "Success"
+    assert nova.action_events(server.id, "req-" + str(uuid.uuid4())) == []
+    assert nova.actions(str(uuid.uuid4()), before) == []
+    assert nova.action_events(str(uuid.uuid4()), stop["request_id"]) == []
