@@ -15,7 +15,6 @@ rejection, whatever its result says and however many voters it lists.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import posixpath
@@ -34,8 +33,6 @@ EXEC_MARGIN = 0.3
 DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
 # Kept back from the spool deadline: reading the answer file back.
 SPOOL_MARGIN = 0.1
-# An answer file's handle is closed after the reply has gone, within this.
-CLOSE_TIMEOUT = 5.0
 # Answer file polls. Each is an RPC the guest serves while it works on the answer
 # (under TCG a poll costs ~3 ms and slows the hook it waits for), so the first comes
 # after SPOOL_FIRST_FRACTION of the fastest answer this guest ever gave (at most
@@ -243,7 +240,7 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
     frame = protocol.encode({**req, "timeout": round(
         deadline - time.monotonic() - SPOOL_MARGIN, 3)})
     try:
-        _write(agent, base + protocol.REQ_SUFFIX, frame, deadline)
+        guest_agent.write_file(agent, base + protocol.REQ_SUFFIX, frame, deadline)
     except guest_agent.CommandFailed as exc:
         raise _SpoolUnusable(str(exc)) from None
     except guest_agent.GuestAgentTimeout as exc:
@@ -269,7 +266,7 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
             if time.monotonic() >= pickup_by:
                 pickup_by = float("inf")
                 if _read(agent, base + protocol.REQ_SUFFIX, deadline) is not None:
-                    _write(agent, base + protocol.REQ_SUFFIX, b"", deadline)
+                    guest_agent.write_file(agent, base + protocol.REQ_SUFFIX, b"", deadline)
                     raise _SpoolUnusable(f"guestd took no request within {SPOOL_PICKUP:g}s")
         except guest_agent.CommandFailed as exc:
             # The request may be guestd's already: an error, never a fallback.
@@ -281,67 +278,9 @@ def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
             time.sleep(min(RECONNECT_PAUSE, max(deadline - time.monotonic(), 0)))
 
 
-def _open(agent, path: str, mode: str, deadline: float) -> int:
-    handle = agent.execute("guest-file-open", {"path": path, "mode": mode},
-                           deadline - time.monotonic())
-    if isinstance(handle, bool) or not isinstance(handle, int):
-        raise guest_agent.GuestAgentError("guest-file-open returned no handle")
-    return handle
-
-
-def _close(agent, handle: int, deadline: float, quietly: bool = False) -> None:
-    """Close ``handle``; ``quietly`` while another error is on its way out."""
-    try:
-        agent.execute("guest-file-close", {"handle": handle}, deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        if not quietly:
-            raise
-
-
-def _close_after_reply(agent, handle: int, path: str) -> None:
-    """The background close of :func:`_read`'s ``close_later``: logged if it fails."""
-    try:
-        agent.execute("guest-file-close", {"handle": handle}, CLOSE_TIMEOUT)
-    except guest_agent.GuestAgentError as exc:
-        # qemu-ga keeps the handle until it restarts; nothing else is lost.
-        LOG.warning("could not close %s in the guest: %s", path, exc)
-
-
-def _write(agent, path: str, data: bytes, deadline: float) -> None:
-    """``path`` holds ``data`` once this returns (qemu-ga flushes it on close)."""
-    handle = _open(agent, path, "w", deadline)
-    try:
-        if data:
-            agent.execute("guest-file-write",
-                          {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
-                          deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        _close(agent, handle, deadline, quietly=True)
-        raise
-    _close(agent, handle, deadline)
-
-
 def _read(agent, path: str, deadline: float, close_later: bool = False) -> bytes | None:
-    """The contents of ``path`` (at most one frame), None if it cannot be opened.
-
-    ``close_later``: the handle is closed in the background, so that the caller has
-    the contents one RPC sooner (the agent's calls to a guest are serialized, so the
-    close still comes before the next call).
-    """
+    """The contents of ``path`` (at most one frame), None if it cannot be opened."""
     try:
-        handle = _open(agent, path, "r", deadline)
-    except guest_agent.CommandFailed:
+        return guest_agent.read_file(agent, path, protocol.MAX_FRAME, deadline, close_later)
+    except guest_agent.NotOpened:
         return None
-    try:
-        read = agent.execute("guest-file-read",
-                             {"handle": handle, "count": protocol.MAX_FRAME + 1},
-                             deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        _close(agent, handle, deadline, quietly=True)
-        raise
-    if close_later:
-        threading.Thread(target=_close_after_reply, args=(agent, handle, path),
-                         name="guest-file-close", daemon=True).start()
-    else:
-        _close(agent, handle, deadline)
-    return guest_agent.file_contents(read, protocol.MAX_FRAME, path)

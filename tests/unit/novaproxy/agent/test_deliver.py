@@ -108,6 +108,8 @@ def test_budget_keeps_room_for_the_way_back():
 class FakeAgent:
     """qemu-ga's file and exec RPCs over a dict of files; ``blocked``: disabled commands."""
 
+    poll_cap = 0.005
+
     def __init__(self, answer=None, blocked=()):
         self.files, self.handles, self.calls = {}, {}, []
         self.answer, self.blocked = answer, set(blocked)
