@@ -10,14 +10,7 @@ import re
 import threading
 import time
 
-from novaproxy.agent.guest_agent import (
-    MAX_REPLY,
-    CommandFailed,
-    GuestAgentError,
-    GuestAgentTimeout,
-    GuestAgentUnavailable,
-    result_of,
-)
+from novaproxy.agent import guest_agent
 
 # How libvirt reports qemu-ga's own error replies (VIR_ERR_INTERNAL_ERROR), and the
 # descriptions qemu-ga gives an unknown or blocked (block-rpcs) command.
@@ -67,12 +60,12 @@ class LibvirtGuestAgent:
         with self._locked(deadline):
             reply = self._answered(self._qemu.qemuAgentCommand, self.domain,
                                    json.dumps(message), _seconds(deadline), 0)
-        if len(reply) > MAX_REPLY:
-            raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
+        if len(reply) > guest_agent.MAX_REPLY:
+            raise guest_agent.GuestAgentError(f"reply larger than {guest_agent.MAX_REPLY} bytes")
         try:
-            return result_of(json.loads(reply))
+            return guest_agent.result_of(json.loads(reply))
         except ValueError:
-            raise GuestAgentError("reply is not JSON") from None
+            raise guest_agent.GuestAgentError("reply is not JSON") from None
 
     def vcpus(self, timeout: float = 10.0) -> dict:
         """The guest's vCPUs as its agent reports them (libvirt's ``guestVcpus``):
@@ -98,12 +91,12 @@ class LibvirtGuestAgent:
         reply, no agent connected) puts libvirt's default back."""
         try:
             result = self._call(call, *args)
-        except GuestAgentTimeout:
+        except guest_agent.GuestAgentTimeout:
             if self._lowered is not True:
                 self._set_response_timeout(self.response_timeout)
                 self._lowered = True
             raise
-        except GuestAgentError:
+        except guest_agent.GuestAgentError:
             self._restore_default()
             raise
         self._restore_default()
@@ -117,7 +110,8 @@ class LibvirtGuestAgent:
     @contextlib.contextmanager
     def _locked(self, deadline: float):
         if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            raise GuestAgentTimeout("busy with another guest agent call until the deadline")
+            raise guest_agent.GuestAgentTimeout(
+                "busy with another guest agent call until the deadline")
         try:
             yield
         finally:
@@ -137,20 +131,20 @@ class LibvirtGuestAgent:
             if code in (self._libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
                         self._libvirt.VIR_ERR_AGENT_UNSYNCED,
                         self._libvirt.VIR_ERR_OPERATION_TIMEOUT):
-                raise GuestAgentTimeout(str(exc)) from None
+                raise guest_agent.GuestAgentTimeout(str(exc)) from None
             if code in (self._libvirt.VIR_ERR_OPERATION_INVALID, self._libvirt.VIR_ERR_NO_DOMAIN,
                         self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
                         self._libvirt.VIR_ERR_NO_SUPPORT):
-                raise GuestAgentUnavailable(str(exc)) from None
+                raise guest_agent.GuestAgentUnavailable(str(exc)) from None
             failed = _AGENT_ERROR.search(str(exc))
             if code == self._libvirt.VIR_ERR_INTERNAL_ERROR and failed:
                 # qemu-ga answered with an error (libvirt keeps its text, not its class):
                 # an answer, as over the socket, so that a blocked guest-ping still proves
                 # the agent alive and a missing guestd-ctl means "not negotiating".
                 desc = failed.group(1) or ""
-                raise CommandFailed("CommandNotFound" if _NOT_FOUND.search(desc)
-                                    else "GenericError", desc) from None
-            raise GuestAgentError(str(exc)) from None
+                raise guest_agent.CommandFailed("CommandNotFound" if _NOT_FOUND.search(desc)
+                                                else "GenericError", desc) from None
+            raise guest_agent.GuestAgentError(str(exc)) from None
 
     def close(self) -> None:
         pass
