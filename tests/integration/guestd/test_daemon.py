@@ -314,7 +314,7 @@ def test_status_file_is_read_by_the_host_through_qemu_ga(guest):
     import base64
 
     from harness.guest import STATUS_FILE
-    from novaproxy.agent.guest_agent import SocketGuestAgent
+    from novaproxy.agent.qga_socket import SocketGuestAgent
 
     app(guest, "db").report_health(False, "no quorum", action="stop")
     wait_status(guest, lambda s: "db" in health(s))
