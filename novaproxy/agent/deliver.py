@@ -23,7 +23,7 @@ import threading
 import time
 
 from guestd import protocol, votes
-from novaproxy import redis_schema
+from novaproxy import replies
 from novaproxy.agent import guest_agent
 
 LOG = logging.getLogger(__name__)
@@ -88,16 +88,16 @@ def budget(timeout: float, age: float) -> float:
     return timeout - age - RETURN_MARGIN
 
 
-def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> redis_schema.Reply:
+def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> replies.Reply:
     """The reply for what ``guestd-ctl`` printed (pure)."""
     return _interpret(req, stdout, host, "guestd-ctl", f"guestd-ctl exited {exit_code}")
 
 
 def _interpret(req: dict, data: bytes, host: str, source: str,
-               garbled: str) -> redis_schema.Reply:
+               garbled: str) -> replies.Reply:
     """The reply for an answer frame from ``source``; ``garbled`` prefixes undecodable ones."""
-    def invalid(why: str) -> redis_schema.Reply:
-        return _reply(req, host, redis_schema.INVALID, why)
+    def invalid(why: str) -> replies.Reply:
+        return _reply(req, host, replies.INVALID, why)
 
     try:
         message = protocol.decode(data)
@@ -112,7 +112,7 @@ def _interpret(req: dict, data: bytes, host: str, source: str,
     return _taken(req, answer, host)
 
 
-def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
+def _taken(req: dict, answer: dict, host: str) -> replies.Reply:
     """The reply for a valid answer: the stricter of the guest's result and the host's
     own count of the voters it lists (a guest that lists a rejection has rejected), and
     at most :data:`protocol.MAX_VOTERS` of them, those that decided first (an older
@@ -125,12 +125,12 @@ def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
     listed = votes.ranked(voters, req["silence"])[:protocol.MAX_VOTERS]
     if answer["voters_total"] > len(listed):
         notes.append(f"{len(listed)} of {answer['voters_total']} voters listed")
-    return redis_schema.Reply(req["id"], req["instance"], result, voters=listed,
-                              detail="; ".join(notes), host=host)
+    return replies.Reply(req["id"], req["instance"], result, voters=listed,
+                         detail="; ".join(notes), host=host)
 
 
 def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
-            spool_dir: str = DEFAULT_SPOOL_DIR) -> redis_schema.Reply:
+            spool_dir: str = DEFAULT_SPOOL_DIR) -> replies.Reply:
     """Ask the guest; a reply within ``seconds``, whatever happens.
 
     ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's);
@@ -139,7 +139,7 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
     connection is tried again for up to :data:`RECONNECT_WINDOW` (qemu-ga restarting).
     """
     if seconds <= EXEC_MARGIN:
-        return _reply(req, host, redis_schema.EXPIRED,
+        return _reply(req, host, replies.EXPIRED,
                       f"only {seconds:.2f}s left when the agent got it")
     deadline = time.monotonic() + seconds
     reconnect_until = min(time.monotonic() + RECONNECT_WINDOW, deadline - EXEC_MARGIN)
@@ -148,13 +148,13 @@ def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
             return _deliver(hypervisor, guestd_ctl, req, deadline, host, spool_dir)
         except _NotHandedOver as exc:
             if not exc.retry or time.monotonic() + RECONNECT_PAUSE >= reconnect_until:
-                return _reply(req, host, redis_schema.UNREACHABLE,
+                return _reply(req, host, replies.UNREACHABLE,
                               f"the request never reached the guest: {exc}")
             time.sleep(RECONNECT_PAUSE)
 
 
 def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: str,
-             spool_dir: str) -> redis_schema.Reply:
+             spool_dir: str) -> replies.Reply:
     """One attempt of :func:`deliver`; raises :class:`_NotHandedOver` when it may be retried
     or must be called unreachable."""
     instance = req["instance"]
@@ -174,7 +174,7 @@ def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: st
                     _spool_off[instance] = time.monotonic() + SPOOL_RETRY
         seconds = deadline - time.monotonic()
         if seconds <= EXEC_MARGIN:
-            return _reply(req, host, redis_schema.TIMEOUT,
+            return _reply(req, host, replies.TIMEOUT,
                           "no time left for guest-exec after the spool")
         guest_timeout = round(seconds - EXEC_MARGIN, 3)
         guest_req = {**req, "timeout": guest_timeout}
@@ -183,20 +183,20 @@ def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: st
         exit_code, stdout = guest_agent.guest_exec(
             agent, argv, json.dumps(guest_req).encode(), seconds)
     except guest_agent.GuestAgentTimeout as exc:
-        return _reply(req, host, redis_schema.TIMEOUT, str(exc))
+        return _reply(req, host, replies.TIMEOUT, str(exc))
     except guest_agent.GuestAgentUnavailable as exc:
-        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+        return _reply(req, host, replies.UNREACHABLE, str(exc))
     except guest_agent.CommandFailed as exc:
         if _does_not_negotiate(exc):
             return _reply(req, host, protocol.NOT_NEGOTIATING, str(exc))
-        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+        return _reply(req, host, replies.UNREACHABLE, str(exc))
     except guest_agent.GuestAgentError as exc:
-        return _reply(req, host, redis_schema.INVALID, str(exc))
+        return _reply(req, host, replies.INVALID, str(exc))
     return interpret(req, exit_code, stdout, host)
 
 
-def _reply(req: dict, host: str, outcome: str, detail: str) -> redis_schema.Reply:
-    return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
+def _reply(req: dict, host: str, outcome: str, detail: str) -> replies.Reply:
+    return replies.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
 
 
 def _spool_on(instance: str) -> bool:

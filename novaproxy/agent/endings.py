@@ -30,7 +30,7 @@ import uuid
 import redis
 
 from guestd import protocol
-from novaproxy import operations, redis_schema
+from novaproxy import operations, redis_schema, replies
 from novaproxy.agent import deliver
 from novaproxy.agent.nova import NovaUnavailable
 
@@ -244,7 +244,7 @@ class Endings:
                                    phase, timeout, details)
             reply = deliver.deliver(self.agent.guests, self.agent.config.guestd_ctl, req,
                                     timeout, self.agent.config.host, self.agent.config.spool_dir)
-            if reply.outcome in redis_schema.DELIVERED:
+            if reply.outcome in replies.DELIVERED:
                 self._finish(instance, op, f"{phase}-delivered",
                              f"{why}; {phase} notice delivered: {reply.outcome}", reply)
                 return True
@@ -260,7 +260,7 @@ class Endings:
         return False
 
     def _finish(self, instance: str, op: dict, outcome: str, why: str,
-                reply: redis_schema.Reply | None = None) -> None:
+                reply: replies.Reply | None = None) -> None:
         client = self.agent.redis
         if not redis_schema.finish_operation(client, instance, op["id"]):
             return  # another agent finished it

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from guestd import protocol
-from novaproxy import redis_schema
+from novaproxy import redis_schema, replies
 from novaproxy.agent import config as agent_config
 from novaproxy.agent import deliver, endings, hypervisor, lifecycle_events, recovery, watcher
 from novaproxy.agent import masakari as masakari_client
@@ -180,8 +180,8 @@ class Agent:
             age += time.monotonic() - started
         try:
             if why_not:
-                reply = redis_schema.Reply(req["id"], req["instance"],
-                                           redis_schema.UNREACHABLE, detail=why_not, host=host)
+                reply = replies.Reply(req["id"], req["instance"],
+                                      replies.UNREACHABLE, detail=why_not, host=host)
             else:
                 reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
                                         deliver.budget(req["timeout"], age), host,
@@ -206,7 +206,7 @@ class Agent:
             LOG.warning("request %s: replied, but the audit event was not written: %s",
                         req["id"], exc)
 
-    def _reply(self, entry_id: str, reply_to: str | None, reply: redis_schema.Reply,
+    def _reply(self, entry_id: str, reply_to: str | None, reply: replies.Reply,
                deadline: float) -> bool:
         """Reply and acknowledge, again and again while Redis does not take it, until the
         request's deadline: a lost NACK would reach the proxy as no answer at all.

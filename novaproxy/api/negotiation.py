@@ -55,7 +55,7 @@ import webob
 import webob.dec
 
 from guestd import protocol
-from novaproxy import headers, operations, redis_schema
+from novaproxy import headers, operations, redis_schema, replies
 from novaproxy.api import _nova, classify, policy, precheck
 from novaproxy.api._guest import REDIS_LOST, GuestChannel
 from novaproxy.api._request import NegotiationRequest
@@ -469,7 +469,7 @@ class Negotiation:
                                    phase, timeout, details, self.policy.silence)
         started = time.monotonic()
         if self.redis_failed and not background:
-            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+            reply = replies.Reply(request["id"], self.instance, replies.UNREACHABLE,
                                        detail="Redis failed earlier in this negotiation",
                                        host=self.host or "")
             return reply, 0.0
@@ -477,9 +477,9 @@ class Negotiation:
             reply = self.channel.ask(self.host, request)
         except redis.RedisError as exc:
             self.redis_failed = True
-            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+            reply = replies.Reply(request["id"], self.instance, replies.UNREACHABLE,
                                        detail=f"Redis unavailable: {exc}", host=self.host)
-        if reply.outcome == redis_schema.UNREACHABLE and reply.detail == REDIS_LOST:
+        if reply.outcome == replies.UNREACHABLE and reply.detail == REDIS_LOST:
             self.redis_failed = True
         return reply, time.monotonic() - started
 
@@ -515,7 +515,7 @@ class Negotiation:
                      f" ({reply.detail})" if reply.detail else "")
             self._audit("notice", reply, f"abort sent: {why}", took)
             try:
-                if reply.outcome in redis_schema.DELIVERED:
+                if reply.outcome in replies.DELIVERED:
                     if redis_schema.finish_operation(self.redis, instance, self.op_id):
                         redis_schema.audit(self.redis, "operation", instance, event=op.event,
                                            action=op.action, outcome="abort-delivered",
@@ -554,7 +554,7 @@ class Negotiation:
 
         threading.Thread(target=retry, name=f"release-{self.instance}", daemon=True).start()
 
-    def _audit(self, kind: str, reply: redis_schema.Reply, why: str, took: float,
+    def _audit(self, kind: str, reply: replies.Reply, why: str, took: float,
                **extra) -> None:
         if self.redis_failed:
             LOG.info("audit event not written (Redis failed this negotiation): %s %s %s: %s",

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from guestd import protocol, votes
-from novaproxy import operations, redis_schema
+from novaproxy import operations, replies
 from novaproxy.api import classify
 
 VOTE, NOTICE, OFF = "vote", "notice", "off"
@@ -177,7 +177,7 @@ class Decision:
     reasons: list = field(default_factory=list)  # for the caller, when rejected
 
 
-def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
+def decide(policy: Policy, reply: replies.Reply) -> Decision:
     outcome = reply.outcome
     if outcome == protocol.ACCEPT:
         return Decision(True, "the guest accepted")
@@ -186,14 +186,14 @@ def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
                         or ["rejected by the guest"])
     if outcome == protocol.NOT_NEGOTIATING:
         return Decision(True, "the guest does not negotiate")
-    if outcome in (redis_schema.TIMEOUT, redis_schema.EXPIRED):
+    if outcome in (replies.TIMEOUT, replies.EXPIRED):
         why = f"the guest did not answer in time ({reply.detail or outcome})"
         return Decision(policy.silence == protocol.ACCEPT, why, [why])
     why = f"the guest could not be asked ({outcome}: {reply.detail})"
     return Decision(policy.unreachable == protocol.ACCEPT, why, [why])
 
 
-def decide_prepare(policy: Policy, reply: redis_schema.Reply) -> Decision:
+def decide_prepare(policy: Policy, reply: replies.Reply) -> Decision:
     """After the prepare: go on to Nova, or stop (and abort) the operation.
 
     Applications cannot refuse a prepare; one that does not confirm in time is
