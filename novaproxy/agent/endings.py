@@ -30,7 +30,7 @@ import uuid
 import redis
 
 from guestd import protocol
-from novaproxy import operations, redis_schema, replies
+from novaproxy import audit, operations, redis_schema, replies
 from novaproxy.agent import deliver
 from novaproxy.agent.nova import NovaUnavailable
 
@@ -268,7 +268,7 @@ class Endings:
         log = LOG.warning if outcome == "expired" and op.get("prepared") else LOG.info
         log("%s of instance %s (operation %s): %s (%s)", op["event"], instance, op["id"],
             outcome, why)
-        redis_schema.audit(client, "operation", instance, event=op["event"],
+        redis_schema.audit(client, audit.OPERATION, instance, event=op["event"],
                            action=op.get("action", ""), outcome=outcome, why=why,
                            voters=reply.voters if reply else [], host=self.agent.config.host,
                            operation=op["id"], nova_request=op.get("nova_request", ""))

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from guestd import protocol
-from novaproxy import redis_schema, replies
+from novaproxy import audit, redis_schema, replies
 from novaproxy.agent import config as agent_config
 from novaproxy.agent import deliver, endings, hypervisor, lifecycle_events, recovery, watcher
 from novaproxy.agent import masakari as masakari_client
@@ -198,7 +198,7 @@ class Agent:
         if not self._reply(entry_id, reply_to, reply, deadline):
             return
         try:
-            redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
+            redis_schema.audit(self.redis, audit.GUEST_ANSWER, req["instance"], request=req["id"],
                                event=req["event"], phase=req["phase"], outcome=reply.outcome,
                                voters=reply.voters, detail=reply.detail, host=host,
                                took_ms=round(elapsed * 1000))

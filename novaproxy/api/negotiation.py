@@ -55,7 +55,7 @@ import webob
 import webob.dec
 
 from guestd import protocol
-from novaproxy import headers, operations, redis_schema, replies
+from novaproxy import audit, headers, operations, redis_schema, replies
 from novaproxy.api import _nova, classify, policy, precheck
 from novaproxy.api._guest import REDIS_LOST, GuestChannel
 from novaproxy.api._request import NegotiationRequest
@@ -187,7 +187,7 @@ class NegotiationFilter:
         why = f"{'recovery' if recovery else 'admin skip'} by {who}"
         LOG.info("%s of %s: not negotiated (%s)", op.event, instance, why)
         try:
-            redis_schema.audit(self.channel.redis, "skip", instance, event=op.event,
+            redis_schema.audit(self.channel.redis, audit.SKIP, instance, event=op.event,
                                action=op.action, outcome="skipped", why=why)
         except redis.RedisError as exc:
             LOG.warning("audit event lost (%s): skip %s %s", exc, op.event, instance)
@@ -310,7 +310,7 @@ class Negotiation:
         self._record_intent()
         reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
         decision = policy.decide_prepare(self.policy, reply)
-        self._audit("notice", reply, f"prepare sent: {decision.why}", took,
+        self._audit(audit.NOTICE, reply, f"prepare sent: {decision.why}", took,
                     proceed=decision.proceed)
         if not decision.proceed:
             LOG.info("%s of %s stopped after the prepare: %s", self.op.event, self.instance,
@@ -332,7 +332,7 @@ class Negotiation:
         """None to go ahead, or the 409 that carries the guest's reasons."""
         reply, took = self._ask(protocol.VOTE, timeout)
         decision = policy.decide(self.policy, reply)
-        self._audit("negotiation", reply, decision.why, took, proceed=decision.proceed)
+        self._audit(audit.NEGOTIATION, reply, decision.why, took, proceed=decision.proceed)
         op, instance = self.op, self.instance
         if decision.proceed:
             LOG.info("%s of %s accepted in %.0f ms: %s", op.event, instance, took * 1000,
@@ -513,11 +513,11 @@ class Negotiation:
                                     background=True, rid=operations.closing_id(self.op_id))
             LOG.info("abort of %s of %s: %s%s", op.event, instance, reply.outcome,
                      f" ({reply.detail})" if reply.detail else "")
-            self._audit("notice", reply, f"abort sent: {why}", took)
+            self._audit(audit.NOTICE, reply, f"abort sent: {why}", took)
             try:
                 if reply.outcome in replies.DELIVERED:
                     if redis_schema.finish_operation(self.redis, instance, self.op_id):
-                        redis_schema.audit(self.redis, "operation", instance, event=op.event,
+                        redis_schema.audit(self.redis, audit.OPERATION, instance, event=op.event,
                                            action=op.action, outcome="abort-delivered",
                                            why=why, voters=reply.voters, host=self.host or "",
                                            operation=self.op_id, nova_request="")
