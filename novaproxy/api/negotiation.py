@@ -60,6 +60,7 @@ from novaproxy.api import _nova, classify, policy, precheck
 from novaproxy.api._guest import REDIS_LOST, GuestChannel
 from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.classify import Operation
+from novaproxy.flavor import TRUE_WORDS
 
 LOG = logging.getLogger(__name__)
 REJECTED = "action-rejected"
@@ -173,7 +174,7 @@ class NegotiationFilter:
                       value: str) -> bool:
         """Honour the skip switch for a validated identity with the right role only."""
         recovery = value == headers.RECOVERY
-        if not recovery and value not in policy.TRUE:
+        if not recovery and value not in TRUE_WORDS:
             LOG.warning("%s: %r is not a value it takes; negotiating %s of %s",
                         headers.SKIP_HEADER, value, op.event, instance)
             return False
