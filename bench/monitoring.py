@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._stats import machine, percentile, rss_mb  # noqa: E402
 from harness.processes import wait_for  # noqa: E402
 from harness.stack import Stack  # noqa: E402
-from novaproxy import redis_schema  # noqa: E402
+from novaproxy import audit, redis_schema  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -68,7 +68,7 @@ def induce_hang(stack, client, server) -> tuple:
         return wait_for(lambda: [e for e in events(client, kind, hung_at)
                                  if e["instance"] == server.id], 30, f"the {kind}")[0]
 
-    failure, recovery = first("failure"), first("recovery")
+    failure, recovery = first(audit.FAILURE), first(audit.RECOVERY)
     wait_for(lambda: stack.instance_actions(server.id).count("reboot") > reboots, 30,
              "the reboot", interval=0.2)
     guest.unhang()
@@ -143,8 +143,8 @@ def main() -> int:
             print(f"soak: {len(burners)} busy loops for {args.soak_minutes:g} min", flush=True)
             for b in burners:
                 b.join()
-            false = events(client, "failure", soak_start)
-            suspects = [e for e in events(client, "monitor", soak_start)
+            false = events(client, audit.FAILURE, soak_start)
+            suspects = [e for e in events(client, audit.MONITOR, soak_start)
                         if e.get("outcome") == "suspect"]
             print(f"soak: {len(false)} failure(s) declared (false positives; target 0), "
                   f"{len(suspects)} single missed-ping episode(s), over "

@@ -33,7 +33,7 @@ from novaclient import exceptions  # noqa: E402
 
 from harness.processes import wait_for  # noqa: E402
 from harness.stack import Stack  # noqa: E402
-from novaproxy import redis_schema  # noqa: E402
+from novaproxy import audit, redis_schema  # noqa: E402
 from novaproxy.cli import format_event  # noqa: E402
 
 BOLD, DIM, RED, GREEN, RESET = ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") \
@@ -167,7 +167,7 @@ def play(stack: Stack, workdir: str, apps: list[subprocess.Popen]) -> None:
     hung_at = time.time()
     stack.guests[db.id].hang()  # qemu-ga SIGSTOPped: what a hung guest kernel looks like
     failure = wait_for(lambda: [f for _, f in redis_schema.read_events(client, 50)
-                                if f["instance"] == db.id and f["kind"] == "failure"
+                                if f["instance"] == db.id and f["kind"] == audit.FAILURE
                                 and float(f["time"]) >= hung_at], 30, "the failure")[0]
     say(f"{RED}failure declared{RESET} {float(failure['time']) - hung_at:.1f} s after the hang: "
         f"{failure['why']}")

@@ -24,8 +24,8 @@ from collections import defaultdict
 
 import redis
 
+from novaproxy import audit, redis_schema
 from novaproxy import operations as lifecycle
-from novaproxy import redis_schema
 
 
 def _when(fields: dict) -> str:
@@ -52,7 +52,7 @@ def format_event(fields: dict) -> str:
     # How long the guest took: as the agent saw it, or the proxy's whole round trip.
     outcome = fields.get("outcome", "?") + (f" in {fields['took_ms']} ms"
                                             if fields.get("took_ms") else "")
-    if kind == "guest-answer":
+    if kind == audit.GUEST_ANSWER:
         body = f"{fields.get('event')} {fields.get('phase')} on {fields.get('host')}: {outcome}"
     elif fields.get("event") == fields.get("outcome"):  # a monitor state: said once
         body = f"{outcome} — {fields.get('why', '')}"
@@ -211,7 +211,7 @@ def main(argv: list | None = None) -> int:
             return cmd_status(client, args)
         if args.command == "operations":
             return cmd_operations(client, args)
-        kinds = ("negotiation",) if args.command == "negotiations" else ()
+        kinds = (audit.NEGOTIATION,) if args.command == "negotiations" else ()
         return cmd_events(client, args, kinds)
     except redis.RedisError as exc:
         print(f"novaproxy: Redis at {redis_schema.redact(args.redis_url)}: {exc}",

@@ -23,7 +23,7 @@ import threading
 import time
 
 from guestd import protocol, votes
-from novaproxy import redis_schema
+from novaproxy import replies
 from novaproxy.agent import guest_agent
 from novaproxy.agent.guest_agent import GuestAgent, Guests
 
@@ -80,16 +80,16 @@ def budget(timeout: float, age: float) -> float:
     return timeout - age - RETURN_MARGIN
 
 
-def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> redis_schema.Reply:
+def interpret(req: dict, exit_code: int, stdout: bytes, host: str) -> replies.Reply:
     """The reply for what ``guestd-ctl`` printed (pure)."""
     return _interpret(req, stdout, host, "guestd-ctl", f"guestd-ctl exited {exit_code}")
 
 
 def _interpret(req: dict, data: bytes, host: str, source: str,
-               garbled: str) -> redis_schema.Reply:
+               garbled: str) -> replies.Reply:
     """The reply for an answer frame from ``source``; ``garbled`` prefixes undecodable ones."""
-    def invalid(why: str) -> redis_schema.Reply:
-        return _reply(req, host, redis_schema.INVALID, why)
+    def invalid(why: str) -> replies.Reply:
+        return _reply(req, host, replies.INVALID, why)
 
     try:
         message = protocol.decode(data)
@@ -104,7 +104,7 @@ def _interpret(req: dict, data: bytes, host: str, source: str,
     return _taken(req, answer, host)
 
 
-def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
+def _taken(req: dict, answer: dict, host: str) -> replies.Reply:
     """The reply for a valid answer: the stricter of the guest's result and the host's
     own count of the voters it lists (a guest that lists a rejection has rejected), and
     at most :data:`protocol.MAX_VOTERS` of them, those that decided first (an older
@@ -117,7 +117,7 @@ def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
     listed = votes.ranked(voters, req["silence"])[:protocol.MAX_VOTERS]
     if answer["voters_total"] > len(listed):
         notes.append(f"{len(listed)} of {answer['voters_total']} voters listed")
-    return redis_schema.Reply(req["id"], req["instance"], result, voters=listed,
+    return replies.Reply(req["id"], req["instance"], result, voters=listed,
                               detail="; ".join(notes), host=host)
 
 
@@ -172,7 +172,7 @@ class Deliverer:
         self.spool_dir = spool_dir
         self.memory = SpoolMemory()
 
-    def deliver(self, req: dict, timeout: float) -> redis_schema.Reply:
+    def deliver(self, req: dict, timeout: float) -> replies.Reply:
         """Ask the guest; a reply within ``timeout`` seconds, whatever happens.
 
         A request qemu-ga never took is ``unreachable`` (the guest was not asked), one it
@@ -180,7 +180,7 @@ class Deliverer:
         again for up to :data:`RECONNECT_WINDOW` (qemu-ga restarting).
         """
         if timeout <= EXEC_MARGIN:
-            return _reply(req, self.host, redis_schema.EXPIRED,
+            return _reply(req, self.host, replies.EXPIRED,
                           f"only {timeout:.2f}s left when the agent got it")
         deadline = time.monotonic() + timeout
         reconnect_until = min(time.monotonic() + RECONNECT_WINDOW, deadline - EXEC_MARGIN)
@@ -189,11 +189,11 @@ class Deliverer:
                 return self._attempt(req, deadline)
             except _NotHandedOver as exc:
                 if not exc.retry or time.monotonic() + RECONNECT_PAUSE >= reconnect_until:
-                    return _reply(req, self.host, redis_schema.UNREACHABLE,
+                    return _reply(req, self.host, replies.UNREACHABLE,
                                   f"the request never reached the guest: {exc}")
                 time.sleep(RECONNECT_PAUSE)
 
-    def _attempt(self, req: dict, deadline: float) -> redis_schema.Reply:
+    def _attempt(self, req: dict, deadline: float) -> replies.Reply:
         """One attempt of :meth:`deliver`; raises :class:`_NotHandedOver` when it may be
         retried or must be called unreachable."""
         instance, host = req["instance"], self.host
@@ -212,7 +212,7 @@ class Deliverer:
                     self.memory.spool_failed(instance)
             seconds = deadline - time.monotonic()
             if seconds <= EXEC_MARGIN:
-                return _reply(req, host, redis_schema.TIMEOUT,
+                return _reply(req, host, replies.TIMEOUT,
                               "no time left for guest-exec after the spool")
             guest_timeout = round(seconds - EXEC_MARGIN, 3)
             guest_req = {**req, "timeout": guest_timeout}
@@ -221,15 +221,15 @@ class Deliverer:
             exit_code, stdout = guest_agent.guest_exec(
                 qga, argv, json.dumps(guest_req).encode(), seconds)
         except guest_agent.GuestAgentTimeout as exc:
-            return _reply(req, host, redis_schema.TIMEOUT, str(exc))
+            return _reply(req, host, replies.TIMEOUT, str(exc))
         except guest_agent.GuestAgentUnavailable as exc:
-            return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+            return _reply(req, host, replies.UNREACHABLE, str(exc))
         except guest_agent.CommandFailed as exc:
             if _does_not_negotiate(exc):
                 return _reply(req, host, protocol.NOT_NEGOTIATING, str(exc))
-            return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+            return _reply(req, host, replies.UNREACHABLE, str(exc))
         except guest_agent.GuestAgentError as exc:
-            return _reply(req, host, redis_schema.INVALID, str(exc))
+            return _reply(req, host, replies.INVALID, str(exc))
         return interpret(req, exit_code, stdout, host)
 
     def _via_spool(self, qga: GuestAgent, req: dict, deadline: float) -> bytes:
@@ -282,15 +282,15 @@ class Deliverer:
 
 
 def deliver(guests: Guests, guestd_ctl: tuple, req: dict, seconds: float, host: str,
-            spool_dir: str) -> redis_schema.Reply:
+            spool_dir: str) -> replies.Reply:
     """Transitional, for ``endings.py``'s call until it is handed the agent's
     :meth:`Deliverer.deliver` (issue 11): a Deliverer per call, so without spool memory."""
     return Deliverer(guests, guestd_ctl=guestd_ctl, host=host,
                      spool_dir=spool_dir).deliver(req, seconds)
 
 
-def _reply(req: dict, host: str, outcome: str, detail: str) -> redis_schema.Reply:
-    return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
+def _reply(req: dict, host: str, outcome: str, detail: str) -> replies.Reply:
+    return replies.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
 
 
 def _spoolable(rid: str) -> bool:

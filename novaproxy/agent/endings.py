@@ -30,7 +30,7 @@ import uuid
 import redis
 
 from guestd import protocol
-from novaproxy import operations, redis_schema
+from novaproxy import audit, operations, redis_schema, replies
 from novaproxy.agent import deliver
 from novaproxy.agent.nova import NovaUnavailable
 
@@ -250,7 +250,7 @@ class Endings:
                                    phase, timeout, details)
             reply = deliver.deliver(self.agent.guests, self.agent.config.guestd_ctl, req,
                                     timeout, self.agent.config.host, self.agent.config.spool_dir)
-            if reply.outcome in redis_schema.DELIVERED:
+            if reply.outcome in replies.DELIVERED:
                 self._finish(instance, op, f"{phase}-delivered",
                              f"{why}; {phase} notice delivered: {reply.outcome}", reply)
                 return True
@@ -266,7 +266,7 @@ class Endings:
         return False
 
     def _finish(self, instance: str, op: dict, outcome: str, why: str,
-                reply: redis_schema.Reply | None = None) -> None:
+                reply: replies.Reply | None = None) -> None:
         client = self.agent.redis
         if not redis_schema.finish_operation(client, instance, op["id"]):
             return  # another agent finished it
@@ -274,7 +274,7 @@ class Endings:
         log = LOG.warning if outcome == "expired" and op.get("prepared") else LOG.info
         log("%s of instance %s (operation %s): %s (%s)", op["event"], instance, op["id"],
             outcome, why)
-        redis_schema.audit(client, "operation", instance, event=op["event"],
+        redis_schema.audit(client, audit.OPERATION, instance, event=op["event"],
                            action=op.get("action", ""), outcome=outcome, why=why,
                            voters=reply.voters if reply else [], host=self.agent.config.host,
                            operation=op["id"], nova_request=op.get("nova_request", ""))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guestd import protocol
-from novaproxy import operations
+from novaproxy import flavor, operations
 
 BOOTING, HEALTHY, SUSPECT, FAILED = "booting", "healthy", "suspect", "failed"
 RECOVERING, QUIET, NEVER_ANSWERED, LEFT_ALONE = (
@@ -265,14 +265,13 @@ def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:
     Invalid values fall back to the operator's defaults (the caller logs them),
     and a flavor may not make monitoring more aggressive than one ping per 0.2 s.
     """
-    if str(extra_specs.get("guest:monitoring", "")).lower() not in ("true", "yes", "1", "on"):
+    if not flavor.enabled(extra_specs, flavor.MONITORING):
         return None
-    recovery = extra_specs.get("guest:recovery", defaults.recovery)
+    recovery = extra_specs.get(flavor.RECOVERY, defaults.recovery)
     return Settings(
-        interval=_number(extra_specs.get("guest:monitoring_interval"), defaults.interval,
-                         0.2, 60.0),
-        threshold=int(_number(extra_specs.get("guest:monitoring_threshold"),
-                              defaults.threshold, 1, 100)),
+        interval=flavor.number(extra_specs, flavor.MONITORING_INTERVAL, defaults.interval),
+        threshold=int(flavor.number(extra_specs, flavor.MONITORING_THRESHOLD,
+                                    defaults.threshold)),
         boot_grace=defaults.boot_grace,
         recovery=recovery if recovery in RECOVERIES else defaults.recovery,
         recovery_timeout=defaults.recovery_timeout,
@@ -282,19 +281,11 @@ def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:
 def invalid_specs(extra_specs: dict) -> list:
     """Monitoring extra specs the flavor sets but :func:`settings_from` ignores."""
     bad = []
-    if extra_specs.get("guest:recovery", REBOOT) not in RECOVERIES:
-        bad.append(f"guest:recovery={extra_specs['guest:recovery']!r} (one of "
+    if extra_specs.get(flavor.RECOVERY, REBOOT) not in RECOVERIES:
+        bad.append(f"{flavor.RECOVERY}={extra_specs[flavor.RECOVERY]!r} (one of "
                    f"{', '.join(RECOVERIES)})")
-    for key, low, high in (("guest:monitoring_interval", 0.2, 60.0),
-                           ("guest:monitoring_threshold", 1, 100)):
-        if key in extra_specs and _number(extra_specs[key], None, low, high) is None:
-            bad.append(f"{key}={extra_specs[key]!r} (a number from {low} to {high})")
+    for name in (flavor.MONITORING_INTERVAL, flavor.MONITORING_THRESHOLD):
+        why = flavor.invalid_number(extra_specs, name)
+        if why:
+            bad.append(why)
     return bad
-
-
-def _number(raw: object, default, low: float, high: float):
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return default
-    return value if low <= value <= high else default

@@ -15,7 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.agent import masakari, monitor
 from novaproxy.agent.config import MonitoringConfig
 from novaproxy.agent.nova import NovaError, NovaUnavailable
@@ -55,7 +55,7 @@ class Recovery:
         log = LOG.info if outcome.state == monitor.QUIET else LOG.warning
         log("instance %s: %s failure (%s): %s", instance, failure.cause, failure.why,
             outcome.why)
-        redis_schema.audit(self.redis, "recovery", instance, event=failure.cause,
+        redis_schema.audit(self.redis, audit.RECOVERY, instance, event=failure.cause,
                            action=failure.action, outcome=outcome.state, why=outcome.why,
                            detail=failure.why, evidence=failure.evidence, host=self.host)
         return outcome

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from guestd import protocol
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema, replies
 from novaproxy.agent import config as agent_config
 from novaproxy.agent import deliver, endings, hypervisor, lifecycle_events, recovery, watcher
 from novaproxy.agent import masakari as masakari_client
@@ -182,8 +182,8 @@ class Agent:
             age += time.monotonic() - started
         try:
             if why_not:
-                reply = redis_schema.Reply(req["id"], req["instance"],
-                                           redis_schema.UNREACHABLE, detail=why_not, host=host)
+                reply = replies.Reply(req["id"], req["instance"],
+                                      replies.UNREACHABLE, detail=why_not, host=host)
             else:
                 reply = self.deliverer.deliver(req, deliver.budget(req["timeout"], age))
         finally:
@@ -198,7 +198,7 @@ class Agent:
         if not self._reply(entry_id, reply_to, reply, deadline):
             return
         try:
-            redis_schema.audit(self.redis, "guest-answer", req["instance"], request=req["id"],
+            redis_schema.audit(self.redis, audit.GUEST_ANSWER, req["instance"], request=req["id"],
                                event=req["event"], phase=req["phase"], outcome=reply.outcome,
                                voters=reply.voters, detail=reply.detail, host=host,
                                took_ms=round(elapsed * 1000))
@@ -206,7 +206,7 @@ class Agent:
             LOG.warning("request %s: replied, but the audit event was not written: %s",
                         req["id"], exc)
 
-    def _reply(self, entry_id: str, reply_to: str | None, reply: redis_schema.Reply,
+    def _reply(self, entry_id: str, reply_to: str | None, reply: replies.Reply,
                deadline: float) -> bool:
         """Reply and acknowledge, again and again while Redis does not take it, until the
         request's deadline: a lost NACK would reach the proxy as no answer at all.

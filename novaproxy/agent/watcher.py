@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.agent import monitor, probe
 from novaproxy.agent.config import MonitoringConfig
 from novaproxy.agent.guest_agent import GuestAgentError
@@ -276,12 +276,12 @@ class Watcher:
             redis_schema.release_recovery(self.agent.redis, instance, watch.recovery_owner)
             watch.recovery_owner = ""
         if t.old != t.new and t.new != monitor.FAILED:  # a failure has its own event
-            self._audit("monitor", instance, event=t.new, outcome=t.new, why=t.why)
+            self._audit(audit.MONITOR, instance, event=t.new, outcome=t.new, why=t.why)
 
     def _failure(self, instance: str, watch: Watch, failure: monitor.Failure) -> None:
         LOG.warning("instance %s: failure declared (%s): %s %s", instance, failure.cause,
                     failure.why, failure.evidence)
-        self._audit("failure", instance, event=failure.cause, outcome=monitor.FAILED,
+        self._audit(audit.FAILURE, instance, event=failure.cause, outcome=monitor.FAILED,
                     why=failure.why, evidence=failure.evidence, action=failure.action)
         try:
             outcome = self.recovery.handle(instance, failure)

@@ -25,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import redis
 
-from novaproxy import redis_schema
+from novaproxy import redis_schema, replies
 
 LOG = logging.getLogger(__name__)
 # Beyond a request's timeout, how long to wait for the agent's reply (its way
@@ -108,7 +108,7 @@ class GuestChannel:
             return False
         return True
 
-    def ask(self, host: str, request: dict) -> redis_schema.Reply:
+    def ask(self, host: str, request: dict) -> replies.Reply:
         """Send ``request`` to the agent on ``host``; its reply, or why there is none.
 
         Raises ``redis.RedisError`` if Redis cannot take the request.
@@ -130,8 +130,8 @@ class GuestChannel:
                 why = REDIS_LOST
             else:
                 why = f"no reply from the agent on {host} within {request['timeout']:g}s"
-            return redis_schema.Reply(request["id"], request["instance"],
-                                      redis_schema.UNREACHABLE, detail=why, host=host)
+            return replies.Reply(request["id"], request["instance"],
+                                 replies.UNREACHABLE, detail=why, host=host)
         finally:
             with self._lock:
                 self._waiting.pop(request["id"], None)

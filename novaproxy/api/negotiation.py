@@ -55,11 +55,12 @@ import webob
 import webob.dec
 
 from guestd import protocol
-from novaproxy import headers, operations, redis_schema
+from novaproxy import audit, headers, operations, redis_schema, replies
 from novaproxy.api import _nova, classify, policy, precheck
 from novaproxy.api._guest import REDIS_LOST, GuestChannel
 from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.classify import Operation
+from novaproxy.flavor import TRUE_WORDS
 
 LOG = logging.getLogger(__name__)
 REJECTED = "action-rejected"
@@ -173,7 +174,7 @@ class NegotiationFilter:
                       value: str) -> bool:
         """Honour the skip switch for a validated identity with the right role only."""
         recovery = value == headers.RECOVERY
-        if not recovery and value not in policy.TRUE:
+        if not recovery and value not in TRUE_WORDS:
             LOG.warning("%s: %r is not a value it takes; negotiating %s of %s",
                         headers.SKIP_HEADER, value, op.event, instance)
             return False
@@ -187,7 +188,7 @@ class NegotiationFilter:
         why = f"{'recovery' if recovery else 'admin skip'} by {who}"
         LOG.info("%s of %s: not negotiated (%s)", op.event, instance, why)
         try:
-            redis_schema.audit(self.channel.redis, "skip", instance, event=op.event,
+            redis_schema.audit(self.channel.redis, audit.SKIP, instance, event=op.event,
                                action=op.action, outcome="skipped", why=why)
         except redis.RedisError as exc:
             LOG.warning("audit event lost (%s): skip %s %s", exc, op.event, instance)
@@ -310,7 +311,7 @@ class Negotiation:
         self._record_intent()
         reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
         decision = policy.decide_prepare(self.policy, reply)
-        self._audit("notice", reply, f"prepare sent: {decision.why}", took,
+        self._audit(audit.NOTICE, reply, f"prepare sent: {decision.why}", took,
                     proceed=decision.proceed)
         if not decision.proceed:
             LOG.info("%s of %s stopped after the prepare: %s", self.op.event, self.instance,
@@ -332,7 +333,7 @@ class Negotiation:
         """None to go ahead, or the 409 that carries the guest's reasons."""
         reply, took = self._ask(protocol.VOTE, timeout)
         decision = policy.decide(self.policy, reply)
-        self._audit("negotiation", reply, decision.why, took, proceed=decision.proceed)
+        self._audit(audit.NEGOTIATION, reply, decision.why, took, proceed=decision.proceed)
         op, instance = self.op, self.instance
         if decision.proceed:
             LOG.info("%s of %s accepted in %.0f ms: %s", op.event, instance, took * 1000,
@@ -469,7 +470,7 @@ class Negotiation:
                                    phase, timeout, details, self.policy.silence)
         started = time.monotonic()
         if self.redis_failed and not background:
-            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+            reply = replies.Reply(request["id"], self.instance, replies.UNREACHABLE,
                                        detail="Redis failed earlier in this negotiation",
                                        host=self.host or "")
             return reply, 0.0
@@ -477,9 +478,9 @@ class Negotiation:
             reply = self.channel.ask(self.host, request)
         except redis.RedisError as exc:
             self.redis_failed = True
-            reply = redis_schema.Reply(request["id"], self.instance, redis_schema.UNREACHABLE,
+            reply = replies.Reply(request["id"], self.instance, replies.UNREACHABLE,
                                        detail=f"Redis unavailable: {exc}", host=self.host)
-        if reply.outcome == redis_schema.UNREACHABLE and reply.detail == REDIS_LOST:
+        if reply.outcome == replies.UNREACHABLE and reply.detail == REDIS_LOST:
             self.redis_failed = True
         return reply, time.monotonic() - started
 
@@ -513,11 +514,11 @@ class Negotiation:
                                     background=True, rid=operations.closing_id(self.op_id))
             LOG.info("abort of %s of %s: %s%s", op.event, instance, reply.outcome,
                      f" ({reply.detail})" if reply.detail else "")
-            self._audit("notice", reply, f"abort sent: {why}", took)
+            self._audit(audit.NOTICE, reply, f"abort sent: {why}", took)
             try:
-                if reply.outcome in redis_schema.DELIVERED:
+                if reply.outcome in replies.DELIVERED:
                     if redis_schema.finish_operation(self.redis, instance, self.op_id):
-                        redis_schema.audit(self.redis, "operation", instance, event=op.event,
+                        redis_schema.audit(self.redis, audit.OPERATION, instance, event=op.event,
                                            action=op.action, outcome="abort-delivered",
                                            why=why, voters=reply.voters, host=self.host or "",
                                            operation=self.op_id, nova_request="")
@@ -554,7 +555,7 @@ class Negotiation:
 
         threading.Thread(target=retry, name=f"release-{self.instance}", daemon=True).start()
 
-    def _audit(self, kind: str, reply: redis_schema.Reply, why: str, took: float,
+    def _audit(self, kind: str, reply: replies.Reply, why: str, took: float,
                **extra) -> None:
         if self.redis_failed:
             LOG.info("audit event not written (Redis failed this negotiation): %s %s %s: %s",

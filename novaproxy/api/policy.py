@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from guestd import protocol, votes
-from novaproxy import operations, redis_schema
+from novaproxy import flavor, operations, replies
 from novaproxy.api import classify
 
 VOTE, NOTICE, OFF = "vote", "notice", "off"
@@ -26,7 +26,7 @@ DEFAULT_VOTE_TIMEOUT = 10.0
 DEFAULT_PREPARE_TIMEOUT = 10.0
 DEFAULT_END_TIMEOUT = 15.0  # resume-class notices: the guest may still be settling
 DEFAULT_OPERATION_TIMEOUT = 3600.0  # a recorded operation Nova never completes expires
-MAX_TIMEOUT = 300.0
+MAX_TIMEOUT = flavor.MAX_VOTE_TIMEOUT  # of every timeout here, as of a flavor's vote timeout
 # Seconds Nova has to record an action for a request whose answer the proxy never saw
 # (Nova failed, or did not answer in time, or the proxy stopped): then, with no action
 # of Nova's to show for it, the prepared guest is told abort.
@@ -35,11 +35,6 @@ DEFAULT_OUTCOME_WAIT = 60.0
 # timeouts, no retries): Redis answers in well under a millisecond when it is up.
 DEFAULT_REDIS_TIMEOUT = 1.0
 MAX_REDIS_TIMEOUT = 10.0
-ENABLE_SPEC = "guest:negotiation"
-VOTE_TIMEOUT_SPEC = "guest:vote_timeout"
-OPT_OUT_METADATA = "guest:negotiation"
-MONITORING_SPEC = "guest:monitoring"  # the agent monitors the VM (novaproxy.agent.monitor)
-TRUE = ("true", "yes", "1", "on")
 
 
 class PolicyError(ValueError):
@@ -65,12 +60,7 @@ class Policy:
 
     def vote_timeout_for(self, extra_specs: dict) -> float:
         """The flavor's ``guest:vote_timeout`` if valid, else the default."""
-        raw = extra_specs.get(VOTE_TIMEOUT_SPEC)
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            return self.vote_timeout
-        return value if 0 < value <= MAX_TIMEOUT else self.vote_timeout
+        return flavor.number(extra_specs, flavor.VOTE_TIMEOUT, self.vote_timeout)
 
 
 def settings_known(server: dict) -> bool:
@@ -80,26 +70,23 @@ def settings_known(server: dict) -> bool:
     (``os_compute_api:servers:show:flavor-extra-specs``): whether the server is
     negotiated is then unknown, which is the ``unreachable`` policy's to decide.
     """
-    flavor = server.get("flavor")
-    return isinstance(flavor, dict) and isinstance(flavor.get("extra_specs"), dict)
+    shown = server.get("flavor")
+    return isinstance(shown, dict) and isinstance(shown.get("extra_specs"), dict)
 
 
 def negotiates(server: dict) -> bool:
     """The flavor turns negotiation on; the server's metadata may opt out."""
-    flavor = server.get("flavor") or {}
-    specs = flavor.get("extra_specs") or {}
-    if str(specs.get(ENABLE_SPEC, "")).lower() not in TRUE:
+    specs = (server.get("flavor") or {}).get("extra_specs") or {}
+    if not flavor.enabled(specs, flavor.NEGOTIATION):
         return False
-    metadata = server.get("metadata") or {}
-    opted_out = str(metadata.get(OPT_OUT_METADATA, "")).lower() in ("false", "no", "0", "off")
-    return not opted_out
+    return not flavor.opted_out(server.get("metadata") or {})
 
 
 def monitored(server: dict) -> bool:
     """The agent monitors this VM: its operations are recorded so it knows silence
     is intended, even where the guest is not asked."""
     specs = (server.get("flavor") or {}).get("extra_specs") or {}
-    return str(specs.get(MONITORING_SPEC, "")).lower() in TRUE
+    return flavor.enabled(specs, flavor.MONITORING)
 
 
 def _seconds(conf: dict, key: str, default: float, limit: float = MAX_TIMEOUT) -> float:
@@ -177,7 +164,7 @@ class Decision:
     reasons: list = field(default_factory=list)  # for the caller, when rejected
 
 
-def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
+def decide(policy: Policy, reply: replies.Reply) -> Decision:
     outcome = reply.outcome
     if outcome == protocol.ACCEPT:
         return Decision(True, "the guest accepted")
@@ -186,14 +173,14 @@ def decide(policy: Policy, reply: redis_schema.Reply) -> Decision:
                         or ["rejected by the guest"])
     if outcome == protocol.NOT_NEGOTIATING:
         return Decision(True, "the guest does not negotiate")
-    if outcome in (redis_schema.TIMEOUT, redis_schema.EXPIRED):
+    if outcome in (replies.TIMEOUT, replies.EXPIRED):
         why = f"the guest did not answer in time ({reply.detail or outcome})"
         return Decision(policy.silence == protocol.ACCEPT, why, [why])
     why = f"the guest could not be asked ({outcome}: {reply.detail})"
     return Decision(policy.unreachable == protocol.ACCEPT, why, [why])
 
 
-def decide_prepare(policy: Policy, reply: redis_schema.Reply) -> Decision:
+def decide_prepare(policy: Policy, reply: replies.Reply) -> Decision:
     """After the prepare: go on to Nova, or stop (and abort) the operation.
 
     Applications cannot refuse a prepare; one that does not confirm in time is

@@ -14,7 +14,7 @@ from novaclient import exceptions
 
 from guestd.client import Vote
 from harness.processes import wait_for
-from novaproxy import headers, redis_schema
+from novaproxy import audit, headers, redis_schema
 from tests.system.helpers import events_of
 
 SKIP = {headers.SKIP_HEADER: "true"}
@@ -44,7 +44,7 @@ def test_in_process_nack_and_ack(in_process, in_process_flavor, recorder):
     # key inside nova-api), the one its instance action carries.
     stop, = [a for a in in_process.nova(direct=True).instance_action.list(server.id)
              if a.action == "stop"]
-    closed = events_of(in_process, server.id, "operation", "stop")[-1]
+    closed = events_of(in_process, server.id, audit.OPERATION, "stop")[-1]
     assert (closed["outcome"], closed["nova_request"]) == ("end-delivered", stop.request_id)
 
 
@@ -59,7 +59,7 @@ def raw_action(stack, server_id, token, body, extra=None):
 
 def skips(stack, server_id):
     events = redis_schema.read_events(redis_schema.connect(stack.redis.url), 500)
-    return [f for _, f in events if f["kind"] == "skip" and f["instance"] == server_id]
+    return [f for _, f in events if f["kind"] == audit.SKIP and f["instance"] == server_id]
 
 
 def test_in_process_recovery_is_never_voted_on(in_process, recorder):
@@ -101,7 +101,7 @@ def test_in_process_admin_skip_is_honoured_for_admins_only(in_process, in_proces
     assert admin.status == 202
     assert rec.seen == [("reboot", "vote")]  # the admin's request never asked the guest
     events = redis_schema.read_events(redis_schema.connect(in_process.redis.url), 50)
-    assert any(f["kind"] == "skip" and f["instance"] == server.id for _, f in events)
+    assert any(f["kind"] == audit.SKIP and f["instance"] == server.id for _, f in events)
 
 
 def test_standalone_without_auth_token_never_trusts_the_switch(stack, negotiated_flavor,

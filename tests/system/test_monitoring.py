@@ -18,7 +18,7 @@ import pytest
 from guestd.client import Application
 from harness.processes import wait_for
 from harness.stack import MONITOR_BOOT_GRACE
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +73,17 @@ def boot_healthy(stack, flavor, name="mon"):
 def test_hung_guest_is_declared_failed_and_rebooted_once(stack, monitored_flavor):
     server, host, guest = boot_healthy(stack, monitored_flavor)
     guest.hang()
-    failure, = wait_audit(stack, server.id, "failure")
+    failure, = wait_audit(stack, server.id, audit.FAILURE)
     evidence = json.loads(failure["evidence"])
     assert failure["event"] == "hung" and failure["host"] == host
     assert evidence["missed_pings"] == 3  # the default threshold
-    recovery, = wait_audit(stack, server.id, "recovery")
+    recovery, = wait_audit(stack, server.id, audit.RECOVERY)
     assert (recovery["outcome"], recovery["why"]) == ("recovering", "Nova hard reboot requested")
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     guest.unhang()  # what the reboot would have done to a real guest
     wait_state(stack, server.id, "healthy")
     assert reboots(stack, server.id) == 1
-    assert len(audits(stack, server.id, "failure")) == 1
+    assert len(audits(stack, server.id, audit.FAILURE)) == 1
 
 
 def test_a_guest_hung_after_a_stop_and_start_is_recovered_once(stack,
@@ -100,27 +100,27 @@ def test_a_guest_hung_after_a_stop_and_start_is_recovered_once(stack,
     stack.wait_for_server(server.id, "ACTIVE")
     stack.wait_settled(server.id)
     guest.hang()
-    failure, = wait_audit(stack, server.id, "failure")
+    failure, = wait_audit(stack, server.id, audit.FAILURE)
     assert failure["event"] == "hung" and json.loads(failure["evidence"])["missed_pings"] == 3
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     guest.unhang()
     stack.wait_settled(server.id)
     assert sorted(stack.instance_actions(server.id)) == ["create", "reboot", "start", "stop"]
-    assert len(audits(stack, server.id, "failure")) == 1
-    assert len(audits(stack, server.id, "recovery")) == 1
+    assert len(audits(stack, server.id, audit.FAILURE)) == 1
+    assert len(audits(stack, server.id, audit.RECOVERY)) == 1
 
 
 def test_restarted_agent_does_not_recover_the_same_failure_again(stack, monitored_flavor):
     server, host, guest = boot_healthy(stack, monitored_flavor)
     guest.hang()
-    wait_audit(stack, server.id, "recovery")
+    wait_audit(stack, server.id, audit.RECOVERY)
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     stack.restart_agent(host)
     # The new agent knows the guest answered before: still silent after the boot
     # grace is a failure, and the recovery is found already claimed.
-    failures = wait_audit(stack, server.id, "failure", count=2,
+    failures = wait_audit(stack, server.id, audit.FAILURE, count=2,
                           timeout=MONITOR_BOOT_GRACE + 15)
-    recoveries = wait_audit(stack, server.id, "recovery", count=2)
+    recoveries = wait_audit(stack, server.id, audit.RECOVERY, count=2)
     assert "already under way" in recoveries[-1]["why"], failures[-1]
     assert reboots(stack, server.id) == 1
     guest.unhang()
@@ -144,7 +144,7 @@ def test_intended_silence_causes_no_recovery(stack, monitored_flavor):
     wait_for(lambda: stack.guests[server.id].qga_socket.startswith(
         stack.socket_dir(host) + os.sep) is False, 10, "the guest on its new host")
     wait_state(stack, server.id, "healthy")
-    assert audits(stack, server.id, "failure") == []
+    assert audits(stack, server.id, audit.FAILURE) == []
     assert reboots(stack, server.id) == 0
 
 
@@ -158,10 +158,10 @@ def test_vm_that_never_answers_is_reported_after_its_grace(stack, monitored_flav
     try:
         view = wait_state(stack, server.id, "never-answered", timeout=MONITOR_BOOT_GRACE + 15)
         assert view["answered"] == "no"
-        event, = [e for e in audits(stack, server.id, "monitor")
+        event, = [e for e in audits(stack, server.id, audit.MONITOR)
                   if e["outcome"] == "never-answered"]
         assert "is qemu-ga in the image?" in event["why"]
-        assert audits(stack, server.id, "recovery") == []
+        assert audits(stack, server.id, audit.RECOVERY) == []
     finally:
         silent.close()
         os.unlink(path)
@@ -173,7 +173,7 @@ def test_unhealthy_application_asking_for_reboot_gets_one(stack, monitored_flavo
     try:
         assert app.registered.wait(5)
         app.report_health(False, "answers 500 to every request", "reboot")
-        failure, = wait_audit(stack, server.id, "failure")
+        failure, = wait_audit(stack, server.id, audit.FAILURE)
         assert failure["event"] == "application"
         assert json.loads(failure["evidence"]) == {"application": "web",
                                                    "reason": "answers 500 to every request"}
@@ -188,7 +188,7 @@ def test_masakari_gets_the_notification(stack, masakari_flavor):
     server, host, guest = boot_healthy(stack, masakari_flavor)
     sent = len(stack.masakari.requests)
     guest.hang()
-    wait_audit(stack, server.id, "recovery")
+    wait_audit(stack, server.id, audit.RECOVERY)
     request = wait_for(lambda: stack.masakari.requests[sent:] and stack.masakari.requests[sent],
                        10, "the Masakari notification")
     notification = request.body["notification"]
@@ -208,7 +208,7 @@ def test_a_guestd_that_stops_counting_is_a_failure(stack, monitored_flavor):
     wait_for(lambda: os.path.exists(guest.status_file), 5, "guestd's status file")
     guest.guestd.signal(signal.SIGSTOP)  # qemu-ga still answers; guestd is stuck
     try:
-        failure, = wait_audit(stack, server.id, "failure")
+        failure, = wait_audit(stack, server.id, audit.FAILURE)
         assert failure["event"] == "guestd-stalled"
         wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     finally:

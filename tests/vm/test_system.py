@@ -31,7 +31,7 @@ from guestd import protocol
 from harness import libvirt_session
 from harness.processes import wait_for
 from harness.stack import Stack
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.agent import deliver, guest_agent, hypervisor, probe
 
 HOST = "vmhost"
@@ -207,10 +207,10 @@ def test_negotiated_reboot_nacked_then_acked_with_its_end_notice(vm_stack, vm):
     wait_for(lambda: len(vm.phases()) >= seen + 4, 30, "the end notice in the guest")
     assert vm.phases()[seen:] == [("reboot", "vote"), ("reboot", "vote"),
                                   ("reboot", "prepare"), ("reboot", "end")]
-    ended = wait_for(lambda: [e for e in _audits(vm_stack, vm.id, "operation")
+    ended = wait_for(lambda: [e for e in _audits(vm_stack, vm.id, audit.OPERATION)
                               if e["event"] == "reboot"], 10, "the operation's audit event")
     assert ended[-1]["outcome"] == "end-delivered" and ended[-1]["host"] == HOST
-    assert _audits(vm_stack, vm.id, "failure") == []  # the reboot was an expected silence
+    assert _audits(vm_stack, vm.id, audit.FAILURE) == []  # the reboot was an expected silence
 
 
 def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
@@ -229,8 +229,8 @@ def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
             took.append(time.monotonic() - started)
     finally:
         vm.veto(None)
-    asked = [e for e in _audits(vm_stack, vm.id, "negotiation") if e["outcome"] == "reject"]
-    answered = [e for e in _audits(vm_stack, vm.id, "guest-answer")
+    asked = [e for e in _audits(vm_stack, vm.id, audit.NEGOTIATION) if e["outcome"] == "reject"]
+    answered = [e for e in _audits(vm_stack, vm.id, audit.GUEST_ANSWER)
                 if e["phase"] == "vote" and e["outcome"] == "reject"]
     assert len(asked) >= VOTES and len(answered) >= VOTES
     round_trips = [int(e["took_ms"]) / 1000 for e in asked[-VOTES:]]
@@ -285,7 +285,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
     monitor gives the guest its boot grace instead of counting missed pings (a hung
     guest cannot close the channel). Without that, 3 s of silence would be a failure."""
     reboots = _reboots(vm_stack, vm.id)
-    seen = len(_audits(vm_stack, vm.id, "monitor"))
+    seen = len(_audits(vm_stack, vm.id, audit.MONITOR))
     started = time.monotonic()
     vm.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
 
@@ -293,7 +293,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
                              "channel)")
 
     def changes() -> list:
-        return [(e["event"], e["why"]) for e in _audits(vm_stack, vm.id, "monitor")[seen:]]
+        return [(e["event"], e["why"]) for e in _audits(vm_stack, vm.id, audit.MONITOR)[seen:]]
 
     def back() -> bool:  # booting on the channel's close, then healthy on the first answer
         seen_now = changes()
@@ -306,7 +306,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
     assert {event for event, _ in changes()} <= {"suspect", "booting", "healthy"}, changes()
     vm_report(f"guest rebooting itself → monitor healthy again: "
               f"{time.monotonic() - started:.1f}s, no recovery")
-    assert _audits(vm_stack, vm.id, "failure") == []
+    assert _audits(vm_stack, vm.id, audit.FAILURE) == []
     assert _reboots(vm_stack, vm.id) == reboots
     wait_for(lambda: probe.ping(vm.agent, 2.0) is None, 10, "guest-ping after the reboot")
 
@@ -319,12 +319,12 @@ def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_v
              and time.time() - float(view["since"]) > 3, 30, "a settled healthy monitor",
              interval=0.1)
     reboots = _reboots(vm_stack, vm.id)
-    failures = len(_audits(vm_stack, vm.id, "failure"))
+    failures = len(_audits(vm_stack, vm.id, audit.FAILURE))
     pid = libvirt_vm.qemu_pid(vm.domain)
     stopped = time.time()
     os.kill(pid, signal.SIGSTOP)  # the whole guest frozen, behind libvirt's back
     try:
-        failure = wait_for(lambda: _audits(vm_stack, vm.id, "failure")[failures:], 30,
+        failure = wait_for(lambda: _audits(vm_stack, vm.id, audit.FAILURE)[failures:], 30,
                            "the failure event")[0]
         detection = float(failure["time"]) - stopped
         assert vm.domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING  # libvirt saw nothing
@@ -332,7 +332,7 @@ def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_v
         assert json.loads(failure["evidence"])["missed_pings"] == 3
         wait_for(lambda: _reboots(vm_stack, vm.id) == reboots + 1, 15,
                  "Nova's reboot action")
-        recovery = _audits(vm_stack, vm.id, "recovery")[-1]
+        recovery = _audits(vm_stack, vm.id, audit.RECOVERY)[-1]
         assert (recovery["outcome"], recovery["why"]) == ("recovering",
                                                           "Nova hard reboot requested")
     finally:
@@ -343,4 +343,4 @@ def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_v
     assert detection < 8, detection
     _wait_state(vm_stack, vm.id, "healthy", 30)
     assert _reboots(vm_stack, vm.id) == reboots + 1
-    assert len(_audits(vm_stack, vm.id, "failure")) == failures + 1
+    assert len(_audits(vm_stack, vm.id, audit.FAILURE)) == failures + 1

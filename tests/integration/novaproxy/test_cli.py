@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from novaproxy import cli, redis_schema
+from novaproxy import audit, cli, redis_schema
 
 
 def run(redis_server, *args):
@@ -73,10 +73,10 @@ def test_operations_lists_open_prepares_oldest_first_and_can_alarm(redis_client,
 
 
 def test_events_newest_last_and_negotiations_only(redis_client, redis_server):
-    redis_schema.audit(redis_client, "negotiation", "u-1", event="reboot", outcome="reject",
+    redis_schema.audit(redis_client, audit.NEGOTIATION, "u-1", event="reboot", outcome="reject",
                        why="the guest rejected", took_ms=42,
                        voters=[{"name": "db", "vote": "reject", "reason": "busy"}])
-    redis_schema.audit(redis_client, "guest-answer", "u-1", event="stop", phase="vote",
+    redis_schema.audit(redis_client, audit.GUEST_ANSWER, "u-1", event="stop", phase="vote",
                        outcome="accept", host="compute1", voters=[])
     lines = run(redis_server, "events").stdout.splitlines()
     assert "reboot: reject in 42 ms — the guest rejected [db=reject (busy)]" in lines[0]
@@ -95,7 +95,7 @@ def test_unreachable_redis_is_a_clear_error_without_the_password():
 
 
 def test_failures_show_their_evidence():
-    line = cli.format_event({"kind": "failure", "instance": "u-1", "time": "0", "event": "hung",
+    line = cli.format_event({"kind": audit.FAILURE, "instance": "u-1", "time": "0", "event": "hung",
                              "outcome": "failed", "why": "3 consecutive guest-pings unanswered",
                              "evidence": '{"missed_pings": 3, "last_answer_ago": 4.0}'})
     assert line.endswith("hung: failed — 3 consecutive guest-pings unanswered "
@@ -103,7 +103,7 @@ def test_failures_show_their_evidence():
 
 
 def test_monitor_states_are_said_once():
-    line = cli.format_event({"kind": "monitor", "instance": "u-1", "time": "0",
+    line = cli.format_event({"kind": audit.MONITOR, "instance": "u-1", "time": "0",
                              "event": "quiet", "outcome": "quiet",
                              "why": "Nova is busy with it (powering-off)"})
     assert line.endswith("u-1  quiet — Nova is busy with it (powering-off)")

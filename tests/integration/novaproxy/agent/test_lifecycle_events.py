@@ -13,7 +13,7 @@ import libvirt
 
 from harness.processes import wait_for
 from harness.stack import ADMIN_TOKEN
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.agent import config as agent_config
 from novaproxy.agent import hypervisor, lifecycle_events, monitor, service
 from novaproxy.agent import nova as nova_client
@@ -93,12 +93,12 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
             wait_for(lambda: "reboot" in stack.instance_actions(server.id), 10,
                      "the hard reboot")
         except TimeoutError as exc:  # what Nova and the audit trail say, for the report
-            audit = [f for _, f in redis_schema.read_events(client, 100)
+            trail = [f for _, f in redis_schema.read_events(client, 100)
                      if f["instance"] == server.id]
             raise AssertionError(f"{exc}: Nova's actions {stack.instance_actions(server.id)}, "
-                                 f"audit {audit}") from None
+                                 f"audit {trail}") from None
         failure, = [f for _, f in redis_schema.read_events(client, 500)
-                    if f["instance"] == server.id and f["kind"] == "failure"]
+                    if f["instance"] == server.id and f["kind"] == audit.FAILURE]
         assert (failure["event"], failure["why"]) == (monitor.CRASHED,
                                                       "libvirt reports STOPPED_CRASHED")
         time.sleep(1)

@@ -11,7 +11,7 @@ from guestd import protocol
 from guestd.client import Application, Vote
 from harness.guest import SPOOL_DIR, write_guestd_ctl
 from harness.redis_server import RedisServer
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.agent import hypervisor, service
 from novaproxy.agent.config import AgentConfig
 from novaproxy.agent.service import Agent
@@ -76,7 +76,7 @@ def test_vote_round_trip_and_route(redis_client, make_guest, run_agent):
     assert reply.voters == [{"name": "db", "vote": "reject", "reason": "busy"}]
     # The audit event follows the reply (the proxy is not kept waiting for it).
     events = redis_schema.read_events(redis_client, 10, after="0-0", block_ms=2000)
-    assert events[-1][1]["kind"] == "guest-answer" and events[-1][1]["outcome"] == "reject"
+    assert events[-1][1]["kind"] == audit.GUEST_ANSWER and events[-1][1]["outcome"] == "reject"
 
 
 def test_route_is_withdrawn_when_the_guest_leaves(redis_client, make_guest, run_agent):

@@ -1,13 +1,13 @@
 import pytest
 
-from novaproxy import redis_schema
+from novaproxy import replies
 from novaproxy.api import policy
 
 URL = "redis://127.0.0.1:6379/0"
 
 
 def reply(outcome, voters=(), detail=""):
-    return redis_schema.Reply("r1", "vm", outcome, list(voters), detail, "c1")
+    return replies.Reply("r1", "vm", outcome, list(voters), detail, "c1")
 
 
 def test_defaults_from_the_field():

@@ -1,0 +1,119 @@
+"""Every Redis key, TTL and entry shape novaproxy uses: the proxy and the agents
+meet only here.
+
+Callers use the package (``redis_schema.route_of(client, uuid)``), whose modules
+each own one contract and say in their docstrings what their keys hold:
+
+- ``novaproxy:requests:{<host>}`` stream, :mod:`.messages`: what the proxy asks
+  one host's guests
+- ``novaproxy:replies:{<proxy>}`` stream, :mod:`.messages`: the agents' answers
+  to one proxy process
+- ``novaproxy:{<uuid>}:route`` string, :mod:`.routes`: the host serving the instance
+- ``novaproxy:{<uuid>}:lock`` string, :mod:`.locks`: the negotiation in flight (a lease)
+- ``novaproxy:{<uuid>}:ops`` hash, :mod:`.records`: the instance's operation records
+- ``novaproxy:{<uuid>}:claim:<op id>`` string, :mod:`.records`: who delivers an
+  operation's closing notice
+- ``novaproxy:operations:{<host>}`` set, :mod:`.records`: the instances with records
+  a host follows
+- ``novaproxy:{<uuid>}:recovery`` string, :mod:`.recoveries`: the recovery under way
+- ``novaproxy:{<uuid>}:recoveries`` sorted set, :mod:`.recoveries`: the recoveries
+  in the rate-limit window
+- ``novaproxy:{<uuid>}:monitor`` hash, :mod:`.monitor_views`: the monitor's view of
+  the instance
+- ``novaproxy:events`` stream, :mod:`.events`: the audit trail
+
+:mod:`.keyspace` spells the keys (one hash tag per instance, for Redis
+Cluster), :mod:`.connection` makes clients with explicit bounds, and
+:mod:`.scripts` holds the Lua scripts that make a check and its write one step.
+Nothing here blocks for longer than the caller asks.
+"""
+
+from novaproxy.redis_schema.connection import (
+    CONNECT_TIMEOUT,
+    POOL_TIMEOUT,
+    RETRIES,
+    SOCKET_TIMEOUT,
+    blocking_timeout,
+    connect,
+    redact,
+    redis_time,
+)
+from novaproxy.redis_schema.events import EVENTS_MAXLEN, EVENTS_STREAM, audit, read_events
+from novaproxy.redis_schema.locks import (
+    acquire_lock,
+    all_locks,
+    lock_key,
+    lock_owner,
+    release_lock,
+    renew_lock,
+)
+from novaproxy.redis_schema.messages import (
+    AGENT_GROUP,
+    REPLY_STREAM_MAXLEN,
+    REPLY_STREAM_TTL,
+    REQUEST_STREAM_MAXLEN,
+    acknowledge,
+    enqueue,
+    ensure_group,
+    entry_age,
+    is_missing_group,
+    read_replies,
+    replies_stream,
+    requests_stream,
+    send_reply,
+    take_requests,
+)
+from novaproxy.redis_schema.monitor_views import (
+    all_monitored,
+    monitor_key,
+    monitor_view,
+    publish_monitor,
+)
+from novaproxy.redis_schema.records import (
+    all_operations,
+    claim_key,
+    claim_operation,
+    finish_operation,
+    forget_recorded,
+    host_operations_key,
+    operations_of,
+    ops_key,
+    record_operation,
+    recorded_on,
+    release_claim,
+    update_operation,
+)
+from novaproxy.redis_schema.recoveries import (
+    ALREADY_CLAIMED,
+    CLAIMED,
+    RATE_LIMITED,
+    claim_recovery,
+    recoveries_key,
+    recovery_key,
+    recovery_under_way,
+    release_recovery,
+)
+from novaproxy.redis_schema.routes import (
+    ROUTE_TTL,
+    all_routes,
+    publish_routes,
+    route_key,
+    route_of,
+    withdraw_routes,
+)
+
+__all__ = [
+    "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
+    "EVENTS_STREAM", "POOL_TIMEOUT", "RATE_LIMITED", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
+    "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT",
+    "acknowledge", "acquire_lock", "all_locks", "all_monitored", "all_operations", "all_routes",
+    "audit", "blocking_timeout", "claim_key", "claim_operation", "claim_recovery", "connect",
+    "ensure_group", "enqueue", "entry_age", "finish_operation", "forget_recorded",
+    "host_operations_key", "is_missing_group", "lock_key", "lock_owner", "monitor_key",
+    "monitor_view", "operations_of", "ops_key", "publish_monitor", "publish_routes",
+    "read_events", "read_replies", "record_operation", "recorded_on", "recoveries_key",
+    "recovery_key", "recovery_under_way", "redact", "redis_time", "release_claim",
+    "release_lock", "release_recovery", "renew_lock", "replies_stream", "requests_stream",
+    "route_key", "route_of", "send_reply", "take_requests", "update_operation",
+    "withdraw_routes",
+]
