@@ -202,9 +202,9 @@ def test_the_lock_is_a_lease_renewed_while_the_negotiation_runs(
         stack, pipeline, negotiated_flavor, recorder, monkeypatch):
     """A negotiation longer than the lease keeps its server; the lease itself stays short,
     so a proxy that dies frees the server within one lease (tests/faults proves that)."""
-    from novaproxy.api import negotiation
+    from novaproxy.api import lease
 
-    monkeypatch.setattr(negotiation, "LOCK_LEASE", 1.0)
+    monkeypatch.setattr(lease, "LOCK_LEASE", 1.0)
     app = pipeline()
     server, _ = stack.boot("lease", negotiated_flavor)
 
