@@ -11,6 +11,7 @@ import pytest
 import webtest
 
 from guestd.client import Vote
+from harness.audit import audits
 from novaproxy import redis_schema
 from novaproxy.api.server import load
 
@@ -58,8 +59,7 @@ def test_ack_prepares_then_forwards(stack, proxy, negotiated_flavor, recorder):
     assert rec.seen == [("reboot", "vote"), ("reboot", "prepare")]
     stack.wait_for_server(server.id, "ACTIVE")
     assert "reboot" in stack.instance_actions(server.id)
-    events = [fields for _, fields in redis_schema.read_events(
-        redis_schema.connect(stack.redis.url), 200) if fields["instance"] == server.id]
+    events = audits(stack, server.id)
     assert [(e["kind"], e.get("outcome")) for e in events
             if e["kind"] in ("negotiation", "notice")] == [
         ("negotiation", "accept"), ("notice", "accept")]
