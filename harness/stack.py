@@ -9,7 +9,6 @@ Nova placed it on.
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import sys
 import threading
@@ -263,8 +262,8 @@ class Stack:
             try:
                 started = time.time()
                 for server in nova.servers.list(search_opts=opts):
-                    status = "DELETED" if server.status == "DELETED" else server.status
-                    known[server.id] = (status, getattr(server, "OS-EXT-SRV-ATTR:host", None))
+                    known[server.id] = (server.status,
+                                        getattr(server, "OS-EXT-SRV-ATTR:host", None))
                 since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started - 1))
             except Exception:  # Nova busy or going away: next round
                 continue
@@ -340,10 +339,6 @@ class Stack:
             except Exception as exc:  # keep stopping the others
                 print(f"stopping {process}: {exc}", file=sys.stderr)
         self._processes.clear()
-
-
-def dump(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)
 
 
 if __name__ == "__main__":  # a quick manual check: python -m harness.stack

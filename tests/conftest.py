@@ -1,6 +1,8 @@
 """Fixtures on real components: redis-server, qemu-ga + guestd guests, the Nova stack.
 
-Expensive pieces (Redis, the Nova stack) start once per test session.
+Expensive pieces (Redis, the Nova stack) start once per test session. The
+repository's root is on ``sys.path`` (pyproject's ``pythonpath``), so tests import
+``harness`` and each other's modules (``tests.system.helpers``) by package name.
 Unix socket paths must stay under 108 bytes, so work directories are short
 ones under /tmp rather than pytest's deep tmp_path.
 """
@@ -9,18 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from harness.guest import Guest  # noqa: E402
-from harness.redis_server import RedisServer  # noqa: E402
-from novaproxy import redis_schema  # noqa: E402
+from harness.guest import Guest
+from harness.redis_server import RedisServer
+from novaproxy import redis_schema
 
 
 @pytest.fixture(scope="session")

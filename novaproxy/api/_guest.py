@@ -40,6 +40,15 @@ READ_RETRY = 0.5
 REDIS_LOST = "Redis was unreachable while waiting for the reply"
 
 
+class NegotiationRedis:
+    """Redis as one negotiation uses it: once Redis failed the negotiation (``failed``),
+    no further call is made that could hold the caller, only background ones."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.failed = False
+
+
 class GuestChannel:
     def __init__(self, redis_url: str, max_connections: int, command_timeout: float) -> None:
         self.redis_url = redis_url

@@ -13,10 +13,11 @@ import uuid
 
 import pytest
 
+from harness.audit import wait_audits
 from harness.pairing import PairingApp
 from harness.processes import wait_for
 from novaproxy import audit, redis_schema
-from tests.system.helpers import events_of, host_of
+from tests.system.helpers import host_of
 
 pytestmark = [pytest.mark.system, pytest.mark.faults]
 
@@ -66,7 +67,7 @@ def test_a_live_migration_nova_accepts_then_fails_for_lack_of_a_host_is_aborted(
         nova.services.enable(other.id)
     assert host_of(stack, server.id) == source
     assert "live-migration" in stack.instance_actions(server.id)
-    aborted = events_of(stack, server.id, audit.OPERATION, "live-migrate")[-1]
+    aborted = wait_audits(stack, server.id, audit.OPERATION, "live-migrate")[-1]
     assert aborted["outcome"] == "abort-delivered"
     assert "did not move" in aborted["why"] or "action failed" in aborted["why"]
 
@@ -84,7 +85,7 @@ def test_resize_then_confirm_at_once_ends_each_in_order(stack, vm):
     stack.wait_for_server(server.id, "ACTIVE")
     assert closed(app, 4) == [("resize", "vote"), ("resize", "prepare"), ("resize", "end"),
                               ("resize-confirm", "end")]
-    assert [e["outcome"] for e in events_of(stack, server.id, audit.OPERATION, "resize")] == [
+    assert [e["outcome"] for e in wait_audits(stack, server.id, audit.OPERATION, "resize")] == [
         "end-delivered"]
 
 

@@ -19,10 +19,10 @@ import pytest
 from novaclient import exceptions
 
 from harness import fault_proxy
+from harness.audit import wait_audits
 from harness.fault_proxy import FaultProxy, Seen
 from harness.proxies import start_proxy
 from novaproxy import audit
-from tests.system.helpers import events_of
 
 pytestmark = [pytest.mark.system, pytest.mark.faults]
 
@@ -169,7 +169,7 @@ def test_nova_acting_after_the_read_timeout_ends_it(stack, proxy, faults, server
     ended = [("reboot", "vote"), ("reboot", "prepare"), ("reboot", "end")]
     assert heard_exactly(app, ended, LATE + OUTCOME_WAIT + 30) == ended
     assert stack.instance_actions(server.id).count("reboot") == 1
-    record = events_of(stack, server.id, audit.OPERATION, "reboot")[-1]
+    record = wait_audits(stack, server.id, audit.OPERATION, "reboot")[-1]
     assert record["outcome"] == "end-delivered"
 
 

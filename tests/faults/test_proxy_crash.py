@@ -2,7 +2,7 @@
 guest hears abort before anything else.
 
 The negotiation lock is a short lease the negotiating proxy renews
-(negotiation.LOCK_LEASE); a killed proxy renews nothing, so the next caller,
+(lease.LOCK_LEASE); a killed proxy renews nothing, so the next caller,
 through another proxy, is answered by the guest within a lease, not after the
 whole negotiation's longest possible time (124 s before). The operation was
 recorded before its prepare went out, and never marked as sent to Nova: once its
@@ -22,7 +22,7 @@ import urllib3
 
 from guestd.client import Application, Vote
 from harness.proxies import start_proxy
-from novaproxy.api import negotiation
+from novaproxy.api import lease, responses
 from tests.faults.test_redis_agent import reboot
 
 pytestmark = pytest.mark.faults
@@ -66,14 +66,14 @@ def test_a_proxy_killed_mid_prepare_frees_the_server_within_a_lease(_fault_stack
         killed = time.monotonic()
         while True:  # the stack's own proxy: in progress until the lease runs out
             status, marker, message, _ = reboot(fault_stack, server.id)
-            if marker != negotiation.IN_PROGRESS:
+            if marker != responses.IN_PROGRESS:
                 break
-            assert time.monotonic() - killed < negotiation.LOCK_LEASE + MARGIN, message
+            assert time.monotonic() - killed < lease.LOCK_LEASE + MARGIN, message
             time.sleep(0.2)
         freed = time.monotonic() - killed
         print(f"server free {freed:.1f}s after the proxy was killed")
         assert (status, marker) == (409, "action-rejected") and "replication" in message
-        assert freed < negotiation.LOCK_LEASE + MARGIN
+        assert freed < lease.LOCK_LEASE + MARGIN
         # The killed negotiation's prepare was closed by an abort, before the next vote.
         (_, _, crashed), = [h for h in heard if h[1] == "prepare"]
         assert [(e, p) for e, p, _ in heard] == [

@@ -13,9 +13,9 @@ import pytest
 from novaclient import exceptions
 
 from guestd.client import Vote
+from harness.audit import audits, wait_audits
 from harness.processes import wait_for
-from novaproxy import audit, headers, redis_schema
-from tests.system.helpers import events_of
+from novaproxy import audit, headers
 
 SKIP = {headers.SKIP_HEADER: "true"}
 RECOVERY = {headers.SKIP_HEADER: headers.RECOVERY}
@@ -44,7 +44,7 @@ def test_in_process_nack_and_ack(in_process, in_process_flavor, recorder):
     # key inside nova-api), the one its instance action carries.
     stop, = [a for a in in_process.nova(direct=True).instance_action.list(server.id)
              if a.action == "stop"]
-    closed = events_of(in_process, server.id, audit.OPERATION, "stop")[-1]
+    closed = wait_audits(in_process, server.id, audit.OPERATION, "stop")[-1]
     assert (closed["outcome"], closed["nova_request"]) == ("end-delivered", stop.request_id)
 
 
@@ -55,11 +55,6 @@ def raw_action(stack, server_id, token, body, extra=None):
                            body=json.dumps(body).encode(),
                            headers={"X-Auth-Token": token, "Content-Type": "application/json",
                                     **(extra or {})})
-
-
-def skips(stack, server_id):
-    events = redis_schema.read_events(redis_schema.connect(stack.redis.url), 500)
-    return [f for _, f in events if f["kind"] == audit.SKIP and f["instance"] == server_id]
 
 
 def test_in_process_recovery_is_never_voted_on(in_process, recorder):
@@ -77,7 +72,7 @@ def test_in_process_recovery_is_never_voted_on(in_process, recorder):
              "the monitor's hard reboot")
     in_process.guests[server.id].unhang()
     assert rec.seen == []  # no vote, no prepare
-    skip, = skips(in_process, server.id)
+    skip, = audits(in_process, server.id, audit.SKIP)
     assert skip["event"] == "reboot" and skip["why"].startswith("recovery by ")
 
 
@@ -88,7 +83,7 @@ def test_in_process_recovery_mark_from_a_member_is_ignored(in_process, in_proces
     member = raw_action(in_process, server.id, "member:demo", {"reboot": {"type": "HARD"}},
                         RECOVERY)
     assert member.status == 409 and b"stay up" in member.data
-    assert rec.seen == [("reboot", "vote")] and skips(in_process, server.id) == []
+    assert rec.seen == [("reboot", "vote")] and audits(in_process, server.id, audit.SKIP) == []
 
 
 def test_in_process_admin_skip_is_honoured_for_admins_only(in_process, in_process_flavor,
@@ -100,8 +95,7 @@ def test_in_process_admin_skip_is_honoured_for_admins_only(in_process, in_proces
     admin = raw_action(in_process, server.id, "admin:demo", {"reboot": {"type": "SOFT"}}, SKIP)
     assert admin.status == 202
     assert rec.seen == [("reboot", "vote")]  # the admin's request never asked the guest
-    events = redis_schema.read_events(redis_schema.connect(in_process.redis.url), 50)
-    assert any(f["kind"] == audit.SKIP and f["instance"] == server.id for _, f in events)
+    assert audits(in_process, server.id, audit.SKIP)
 
 
 def test_standalone_without_auth_token_never_trusts_the_switch(stack, negotiated_flavor,
@@ -146,5 +140,5 @@ def test_standalone_recovery_mark_behind_auth_token(stack, negotiated_flavor, re
     assert post("nova-agent:demo", SKIP) == 409
     assert post("nova-agent:demo", RECOVERY) == 202
     assert rec.seen == [("reboot", "vote"), ("reboot", "vote")]
-    skip, = skips(stack, server.id)
+    skip, = audits(stack, server.id, audit.SKIP)
     assert skip["why"] == "recovery by user nova-agent project demo"

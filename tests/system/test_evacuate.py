@@ -9,8 +9,9 @@ import os
 
 import pytest
 
+from harness.audit import wait_audits
 from novaproxy import audit
-from tests.system.helpers import events_of, host_of
+from tests.system.helpers import host_of
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,6 @@ def test_evacuate_ends_where_the_server_was_rebuilt(evacuation, recorder):
     # The evacuation is announced on the new host once the guest runs there, before the
     # start's own end.
     assert rec.wait_for(2) == [("evacuate", "end"), ("start", "end")]
-    assert events_of(stack, server.id, audit.OPERATION, "start")[-1]["host"] == destination
-    evacuated = events_of(stack, server.id, audit.OPERATION, "evacuate")[-1]
+    assert wait_audits(stack, server.id, audit.OPERATION, "start")[-1]["host"] == destination
+    evacuated = wait_audits(stack, server.id, audit.OPERATION, "evacuate")[-1]
     assert (evacuated["outcome"], evacuated["host"]) == ("end-delivered", destination)

@@ -16,9 +16,10 @@ import uuid
 import pytest
 
 from guestd.client import Application
+from harness.audit import audits, wait_audits, wait_state
 from harness.processes import wait_for
 from harness.stack import MONITOR_BOOT_GRACE
-from novaproxy import audit, redis_schema
+from novaproxy import audit
 
 
 @pytest.fixture(scope="module")
@@ -38,28 +39,6 @@ def negotiated_monitored_flavor(stack):
                         {"guest:negotiation": "true", "guest:monitoring": "true"})
 
 
-def redis_of(stack):
-    return redis_schema.connect(stack.redis.url)
-
-
-def wait_state(stack, instance, state, timeout=20.0):
-    client = redis_of(stack)
-    return wait_for(lambda: redis_schema.monitor_view(client, instance).get("state") == state
-                    and redis_schema.monitor_view(client, instance), timeout,
-                    f"monitor state {state} of {instance}", interval=0.1)
-
-
-def audits(stack, instance, kind):
-    return [f for _, f in redis_schema.read_events(redis_of(stack), 2000)
-            if f["instance"] == instance and f["kind"] == kind]
-
-
-def wait_audit(stack, instance, kind, count=1, timeout=20.0):
-    return wait_for(lambda: len(audits(stack, instance, kind)) >= count
-                    and audits(stack, instance, kind), timeout, f"{count} {kind} event(s)",
-                    interval=0.1)
-
-
 def reboots(stack, instance):
     return stack.instance_actions(instance).count("reboot")
 
@@ -73,11 +52,11 @@ def boot_healthy(stack, flavor, name="mon"):
 def test_hung_guest_is_declared_failed_and_rebooted_once(stack, monitored_flavor):
     server, host, guest = boot_healthy(stack, monitored_flavor)
     guest.hang()
-    failure, = wait_audit(stack, server.id, audit.FAILURE)
+    failure, = wait_audits(stack, server.id, audit.FAILURE)
     evidence = json.loads(failure["evidence"])
     assert failure["event"] == "hung" and failure["host"] == host
     assert evidence["missed_pings"] == 3  # the default threshold
-    recovery, = wait_audit(stack, server.id, audit.RECOVERY)
+    recovery, = wait_audits(stack, server.id, audit.RECOVERY)
     assert (recovery["outcome"], recovery["why"]) == ("recovering", "Nova hard reboot requested")
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     guest.unhang()  # what the reboot would have done to a real guest
@@ -100,7 +79,7 @@ def test_a_guest_hung_after_a_stop_and_start_is_recovered_once(stack,
     stack.wait_for_server(server.id, "ACTIVE")
     stack.wait_settled(server.id)
     guest.hang()
-    failure, = wait_audit(stack, server.id, audit.FAILURE)
+    failure, = wait_audits(stack, server.id, audit.FAILURE)
     assert failure["event"] == "hung" and json.loads(failure["evidence"])["missed_pings"] == 3
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     guest.unhang()
@@ -113,14 +92,14 @@ def test_a_guest_hung_after_a_stop_and_start_is_recovered_once(stack,
 def test_restarted_agent_does_not_recover_the_same_failure_again(stack, monitored_flavor):
     server, host, guest = boot_healthy(stack, monitored_flavor)
     guest.hang()
-    wait_audit(stack, server.id, audit.RECOVERY)
+    wait_audits(stack, server.id, audit.RECOVERY)
     wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     stack.restart_agent(host)
     # The new agent knows the guest answered before: still silent after the boot
     # grace is a failure, and the recovery is found already claimed.
-    failures = wait_audit(stack, server.id, audit.FAILURE, count=2,
+    failures = wait_audits(stack, server.id, audit.FAILURE, count=2,
                           timeout=MONITOR_BOOT_GRACE + 15)
-    recoveries = wait_audit(stack, server.id, audit.RECOVERY, count=2)
+    recoveries = wait_audits(stack, server.id, audit.RECOVERY, count=2)
     assert "already under way" in recoveries[-1]["why"], failures[-1]
     assert reboots(stack, server.id) == 1
     guest.unhang()
@@ -173,7 +152,7 @@ def test_unhealthy_application_asking_for_reboot_gets_one(stack, monitored_flavo
     try:
         assert app.registered.wait(5)
         app.report_health(False, "answers 500 to every request", "reboot")
-        failure, = wait_audit(stack, server.id, audit.FAILURE)
+        failure, = wait_audits(stack, server.id, audit.FAILURE)
         assert failure["event"] == "application"
         assert json.loads(failure["evidence"]) == {"application": "web",
                                                    "reason": "answers 500 to every request"}
@@ -188,7 +167,7 @@ def test_masakari_gets_the_notification(stack, masakari_flavor):
     server, host, guest = boot_healthy(stack, masakari_flavor)
     sent = len(stack.masakari.requests)
     guest.hang()
-    wait_audit(stack, server.id, audit.RECOVERY)
+    wait_audits(stack, server.id, audit.RECOVERY)
     request = wait_for(lambda: stack.masakari.requests[sent:] and stack.masakari.requests[sent],
                        10, "the Masakari notification")
     notification = request.body["notification"]
@@ -208,7 +187,7 @@ def test_a_guestd_that_stops_counting_is_a_failure(stack, monitored_flavor):
     wait_for(lambda: os.path.exists(guest.status_file), 5, "guestd's status file")
     guest.guestd.signal(signal.SIGSTOP)  # qemu-ga still answers; guestd is stuck
     try:
-        failure, = wait_audit(stack, server.id, audit.FAILURE)
+        failure, = wait_audits(stack, server.id, audit.FAILURE)
         assert failure["event"] == "guestd-stalled"
         wait_for(lambda: reboots(stack, server.id) == 1, 10, "Nova's reboot action")
     finally:

@@ -10,9 +10,10 @@ import pytest
 from novaclient import exceptions
 
 from guestd.client import Vote
+from harness.audit import wait_audits
 from harness.stack import IMAGE
 from novaproxy import audit
-from tests.system.helpers import events_of, host_of
+from tests.system.helpers import host_of
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_stop_then_start(stack, vm):
     # carries.
     stop, = [a for a in stack.nova(direct=True).instance_action.list(server.id)
              if a.action == "stop"]
-    closed = events_of(stack, server.id, audit.OPERATION, "stop")[-1]
+    closed = wait_audits(stack, server.id, audit.OPERATION, "stop")[-1]
     assert (closed["outcome"], closed["nova_request"]) == ("end-delivered", stop.request_id)
 
 
@@ -91,7 +92,7 @@ def test_cold_migrate_ends_on_the_destination(stack, vm):
     destination = host_of(stack, server.id)
     assert destination != source
     assert rec.wait_for(3) == [("migrate", "vote"), ("migrate", "prepare"), ("migrate", "end")]
-    delivered = events_of(stack, server.id, audit.OPERATION, "migrate")
+    delivered = wait_audits(stack, server.id, audit.OPERATION, "migrate")
     assert delivered[-1]["outcome"] == "end-delivered"
     assert delivered[-1]["host"] == destination  # the destination's agent sent it
     stack.nova().servers.confirm_resize(server.id)

@@ -29,6 +29,7 @@ from novaclient import exceptions
 
 from guestd import protocol
 from harness import libvirt_session
+from harness.audit import audits, wait_audits, wait_state
 from harness.processes import wait_for
 from harness.stack import Stack
 from novaproxy import audit, redis_schema
@@ -159,7 +160,7 @@ def vm(vm_stack, libvirt_vm, app_initrd, vm_report):
         client = redis_schema.connect(vm_stack.redis.url)
         wait_for(lambda: redis_schema.route_of(client, server.id) == HOST, 10,
                  "the agent's route to the VM")
-        _wait_state(vm_stack, server.id, "healthy", 30)
+        wait_state(vm_stack, server.id, "healthy", 30)
         vm_report(f"create → first guest-ping answer: {answered:.1f}s; → monitor healthy: "
                   f"{time.monotonic() - created:.1f}s")
         yield guest
@@ -168,19 +169,6 @@ def vm(vm_stack, libvirt_vm, app_initrd, vm_report):
         if domain is not None:
             libvirt_vm.destroy(domain)
         hv.conn.close()
-
-
-def _audits(stack, instance: str, kind: str) -> list:
-    client = redis_schema.connect(stack.redis.url)
-    return [f for _, f in redis_schema.read_events(client, 2000)
-            if f["instance"] == instance and f["kind"] == kind]
-
-
-def _wait_state(stack, instance: str, state: str, timeout: float) -> dict:
-    client = redis_schema.connect(stack.redis.url)
-    return wait_for(lambda: redis_schema.monitor_view(client, instance).get("state") == state
-                    and redis_schema.monitor_view(client, instance), timeout,
-                    f"monitor state {state} of {instance}", interval=0.1)
 
 
 def _reboots(stack, instance: str) -> int:
@@ -207,10 +195,9 @@ def test_negotiated_reboot_nacked_then_acked_with_its_end_notice(vm_stack, vm):
     wait_for(lambda: len(vm.phases()) >= seen + 4, 30, "the end notice in the guest")
     assert vm.phases()[seen:] == [("reboot", "vote"), ("reboot", "vote"),
                                   ("reboot", "prepare"), ("reboot", "end")]
-    ended = wait_for(lambda: [e for e in _audits(vm_stack, vm.id, audit.OPERATION)
-                              if e["event"] == "reboot"], 10, "the operation's audit event")
+    ended = wait_audits(vm_stack, vm.id, audit.OPERATION, "reboot", timeout=10)
     assert ended[-1]["outcome"] == "end-delivered" and ended[-1]["host"] == HOST
-    assert _audits(vm_stack, vm.id, audit.FAILURE) == []  # the reboot was an expected silence
+    assert audits(vm_stack, vm.id, audit.FAILURE) == []  # the reboot was an expected silence
 
 
 def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
@@ -229,8 +216,8 @@ def test_negotiation_round_trip_through_virtio_serial(vm_stack, vm, vm_report):
             took.append(time.monotonic() - started)
     finally:
         vm.veto(None)
-    asked = [e for e in _audits(vm_stack, vm.id, audit.NEGOTIATION) if e["outcome"] == "reject"]
-    answered = [e for e in _audits(vm_stack, vm.id, audit.GUEST_ANSWER)
+    asked = [e for e in audits(vm_stack, vm.id, audit.NEGOTIATION) if e["outcome"] == "reject"]
+    answered = [e for e in audits(vm_stack, vm.id, audit.GUEST_ANSWER)
                 if e["phase"] == "vote" and e["outcome"] == "reject"]
     assert len(asked) >= VOTES and len(answered) >= VOTES
     round_trips = [int(e["took_ms"]) / 1000 for e in asked[-VOTES:]]
@@ -249,14 +236,13 @@ def test_agent_error_replies_through_libvirt_are_answers(vm):
         vm.agent.execute("guest-no-such-command", timeout=5)
     assert raised.value.error_class == "CommandNotFound"
     req = protocol.request(uuid.uuid4().hex, vm.id, "reboot", protocol.VOTE, timeout=5.0)
-    deliverer = deliver.Deliverer(_Guests(vm.agent), guestd_ctl=("/usr/bin/no-guestd-ctl",),
-                                  host=HOST, spool_dir="")
-    reply = deliverer.deliver(req, 5.0)
+    reply = deliver.deliver(_Guests(vm.agent), ("/usr/bin/no-guestd-ctl",), req, 5.0, HOST,
+                            spool_dir="")
     assert reply.outcome == protocol.NOT_NEGOTIATING, reply
 
 
 class _Guests:
-    """One guest's agent, where a Deliverer expects a hypervisor."""
+    """One guest's agent, where deliver() expects a hypervisor."""
 
     def __init__(self, agent) -> None:
         self._agent = agent
@@ -285,7 +271,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
     monitor gives the guest its boot grace instead of counting missed pings (a hung
     guest cannot close the channel). Without that, 3 s of silence would be a failure."""
     reboots = _reboots(vm_stack, vm.id)
-    seen = len(_audits(vm_stack, vm.id, audit.MONITOR))
+    seen = len(audits(vm_stack, vm.id, audit.MONITOR))
     started = time.monotonic()
     vm.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
 
@@ -293,7 +279,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
                              "channel)")
 
     def changes() -> list:
-        return [(e["event"], e["why"]) for e in _audits(vm_stack, vm.id, audit.MONITOR)[seen:]]
+        return [(e["event"], e["why"]) for e in audits(vm_stack, vm.id, audit.MONITOR)[seen:]]
 
     def back() -> bool:  # booting on the channel's close, then healthy on the first answer
         seen_now = changes()
@@ -306,7 +292,7 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
     assert {event for event, _ in changes()} <= {"suspect", "booting", "healthy"}, changes()
     vm_report(f"guest rebooting itself → monitor healthy again: "
               f"{time.monotonic() - started:.1f}s, no recovery")
-    assert _audits(vm_stack, vm.id, audit.FAILURE) == []
+    assert audits(vm_stack, vm.id, audit.FAILURE) == []
     assert _reboots(vm_stack, vm.id) == reboots
     wait_for(lambda: probe.ping(vm.agent, 2.0) is None, 10, "guest-ping after the reboot")
 
@@ -314,25 +300,22 @@ def test_a_guest_rebooting_itself_is_waited_for_not_recovered(vm_stack, vm, vm_r
 def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_vm, vm_report):
     # Settled after the earlier tests' reboot (quiet, booting, healthy again): a hang
     # while the monitor still waits for the rebooted guest's first answer is a boot.
-    client = redis_schema.connect(vm_stack.redis.url)
-    wait_for(lambda: (view := redis_schema.monitor_view(client, vm.id)).get("state") == "healthy"
-             and time.time() - float(view["since"]) > 3, 30, "a settled healthy monitor",
-             interval=0.1)
+    wait_state(vm_stack, vm.id, "healthy", 30, steady=3)
     reboots = _reboots(vm_stack, vm.id)
-    failures = len(_audits(vm_stack, vm.id, audit.FAILURE))
+    failures = len(audits(vm_stack, vm.id, audit.FAILURE))
     pid = libvirt_vm.qemu_pid(vm.domain)
     stopped = time.time()
     os.kill(pid, signal.SIGSTOP)  # the whole guest frozen, behind libvirt's back
     try:
-        failure = wait_for(lambda: _audits(vm_stack, vm.id, audit.FAILURE)[failures:], 30,
-                           "the failure event")[0]
+        failure = wait_audits(vm_stack, vm.id, audit.FAILURE, count=failures + 1,
+                              timeout=30)[failures]
         detection = float(failure["time"]) - stopped
         assert vm.domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING  # libvirt saw nothing
         assert (failure["event"], failure["host"]) == ("hung", HOST)
         assert json.loads(failure["evidence"])["missed_pings"] == 3
         wait_for(lambda: _reboots(vm_stack, vm.id) == reboots + 1, 15,
                  "Nova's reboot action")
-        recovery = _audits(vm_stack, vm.id, audit.RECOVERY)[-1]
+        recovery = audits(vm_stack, vm.id, audit.RECOVERY)[-1]
         assert (recovery["outcome"], recovery["why"]) == ("recovering",
                                                           "Nova hard reboot requested")
     finally:
@@ -341,6 +324,6 @@ def test_hung_guest_is_detected_and_its_reboot_requested(vm_stack, vm, libvirt_v
               "(interval 1 s × 3 misses + one interval)")
     # A ping waits one interval, never libvirt's 5 s: 3 misses take about 4 s, not 11.
     assert detection < 8, detection
-    _wait_state(vm_stack, vm.id, "healthy", 30)
+    wait_state(vm_stack, vm.id, "healthy", 30)
     assert _reboots(vm_stack, vm.id) == reboots + 1
-    assert len(_audits(vm_stack, vm.id, audit.FAILURE)) == failures + 1
+    assert len(audits(vm_stack, vm.id, audit.FAILURE)) == failures + 1

@@ -11,6 +11,7 @@ import uuid
 
 import libvirt
 
+from harness.audit import audits
 from harness.processes import wait_for
 from harness.stack import ADMIN_TOKEN
 from novaproxy import audit, redis_schema
@@ -84,7 +85,6 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
         threading.Thread(target=events.run, daemon=True).start()
         assert events.listening.wait(5)
         threading.Thread(target=agent.watcher.run, daemon=True).start()
-        client = redis_schema.connect(stack.redis.url)
         # This agent's own watcher (the stack's agent for the same host publishes a view of
         # the server too, so the published view cannot say which agent watches it).
         wait_for(lambda: agent.watcher.watching(server.id), 10, "the monitor watching the domain")
@@ -93,12 +93,10 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
             wait_for(lambda: "reboot" in stack.instance_actions(server.id), 10,
                      "the hard reboot")
         except TimeoutError as exc:  # what Nova and the audit trail say, for the report
-            trail = [f for _, f in redis_schema.read_events(client, 100)
-                     if f["instance"] == server.id]
+            trail = audits(stack, server.id)
             raise AssertionError(f"{exc}: Nova's actions {stack.instance_actions(server.id)}, "
                                  f"audit {trail}") from None
-        failure, = [f for _, f in redis_schema.read_events(client, 500)
-                    if f["instance"] == server.id and f["kind"] == audit.FAILURE]
+        failure, = audits(stack, server.id, audit.FAILURE)
         assert (failure["event"], failure["why"]) == (monitor.CRASHED,
                                                       "libvirt reports STOPPED_CRASHED")
         time.sleep(1)

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from harness.audit import audits
 from harness.stack import ADMIN_TOKEN
 from novaproxy import audit, redis_schema
 from novaproxy.agent import monitor
@@ -44,8 +45,7 @@ def test_rate_limit_leaves_the_vm_alone_and_says_so(stack, server):
     assert third.state == monitor.LEFT_ALONE
     assert "1 recoveries within 3600s already; an operator must look at it" in third.why
     assert stack.instance_actions(vm.id).count("reboot") == 1
-    event = [f for _, f in redis_schema.read_events(recovery.redis, 500)
-             if f["instance"] == vm.id and f["kind"] == audit.RECOVERY][-1]
+    event = audits(stack, vm.id, audit.RECOVERY)[-1]
     assert event["outcome"] == monitor.LEFT_ALONE and event["host"] == host
 
 

@@ -11,7 +11,8 @@ import pytest
 import webtest
 
 from guestd.client import Vote
-from novaproxy import audit, redis_schema
+from harness.audit import audits
+from novaproxy import redis_schema
 from novaproxy.api.server import load
 
 TOKEN = {"X-Auth-Token": "admin:demo"}
@@ -58,11 +59,10 @@ def test_ack_prepares_then_forwards(stack, proxy, negotiated_flavor, recorder):
     assert rec.seen == [("reboot", "vote"), ("reboot", "prepare")]
     stack.wait_for_server(server.id, "ACTIVE")
     assert "reboot" in stack.instance_actions(server.id)
-    events = [fields for _, fields in redis_schema.read_events(
-        redis_schema.connect(stack.redis.url), 200) if fields["instance"] == server.id]
+    events = audits(stack, server.id)
     assert [(e["kind"], e.get("outcome")) for e in events
-            if e["kind"] in (audit.NEGOTIATION, audit.NOTICE)] == [
-        (audit.NEGOTIATION, "accept"), (audit.NOTICE, "accept")]
+            if e["kind"] in ("negotiation", "notice")] == [
+        ("negotiation", "accept"), ("notice", "accept")]
 
 
 def test_flavor_without_the_extra_spec_passes_through(stack, proxy, plain_flavor, recorder):
@@ -202,9 +202,9 @@ def test_the_lock_is_a_lease_renewed_while_the_negotiation_runs(
         stack, pipeline, negotiated_flavor, recorder, monkeypatch):
     """A negotiation longer than the lease keeps its server; the lease itself stays short,
     so a proxy that dies frees the server within one lease (tests/faults proves that)."""
-    from novaproxy.api import negotiation
+    from novaproxy.api import lease
 
-    monkeypatch.setattr(negotiation, "LOCK_LEASE", 1.0)
+    monkeypatch.setattr(lease, "LOCK_LEASE", 1.0)
     app = pipeline()
     server, _ = stack.boot("lease", negotiated_flavor)
 

@@ -12,7 +12,7 @@ import pytest
 import webob
 import webtest
 
-from novaproxy.api import nova_rules, precheck
+from novaproxy.api import callers, nova_rules, nova_schemas, precheck
 from novaproxy.api._request import NegotiationRequest
 
 SERVER_ID = "2054cb7a-6a4e-4b5e-8f8c-0d3c4f1f6d2a"
@@ -181,7 +181,7 @@ def generated_policy(tmp_path, drop=()):
 
 
 def test_without_nova_a_full_generated_file_decides_as_novas_defaults(tokens, tmp_path):
-    check = precheck.Precheck(precheck.NovaPolicy(generated_policy(tmp_path)), None)
+    check = precheck.Precheck(callers.NovaPolicy(generated_policy(tmp_path)), None)
     assert verdict(check, "member:demo", {"migrate": None})["check"] == "policy"
     assert verdict(check, "admin:demo", {"migrate": None}) is None
     assert verdict(check, "member:demo", {"reboot": {"type": "SOFT"}}) is None
@@ -192,7 +192,7 @@ def test_without_nova_a_full_generated_file_decides_as_novas_defaults(tokens, tm
 def test_without_nova_a_rule_resting_on_a_missing_one_decides_nothing(tokens, tmp_path):
     # oslo.policy denies a reference to an undefined rule; Nova, which has it, may not.
     path = generated_policy(tmp_path, drop=("project_manager_or_admin", "context_is_admin"))
-    check = precheck.Precheck(precheck.NovaPolicy(path), None)
+    check = precheck.Precheck(callers.NovaPolicy(path), None)
     assert verdict(check, "member:demo", {"migrate": None}) is None
     # Nor is a lock known to bind the caller without context_is_admin.
     assert verdict(check, "member:demo", {"reboot": {"type": "SOFT"}},
@@ -257,7 +257,7 @@ def test_every_rule_named_is_one_nova_registers():
 def controller_methods():
     """action -> the controller method Nova dispatches it to."""
     methods = {}
-    for module, name in precheck.CONTROLLERS:
+    for module, name in nova_schemas.CONTROLLERS:
         controller = getattr(importlib.import_module(f"nova.api.openstack.compute.{module}"),
                              name)
         for action, method in controller.wsgi_actions.items():

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from novaproxy.api import nova_rules, precheck
+from novaproxy.api import microversion, nova_rules, precheck
 from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.classify import Operation, classify
 
@@ -39,7 +39,7 @@ def request(body, version=None, path=f"/v2.1/servers/{SERVER_ID}/action", **envi
     ({"OpenStack-API-Version": "placement 1.2", "X-OpenStack-Nova-API-Version": "2.17"},
      "/v2.1/servers/x/action", (2, 17)),
     ({"X-OpenStack-Nova-API-Version": "2.56"}, "/v2.1/servers/x/action", (2, 56)),
-    ({"OpenStack-API-Version": "compute latest"}, "/v2.1/servers/x/action", precheck.LATEST),
+    ({"OpenStack-API-Version": "compute latest"}, "/v2.1/servers/x/action", microversion.LATEST),
     ({"OpenStack-API-Version": "compute 2.x"}, "/v2.1/servers/x/action", None),
     ({"OpenStack-API-Version": "compute 2.60"}, "/v2/servers/x/action", (2, 0)),
     ({"OpenStack-API-Version": "compute\t2.17"}, "/v2.1/servers/x/action", (2, 17)),
@@ -48,13 +48,13 @@ def request(body, version=None, path=f"/v2.1/servers/{SERVER_ID}/action", **envi
     ({"OpenStack-API-Version": "compute LATEST"}, "/v2.1/servers/x/action", None),
 ])
 def test_requested_version_reads_the_headers_as_nova_does(headers, path, expected):
-    assert precheck.requested_version(headers, path, {}) == expected
+    assert microversion.requested_version(headers, path, {}) == expected
 
 
 def test_a_legacy_v2_request_is_2_0_whatever_it_asks():
     environ = {"openstack.legacy_v2": True}
     headers = {"OpenStack-API-Version": "compute 2.60"}
-    assert precheck.requested_version(headers, "/servers/x/action", environ) == (2, 0)
+    assert microversion.requested_version(headers, "/servers/x/action", environ) == (2, 0)
 
 
 def rules(body, version=(2, 1), srv=None):

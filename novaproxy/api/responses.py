@@ -1,0 +1,55 @@
+"""The filter's own answers to the caller, in Nova's error envelope.
+
+A caller (or a script) tells them apart by the marker, which is both the
+message's prefix and the value of ``OpenStack-Novaproxy-Result``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import webob
+
+from guestd import protocol
+from novaproxy.api import policy
+from novaproxy.api.classify import Operation
+
+LOG = logging.getLogger(__name__)
+REJECTED = "action-rejected"
+IN_PROGRESS = "negotiation-in-progress"
+RESULT_HEADER = "OpenStack-Novaproxy-Result"
+
+
+def conflict(message: str, marker: str) -> webob.Response:
+    """HTTP 409 in Nova's error envelope, with the marker in message and header."""
+    resp = webob.Response(status=409, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"conflictingRequest": {"code": 409, "message": f"{marker}: {message}"}}
+    resp.headers[RESULT_HEADER] = marker
+    return resp
+
+
+def cannot_ask(pol: policy.Policy, op: Operation, instance: str,
+               why: str) -> webob.Response | None:
+    """None to go ahead without the guest (unreachable = accept), else the 409."""
+    proceed = pol.unreachable == protocol.ACCEPT
+    LOG.warning("%s of %s: %s; %s", op.event, instance, why,
+                "proceeding (unreachable = accept)" if proceed else
+                "rejecting (unreachable = reject)")
+    if proceed:
+        return None
+    return conflict(f"{op.event} of server {instance} needs its guest's consent, "
+                    f"which cannot be asked: {why}", REJECTED)
+
+
+def unavailable(message: str) -> webob.Response:
+    """HTTP 503 in Nova's error envelope."""
+    resp = webob.Response(status=503, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"serviceUnavailable": {"code": 503, "message": message}}
+    return resp
+
+
+def too_large(message: str) -> webob.Response:
+    """HTTP 413 in Nova's error envelope (Nova's own answer to an oversized body)."""
+    resp = webob.Response(status=413, charset="UTF-8", content_type="application/json")
+    resp.json_body = {"overLimit": {"code": 413, "message": message}}
+    return resp
