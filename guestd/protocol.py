@@ -71,6 +71,12 @@ ACTIONS = (LOG_ONLY, REBOOT, STOP)
 # guestd puts in ``<spool>/<id>.ans``.
 REQ_SUFFIX, ANS_SUFFIX = ".req", ".ans"
 
+# Where guestd is in a guest unless told otherwise: the defaults of guestd's --socket,
+# --spool-dir and --status-file, which the host's configuration defaults to as well.
+DEFAULT_SOCKET = "/run/guestd/guestd.sock"
+DEFAULT_SPOOL_DIR = "/run/guestd/spool"
+DEFAULT_STATUS_FILE = "/run/guestd/status.json"
+
 
 class ProtocolError(ValueError):
     """A message that does not follow this protocol."""

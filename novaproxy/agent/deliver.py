@@ -31,7 +31,6 @@ LOG = logging.getLogger(__name__)
 RETURN_MARGIN = 0.2
 # Kept back from the exec deadline: guestd-ctl's start and guest-exec polling.
 EXEC_MARGIN = 0.3
-DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
 # Kept back from the spool deadline: reading the answer file back.
 SPOOL_MARGIN = 0.1
 # An answer file's handle is closed after the reply has gone, within this.
@@ -130,7 +129,7 @@ def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
 
 
 def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
-            spool_dir: str = DEFAULT_SPOOL_DIR) -> redis_schema.Reply:
+            spool_dir: str) -> redis_schema.Reply:
     """Ask the guest; a reply within ``seconds``, whatever happens.
 
     ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's);

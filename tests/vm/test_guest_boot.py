@@ -22,7 +22,7 @@ from harness.processes import wait_for
 from novaproxy.agent import deliver, guest_agent, hypervisor, probe
 
 GUESTD_CTL = ("/usr/bin/guestd-ctl",)
-STATUS_FILE = "/run/guestd/status.json"
+STATUS_FILE = protocol.DEFAULT_STATUS_FILE  # where the image's guestd writes it
 
 
 def _ms(seconds: float) -> str:
@@ -70,7 +70,7 @@ def _answers(hv, guest, vm_report) -> None:
               f"max {_ms(max(pings))} (20 calls)")
 
     # A vote with no application registered: guestd answers accept, no voters.
-    for spool_dir, path in ((deliver.DEFAULT_SPOOL_DIR, "guestd's spool (guest-file-*)"),
+    for spool_dir, path in ((protocol.DEFAULT_SPOOL_DIR, "guestd's spool (guest-file-*)"),
                             ("", "guest-exec guestd-ctl")):
         votes = []
         for n in range(10):
