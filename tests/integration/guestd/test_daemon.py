@@ -14,6 +14,7 @@ import pytest
 
 from guestd import daemon, inotify, protocol
 from guestd.client import Application, Vote
+from guestd.spool import INCOMPLETE, POLL
 
 
 def ctl(guest, phase="vote", event="reboot", timeout=2.0, silence="accept", socket=None,
@@ -544,10 +545,10 @@ def test_without_inotify_the_spool_is_scanned_on_a_timer(short_dir, monkeypatch,
     threading.Thread(target=guestd.serve, args=(ready,), daemon=True).start()
     try:
         assert ready.wait(5)
-        target = types.SimpleNamespace(spool_dir=guestd.spool_dir, instance="i-1")
+        target = types.SimpleNamespace(spool_dir=guestd.spool.directory, instance="i-1")
         req = protocol.request(f"s{time.monotonic_ns()}", target.instance, "reboot", "vote", 2.0)
         assert wait_answer(spool(target, req))["result"] == "accept"
-        assert f"scanned every {daemon.SPOOL_POLL:g}s (no inotify: not here)" in caplog.text
+        assert f"scanned every {POLL:g}s (no inotify: not here)" in caplog.text
     finally:
         guestd.stop()
 
@@ -567,7 +568,7 @@ def test_incomplete_spool_request_waits_then_is_dropped(guest):
     # One never completed goes after SPOOL_INCOMPLETE.
     with open(path, "wb") as f:
         f.write(frame[:10])
-    deadline = time.monotonic() + daemon.SPOOL_INCOMPLETE + 3
+    deadline = time.monotonic() + INCOMPLETE + 3
     while os.path.exists(path):
         assert time.monotonic() < deadline
         time.sleep(0.1)
