@@ -103,7 +103,7 @@ def test_incomplete_spool_request_waits_then_is_dropped(guest):
         f.write(frame[10:])
     answer = wait_answer(os.path.join(guest.spool_dir, req["id"] + protocol.ANS_SUFFIX))
     assert answer["result"] == "accept"
-    # One never completed goes after SPOOL_INCOMPLETE.
+    # One never completed goes after INCOMPLETE.
     with open(path, "wb") as f:
         f.write(frame[:10])
     deadline = time.monotonic() + INCOMPLETE + 3
