@@ -1,4 +1,5 @@
-"""Deliver one request to a guest through qemu-ga, and the reply.
+"""Deliver one request to a guest through qemu-ga, and the reply: the agent's
+:class:`Deliverer`, bound to its guests, and what a guest's answer means (pure).
 
 Two ways in. The spool, first: the request frame is written to ``<spool>/<id>.req``
 with qemu-ga's guest-file-* RPCs and guestd's answer read back from ``<id>.ans``, so
@@ -15,7 +16,6 @@ rejection, whatever its result says and however many voters it lists.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import posixpath
@@ -25,6 +25,7 @@ import time
 from guestd import protocol, votes
 from novaproxy import redis_schema
 from novaproxy.agent import guest_agent
+from novaproxy.agent.guest_agent import GuestAgent, Guests
 
 LOG = logging.getLogger(__name__)
 # Kept back from the proxy's deadline: the reply's way back through Redis.
@@ -33,8 +34,6 @@ RETURN_MARGIN = 0.2
 EXEC_MARGIN = 0.3
 # Kept back from the spool deadline: reading the answer file back.
 SPOOL_MARGIN = 0.1
-# An answer file's handle is closed after the reply has gone, within this.
-CLOSE_TIMEOUT = 5.0
 # Answer file polls. Each is an RPC the guest serves while it works on the answer
 # (under TCG a poll costs ~3 ms and slows the hook it waits for), so the first comes
 # after SPOOL_FIRST_FRACTION of the fastest answer this guest ever gave (at most
@@ -49,14 +48,8 @@ SPOOL_PICKUP = 2.0
 # After the spool failed a guest, only guest-exec for this long: the fallback does not
 # pay the failed attempt every time.
 SPOOL_RETRY = 60.0
-
-# What the agent remembers of each guest's spool, guarded by _spool_lock:
-_spool_off: dict = {}  # instance -> time.monotonic() until which its spool is not tried
-_fastest: dict = {}  # instance -> the fastest answer seen through its spool, in seconds
-_spool_lock = threading.Lock()
-FASTEST_REMEMBERED = 4096  # instances; past that the memory starts afresh
-
-
+# SpoolMemory keeps the fastest answers of this many instances, then starts afresh.
+FASTEST_REMEMBERED = 4096
 # A guest agent that refuses the connection may be restarting (qemu-ga restarted by the
 # guest's init, the guest rebooting): tried again within this much of the deadline.
 RECONNECT_WINDOW = 1.0
@@ -128,83 +121,176 @@ def _taken(req: dict, answer: dict, host: str) -> redis_schema.Reply:
                               detail="; ".join(notes), host=host)
 
 
-def deliver(hypervisor, guestd_ctl: tuple, req: dict, seconds: float, host: str,
-            spool_dir: str) -> redis_schema.Reply:
-    """Ask the guest; a reply within ``seconds``, whatever happens.
+class SpoolMemory:
+    """What the agent remembers of each guest's spool, for all its delivery threads: when
+    to try it again after it failed, and the fastest answer it carried."""
 
-    ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's);
-    empty: guest-exec only. A request qemu-ga never took is ``unreachable`` (the guest
-    was not asked), one it took and nobody answered in time is ``timeout``; a refused
-    connection is tried again for up to :data:`RECONNECT_WINDOW` (qemu-ga restarting).
+    def __init__(self) -> None:
+        self._off: dict = {}  # instance -> time.monotonic() until which its spool is not tried
+        self._fastest: dict = {}  # instance -> the fastest answer through its spool, seconds
+        self._lock = threading.Lock()
+
+    def spool_on(self, instance: str) -> bool:
+        """Whether ``instance``'s spool is worth trying (not failed in the last
+        :data:`SPOOL_RETRY` seconds)."""
+        with self._lock:
+            until = self._off.get(instance)
+            if until is not None and until <= time.monotonic():
+                del self._off[instance]
+                until = None
+        return until is None
+
+    def spool_failed(self, instance: str) -> None:
+        with self._lock:
+            self._off[instance] = time.monotonic() + SPOOL_RETRY
+
+    def fastest(self, instance: str) -> float | None:
+        with self._lock:
+            return self._fastest.get(instance)
+
+    def answered(self, instance: str, seconds: float) -> None:
+        with self._lock:
+            if len(self._fastest) >= FASTEST_REMEMBERED and instance not in self._fastest:
+                self._fastest.clear()
+            self._fastest[instance] = min(seconds, self._fastest.get(instance, seconds))
+
+
+class Deliverer:
+    """Delivers requests to this host's guests, and remembers how each guest's spool fares;
+    one per agent, shared by its threads.
+
+    ``guestd_ctl``: the argv that runs guestd-ctl in a guest; ``host``: named in every
+    reply; ``spool_dir``: guestd's spool in the guest (relative paths are qemu-ga's cwd's),
+    empty for guest-exec only.
     """
-    if seconds <= EXEC_MARGIN:
-        return _reply(req, host, redis_schema.EXPIRED,
-                      f"only {seconds:.2f}s left when the agent got it")
-    deadline = time.monotonic() + seconds
-    reconnect_until = min(time.monotonic() + RECONNECT_WINDOW, deadline - EXEC_MARGIN)
-    while True:
-        try:
-            return _deliver(hypervisor, guestd_ctl, req, deadline, host, spool_dir)
-        except _NotHandedOver as exc:
-            if not exc.retry or time.monotonic() + RECONNECT_PAUSE >= reconnect_until:
-                return _reply(req, host, redis_schema.UNREACHABLE,
-                              f"the request never reached the guest: {exc}")
-            time.sleep(RECONNECT_PAUSE)
 
+    def __init__(self, guests: Guests, *, guestd_ctl: tuple, host: str,
+                 spool_dir: str) -> None:
+        self.guests = guests
+        self.guestd_ctl = guestd_ctl
+        self.host = host
+        self.spool_dir = spool_dir
+        self.memory = SpoolMemory()
 
-def _deliver(hypervisor, guestd_ctl: tuple, req: dict, deadline: float, host: str,
-             spool_dir: str) -> redis_schema.Reply:
-    """One attempt of :func:`deliver`; raises :class:`_NotHandedOver` when it may be retried
-    or must be called unreachable."""
-    instance = req["instance"]
-    try:
+    def deliver(self, req: dict, timeout: float) -> redis_schema.Reply:
+        """Ask the guest; a reply within ``timeout`` seconds, whatever happens.
+
+        A request qemu-ga never took is ``unreachable`` (the guest was not asked), one it
+        took and nobody answered in time is ``timeout``; a refused connection is tried
+        again for up to :data:`RECONNECT_WINDOW` (qemu-ga restarting).
+        """
+        if timeout <= EXEC_MARGIN:
+            return _reply(req, self.host, redis_schema.EXPIRED,
+                          f"only {timeout:.2f}s left when the agent got it")
+        deadline = time.monotonic() + timeout
+        reconnect_until = min(time.monotonic() + RECONNECT_WINDOW, deadline - EXEC_MARGIN)
+        while True:
+            try:
+                return self._attempt(req, deadline)
+            except _NotHandedOver as exc:
+                if not exc.retry or time.monotonic() + RECONNECT_PAUSE >= reconnect_until:
+                    return _reply(req, self.host, redis_schema.UNREACHABLE,
+                                  f"the request never reached the guest: {exc}")
+                time.sleep(RECONNECT_PAUSE)
+
+    def _attempt(self, req: dict, deadline: float) -> redis_schema.Reply:
+        """One attempt of :meth:`deliver`; raises :class:`_NotHandedOver` when it may be
+        retried or must be called unreachable."""
+        instance, host = req["instance"], self.host
         try:
-            agent = hypervisor.agent(instance)
+            try:
+                qga = self.guests.agent(instance)
+            except guest_agent.GuestAgentUnavailable as exc:
+                raise _NotHandedOver(str(exc), retry=True) from None
+            if self.spool_dir and self.memory.spool_on(instance) and _spoolable(req["id"]):
+                try:
+                    answer = self._via_spool(qga, req, deadline)
+                    return _interpret(req, answer, host, "guestd", "guestd's answer file")
+                except _SpoolUnusable as exc:
+                    LOG.info("spool of %s unusable (%s): guest-exec for the next %gs",
+                             instance, exc, SPOOL_RETRY)
+                    self.memory.spool_failed(instance)
+            seconds = deadline - time.monotonic()
+            if seconds <= EXEC_MARGIN:
+                return _reply(req, host, redis_schema.TIMEOUT,
+                              "no time left for guest-exec after the spool")
+            guest_timeout = round(seconds - EXEC_MARGIN, 3)
+            guest_req = {**req, "timeout": guest_timeout}
+            # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
+            argv = [*self.guestd_ctl, "--timeout", str(guest_timeout)]
+            exit_code, stdout = guest_agent.guest_exec(
+                qga, argv, json.dumps(guest_req).encode(), seconds)
+        except guest_agent.GuestAgentTimeout as exc:
+            return _reply(req, host, redis_schema.TIMEOUT, str(exc))
+        except guest_agent.GuestAgentUnavailable as exc:
+            return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+        except guest_agent.CommandFailed as exc:
+            if _does_not_negotiate(exc):
+                return _reply(req, host, protocol.NOT_NEGOTIATING, str(exc))
+            return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
+        except guest_agent.GuestAgentError as exc:
+            return _reply(req, host, redis_schema.INVALID, str(exc))
+        return interpret(req, exit_code, stdout, host)
+
+    def _via_spool(self, qga: GuestAgent, req: dict, deadline: float) -> bytes:
+        """Put ``req`` in the spool; guestd's answer frame, by ``deadline``.
+
+        Raises :class:`_SpoolUnusable` when the request file cannot be written (no spool
+        directory, file RPCs blocked) or no guestd took it in time (then it is emptied, so
+        that a guestd starting later drops it rather than acting on a stale request).
+        """
+        base = posixpath.join(self.spool_dir, req["id"])
+        frame = protocol.encode({**req, "timeout": round(
+            deadline - time.monotonic() - SPOOL_MARGIN, 3)})
+        try:
+            guest_agent.write_file(qga, base + protocol.REQ_SUFFIX, frame, deadline)
+        except guest_agent.CommandFailed as exc:
+            raise _SpoolUnusable(str(exc)) from None
+        except guest_agent.GuestAgentTimeout as exc:
+            raise _NotHandedOver(f"qemu-ga did not answer: {exc}", retry=False) from None
         except guest_agent.GuestAgentUnavailable as exc:
             raise _NotHandedOver(str(exc), retry=True) from None
-        if spool_dir and _spool_on(instance) and _spoolable(req["id"]):
+        written = time.monotonic()
+        pickup_by = written + SPOOL_PICKUP
+        fastest = self.memory.fastest(req["instance"])
+        while True:
+            waited = time.monotonic() - written
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise guest_agent.GuestAgentTimeout("no answer in guestd's spool in time")
+            time.sleep(min(answer_poll_wait(waited, fastest), left))
+            looked = time.monotonic()
             try:
-                answer = _via_spool(agent, spool_dir, req, deadline)
-                return _interpret(req, answer, host, "guestd", "guestd's answer file")
-            except _SpoolUnusable as exc:
-                LOG.info("spool of %s unusable (%s): guest-exec for the next %gs", instance,
-                         exc, SPOOL_RETRY)
-                with _spool_lock:
-                    _spool_off[instance] = time.monotonic() + SPOOL_RETRY
-        seconds = deadline - time.monotonic()
-        if seconds <= EXEC_MARGIN:
-            return _reply(req, host, redis_schema.TIMEOUT,
-                          "no time left for guest-exec after the spool")
-        guest_timeout = round(seconds - EXEC_MARGIN, 3)
-        guest_req = {**req, "timeout": guest_timeout}
-        # --timeout lets guestd-ctl relay the request without parsing it (a faster start).
-        argv = [*guestd_ctl, "--timeout", str(guest_timeout)]
-        exit_code, stdout = guest_agent.guest_exec(
-            agent, argv, json.dumps(guest_req).encode(), seconds)
-    except guest_agent.GuestAgentTimeout as exc:
-        return _reply(req, host, redis_schema.TIMEOUT, str(exc))
-    except guest_agent.GuestAgentUnavailable as exc:
-        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
-    except guest_agent.CommandFailed as exc:
-        if _does_not_negotiate(exc):
-            return _reply(req, host, protocol.NOT_NEGOTIATING, str(exc))
-        return _reply(req, host, redis_schema.UNREACHABLE, str(exc))
-    except guest_agent.GuestAgentError as exc:
-        return _reply(req, host, redis_schema.INVALID, str(exc))
-    return interpret(req, exit_code, stdout, host)
+                answer = _read(qga, base + protocol.ANS_SUFFIX, deadline, close_later=True)
+                if answer is not None:
+                    self.memory.answered(req["instance"], looked - written)
+                    return answer
+                if time.monotonic() >= pickup_by:
+                    pickup_by = float("inf")
+                    if _read(qga, base + protocol.REQ_SUFFIX, deadline) is not None:
+                        guest_agent.write_file(qga, base + protocol.REQ_SUFFIX, b"", deadline)
+                        raise _SpoolUnusable(
+                            f"guestd took no request within {SPOOL_PICKUP:g}s")
+            except guest_agent.CommandFailed as exc:
+                # The request may be guestd's already: an error, never a fallback.
+                raise guest_agent.GuestAgentError(f"spool: {exc}") from None
+            except guest_agent.GuestAgentUnavailable as exc:
+                # qemu-ga went away after taking the request (restarting?): guestd may
+                # still answer into the spool, so look again until the deadline.
+                LOG.info("spool of %s: %s; looking for the answer again", req["instance"], exc)
+                time.sleep(min(RECONNECT_PAUSE, max(deadline - time.monotonic(), 0)))
+
+
+def deliver(guests: Guests, guestd_ctl: tuple, req: dict, seconds: float, host: str,
+            spool_dir: str) -> redis_schema.Reply:
+    """Transitional, for ``endings.py``'s call until it is handed the agent's
+    :meth:`Deliverer.deliver` (issue 11): a Deliverer per call, so without spool memory."""
+    return Deliverer(guests, guestd_ctl=guestd_ctl, host=host,
+                     spool_dir=spool_dir).deliver(req, seconds)
 
 
 def _reply(req: dict, host: str, outcome: str, detail: str) -> redis_schema.Reply:
     return redis_schema.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)
-
-
-def _spool_on(instance: str) -> bool:
-    with _spool_lock:
-        until = _spool_off.get(instance)
-        if until is not None and until <= time.monotonic():
-            del _spool_off[instance]
-            until = None
-    return until is None
 
 
 def _spoolable(rid: str) -> bool:
@@ -224,123 +310,9 @@ def answer_poll_wait(waited: float, fastest: float | None) -> float:
     return min(max(waited * SPOOL_POLL_FRACTION, SPOOL_POLL_MIN), SPOOL_POLL_CAP)
 
 
-def _answered(instance: str, seconds: float) -> None:
-    with _spool_lock:
-        if len(_fastest) >= FASTEST_REMEMBERED and instance not in _fastest:
-            _fastest.clear()
-        _fastest[instance] = min(seconds, _fastest.get(instance, seconds))
-
-
-def _via_spool(agent, spool_dir: str, req: dict, deadline: float) -> bytes:
-    """Put ``req`` in the spool; guestd's answer frame, by ``deadline``.
-
-    Raises :class:`_SpoolUnusable` when the request file cannot be written (no spool
-    directory, file RPCs blocked) or no guestd took it in time (then it is emptied, so
-    that a guestd starting later drops it rather than acting on a stale request).
-    """
-    base = posixpath.join(spool_dir, req["id"])
-    frame = protocol.encode({**req, "timeout": round(
-        deadline - time.monotonic() - SPOOL_MARGIN, 3)})
+def _read(qga: GuestAgent, path: str, deadline: float, close_later: bool = False) -> bytes | None:
+    """The contents of ``path`` (at most one frame), None if it cannot be opened."""
     try:
-        _write(agent, base + protocol.REQ_SUFFIX, frame, deadline)
-    except guest_agent.CommandFailed as exc:
-        raise _SpoolUnusable(str(exc)) from None
-    except guest_agent.GuestAgentTimeout as exc:
-        raise _NotHandedOver(f"qemu-ga did not answer: {exc}", retry=False) from None
-    except guest_agent.GuestAgentUnavailable as exc:
-        raise _NotHandedOver(str(exc), retry=True) from None
-    written = time.monotonic()
-    pickup_by = written + SPOOL_PICKUP
-    with _spool_lock:
-        fastest = _fastest.get(req["instance"])
-    while True:
-        waited = time.monotonic() - written
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise guest_agent.GuestAgentTimeout("no answer in guestd's spool in time")
-        time.sleep(min(answer_poll_wait(waited, fastest), left))
-        looked = time.monotonic()
-        try:
-            answer = _read(agent, base + protocol.ANS_SUFFIX, deadline, close_later=True)
-            if answer is not None:
-                _answered(req["instance"], looked - written)
-                return answer
-            if time.monotonic() >= pickup_by:
-                pickup_by = float("inf")
-                if _read(agent, base + protocol.REQ_SUFFIX, deadline) is not None:
-                    _write(agent, base + protocol.REQ_SUFFIX, b"", deadline)
-                    raise _SpoolUnusable(f"guestd took no request within {SPOOL_PICKUP:g}s")
-        except guest_agent.CommandFailed as exc:
-            # The request may be guestd's already: an error, never a fallback.
-            raise guest_agent.GuestAgentError(f"spool: {exc}") from None
-        except guest_agent.GuestAgentUnavailable as exc:
-            # qemu-ga went away after taking the request (restarting?): guestd may still
-            # answer into the spool, so look again until the deadline.
-            LOG.info("spool of %s: %s; looking for the answer again", req["instance"], exc)
-            time.sleep(min(RECONNECT_PAUSE, max(deadline - time.monotonic(), 0)))
-
-
-def _open(agent, path: str, mode: str, deadline: float) -> int:
-    handle = agent.execute("guest-file-open", {"path": path, "mode": mode},
-                           deadline - time.monotonic())
-    if isinstance(handle, bool) or not isinstance(handle, int):
-        raise guest_agent.GuestAgentError("guest-file-open returned no handle")
-    return handle
-
-
-def _close(agent, handle: int, deadline: float, quietly: bool = False) -> None:
-    """Close ``handle``; ``quietly`` while another error is on its way out."""
-    try:
-        agent.execute("guest-file-close", {"handle": handle}, deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        if not quietly:
-            raise
-
-
-def _close_after_reply(agent, handle: int, path: str) -> None:
-    """The background close of :func:`_read`'s ``close_later``: logged if it fails."""
-    try:
-        agent.execute("guest-file-close", {"handle": handle}, CLOSE_TIMEOUT)
-    except guest_agent.GuestAgentError as exc:
-        # qemu-ga keeps the handle until it restarts; nothing else is lost.
-        LOG.warning("could not close %s in the guest: %s", path, exc)
-
-
-def _write(agent, path: str, data: bytes, deadline: float) -> None:
-    """``path`` holds ``data`` once this returns (qemu-ga flushes it on close)."""
-    handle = _open(agent, path, "w", deadline)
-    try:
-        if data:
-            agent.execute("guest-file-write",
-                          {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
-                          deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        _close(agent, handle, deadline, quietly=True)
-        raise
-    _close(agent, handle, deadline)
-
-
-def _read(agent, path: str, deadline: float, close_later: bool = False) -> bytes | None:
-    """The contents of ``path`` (at most one frame), None if it cannot be opened.
-
-    ``close_later``: the handle is closed in the background, so that the caller has
-    the contents one RPC sooner (the agent's calls to a guest are serialized, so the
-    close still comes before the next call).
-    """
-    try:
-        handle = _open(agent, path, "r", deadline)
-    except guest_agent.CommandFailed:
+        return guest_agent.read_file(qga, path, protocol.MAX_FRAME, deadline, close_later)
+    except guest_agent.NotOpened:
         return None
-    try:
-        read = agent.execute("guest-file-read",
-                             {"handle": handle, "count": protocol.MAX_FRAME + 1},
-                             deadline - time.monotonic())
-    except guest_agent.GuestAgentError:
-        _close(agent, handle, deadline, quietly=True)
-        raise
-    if close_later:
-        threading.Thread(target=_close_after_reply, args=(agent, handle, path),
-                         name="guest-file-close", daemon=True).start()
-    else:
-        _close(agent, handle, deadline)
-    return guest_agent.file_contents(read, protocol.MAX_FRAME, path)

@@ -167,9 +167,15 @@ class Endings:
                 if action is not None:
                     taken.add(action.get("request_id"))
                     if operations.LIFECYCLES[op["event"]].moves and operations.stayed(op, server):
-                        # Did it fail, or has Nova not moved the server yet? Its events say.
+                        # Did it fail, or has Nova not moved the server yet? Its events say;
+                        # Nova moves the server before it finishes them, so the server is
+                        # read again after them.
                         action = {**action, "events": self.nova.action_events(
                             instance, action.get("request_id", ""))}
+                        if not operations.running(action):
+                            server = self.nova.server(instance)
+                            if not operations.stayed(op, server):
+                                return  # it moved meanwhile: judged afresh next round
                 found.append(action)
         except NovaUnavailable as exc:
             LOG.warning("cannot read instance %s's actions from Nova: %s; retrying",

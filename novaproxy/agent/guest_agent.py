@@ -1,29 +1,28 @@
-"""Clients of the QEMU guest agent (qemu-ga): over its unix socket or through libvirt.
+"""The QEMU guest agent (qemu-ga) as the host agent uses it: the client interface, and
+what is built on it.
 
-Both offer ``execute(command, arguments, timeout)``; :func:`guest_exec` runs a
-program in the guest on top of either. Everything the guest sends back is
-untrusted: replies are size-capped and must be JSON objects.
+:class:`GuestAgent` is the seam: :class:`~novaproxy.agent.qga_socket.SocketGuestAgent`
+(qemu-ga's unix socket: plain QEMU, tests) and
+:class:`~novaproxy.agent.qga_libvirt.LibvirtGuestAgent` (through libvirt: Nova's hosts)
+implement it; :mod:`~novaproxy.agent.hypervisor` hands them out (:class:`Guests`). On top
+of any client: the guest-file API (:func:`read_file`, :func:`write_file`), which both
+delivery (guestd's spool) and probing (guestd's status file) use, and :func:`guest_exec`.
+Everything the guest sends back is untrusted: replies are size-capped and checked.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import math
-import random
-import re
-import select
-import socket
+import logging
 import threading
 import time
+from typing import Protocol
 
-# How libvirt reports qemu-ga's own error replies (VIR_ERR_INTERNAL_ERROR), and the
-# descriptions qemu-ga gives an unknown or blocked (block-rpcs) command.
-_AGENT_ERROR = re.compile(r"unable to execute QEMU agent command '[^']*'(?:: (.*))?", re.S)
-_NOT_FOUND = re.compile(r"^(?:The command|Command) \S+ has (?:not been found|been disabled)")
+LOG = logging.getLogger(__name__)
 MAX_REPLY = 1024 * 1024  # bytes of one reply line; guest-exec output is capped well below
 MAX_OUTPUT = 64 * 1024  # bytes of a program's stdout we accept
+# A handle closed in the background (read_file's close_later) is closed within this.
+CLOSE_TIMEOUT = 5.0
 
 
 class GuestAgentError(Exception):
@@ -47,7 +46,8 @@ class CommandFailed(GuestAgentError):
         self.desc = desc
 
 
-def _result(reply: object):
+def result_of(reply: object):
+    """qemu-ga's ``return`` in ``reply``, or the error it answered (:class:`CommandFailed`)."""
     if not isinstance(reply, dict):
         raise GuestAgentError("reply is not a JSON object")
     if "error" in reply:
@@ -58,279 +58,107 @@ def _result(reply: object):
     return reply["return"]
 
 
-class SocketGuestAgent:
-    """qemu-ga on a unix socket (plain QEMU, and qemu-ga processes in tests).
+class NotOpened(CommandFailed):
+    """qemu-ga answered ``guest-file-open`` with an error: no such file, or the RPC is blocked."""
 
-    qemu-ga serves one client at a time and keeps no request ids, so after a
-    timeout a late reply may still arrive: every call after a timeout starts
-    with a fresh ``guest-sync-delimited`` (0xFF, then discard everything up to
-    the 0xFF the agent echoes). Calls are serialised by a lock.
-    """
 
-    # A guest-exec-status poll costs ~0.1 ms here: poll often.
-    poll_cap = 0.002
+class GuestAgent(Protocol):
+    """A client of one guest's qemu-ga. Its calls to the guest are serialized, and a call
+    waits for another only within its own ``timeout``."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._sock: socket.socket | None = None
-        self._buffer = bytearray()
-        self._synced = False
-        self._lock = threading.Lock()
+    # The longest pause between two guest-exec-status polls: what one poll costs through
+    # this client decides how often a finished program is worth looking for.
+    poll_cap: float
 
-    def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
-        deadline = time.monotonic() + timeout
-        # Another call to this guest may be under way: wait for it within our own deadline.
-        if not self._lock.acquire(timeout=max(timeout, 0)):
-            raise GuestAgentTimeout(f"{self.path}: busy with another call until the deadline")
-        try:
-            return self._call(command, arguments, deadline)
-        except GuestAgentTimeout:
-            self._synced = False
-            raise
-        except CommandFailed:
-            raise  # an error reply: the exchange completed, the connection is in sync
-        except GuestAgentError:
-            self._reset()
-            raise
-        except OSError as exc:
-            self._reset()
-            raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
-        finally:
-            self._lock.release()
+    def execute(self, command: str, arguments: dict | None = None,
+                timeout: float = 5.0) -> object:
+        """qemu-ga's ``return`` for ``command`` within ``timeout``; raises
+        :class:`CommandFailed` for its error reply, :class:`GuestAgentTimeout`,
+        :class:`GuestAgentUnavailable`, or :class:`GuestAgentError` for garbage."""
+        ...
 
     def close(self) -> None:
-        with self._lock:
-            self._reset()
-
-    def _call(self, command: str, arguments: dict | None, deadline: float):
-        reused = self._sock is not None
-        try:
-            if not self._synced:
-                self._sync(deadline)
-            self._send(command, arguments)
-        except (OSError, GuestAgentUnavailable):
-            if not reused:
-                raise
-            # qemu-ga restarted since our last call (the guest rebooted, the
-            # agent was restarted): one more try on a fresh connection.
-            self._reset()
-            self._sync(deadline)
-            self._send(command, arguments)
-        return _result(self._read_reply(deadline))
-
-    def _connect(self, deadline: float) -> socket.socket:
-        if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                sock.connect(self.path)
-            except OSError as exc:
-                sock.close()
-                raise GuestAgentUnavailable(f"{self.path}: {exc}") from None
-            sock.setblocking(False)
-            self._sock = sock
-            self._buffer.clear()
-        return self._sock
-
-    def _sync(self, deadline: float) -> None:
-        sock = self._connect(deadline)
-        token = random.randrange(1, 2**31)
-        sock.sendall(b"\xff" + json.dumps(
-            {"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode() + b"\n")
-        # Discard everything up to the agent's 0xFF: late replies, partial lines.
-        while True:
-            marker = self._buffer.find(b"\xff")
-            if marker >= 0:
-                del self._buffer[: marker + 1]
-                break
-            self._buffer.clear()
-            self._fill(deadline)
-        while True:
-            reply = self._read_reply(deadline)
-            if isinstance(reply, dict) and reply.get("return") == token:
-                self._synced = True
-                return
-
-    def _send(self, command: str, arguments: dict | None) -> None:
-        message = {"execute": command}
-        if arguments:
-            message["arguments"] = arguments
-        self._sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise GuestAgentTimeout(f"{self.path}: no answer in time")
-        readable, _, _ = select.select([self._sock], [], [], remaining)
-        if not readable:
-            raise GuestAgentTimeout(f"{self.path}: no answer in time")
-        data = self._sock.recv(65536)
-        if not data:
-            raise GuestAgentUnavailable(f"{self.path}: agent closed the connection")
-        self._buffer += data
-        if len(self._buffer) > MAX_REPLY:
-            raise GuestAgentError(f"{self.path}: reply larger than {MAX_REPLY} bytes")
-
-    def _read_reply(self, deadline: float):
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end]).strip(b"\xff \r\t")
-                del self._buffer[: end + 1]
-                if not line:
-                    continue
-                try:
-                    return json.loads(line)
-                except ValueError:
-                    raise GuestAgentError(f"{self.path}: reply is not JSON") from None
-            self._fill(deadline)
-
-    def _reset(self) -> None:
-        """Drain, then close: qemu-ga exits if a client leaves replies unread."""
-        sock, self._sock = self._sock, None
-        self._synced = False
-        self._buffer.clear()
-        if sock is None:
-            return
-        try:
-            end = time.monotonic() + 0.2
-            while time.monotonic() < end and select.select([sock], [], [], 0.05)[0]:
-                if not sock.recv(65536):
-                    break
-        except OSError:
-            pass
-        sock.close()
+        """Let the guest's agent go: its instance left this host."""
+        ...
 
 
-class LibvirtGuestAgent:
-    """qemu-ga through libvirt (``libvirt_qemu.qemuAgentCommand``).
+class Guests(Protocol):
+    """The guests of this host (:mod:`novaproxy.agent.hypervisor`)."""
 
-    libvirt sends its own guest-sync before a command only while it has lost sync
-    with the agent (after a timeout), and waits the domain's agent response timeout
-    for it, 5 s at most. So while the agent answers, the domain keeps libvirt's
-    default (its typed agent commands block: nova-compute's quiesce for snapshots
-    and set-password get all the time they need), and our own commands are bounded
-    by qemuAgentCommand's timeout. After a timeout, and until the agent answers
-    again, the domain's response timeout is lowered to ``response_timeout`` (1 s),
-    so that a ping to a hung agent costs about the monitoring interval, not 5 s.
-    libvirt's typed agent APIs (``guestVcpus``, ``setGuestVcpus``) wait the domain's
-    response timeout for the command itself, so :meth:`vcpus` and :meth:`set_vcpus`
-    set it to their own deadline for the call. Calls are serialised by a lock
-    (libvirt runs one agent command per domain at a time anyway), and a call waits
-    for another only within its own deadline.
+    def agent(self, instance: str) -> GuestAgent:
+        """``instance``'s qemu-ga client; :class:`GuestAgentUnavailable` if it has none here."""
+        ...
+
+
+def open_file(qga: GuestAgent, path: str, mode: str, deadline: float) -> int:
+    """A handle on ``path`` in the guest, checked: a handle is an int, and anything else a
+    guest returns is an error, never an argument of the next calls. :class:`NotOpened` when
+    qemu-ga refuses (no such file, file RPCs blocked)."""
+    try:
+        handle = qga.execute("guest-file-open", {"path": path, "mode": mode}, _left(deadline))
+    except CommandFailed as exc:
+        raise NotOpened(exc.error_class, exc.desc) from None
+    if isinstance(handle, bool) or not isinstance(handle, int):
+        raise GuestAgentError("guest-file-open returned no handle")
+    return handle
+
+
+def write_file(qga: GuestAgent, path: str, data: bytes, deadline: float) -> None:
+    """``path`` in the guest holds ``data`` once this returns (qemu-ga flushes it on close,
+    so a failed close is raised)."""
+    handle = open_file(qga, path, "w", deadline)
+    try:
+        if data:
+            qga.execute("guest-file-write",
+                        {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
+                        _left(deadline))
+    except GuestAgentError:
+        _close_quietly(qga, handle, deadline)
+        raise
+    qga.execute("guest-file-close", {"handle": handle}, _left(deadline))
+
+
+def read_file(qga: GuestAgent, path: str, max_bytes: int, deadline: float,
+              close_later: bool = False) -> bytes:
+    """The contents of ``path`` in the guest, checked by :func:`file_contents`;
+    :class:`NotOpened` when it cannot be opened.
+
+    The handle is closed whatever happens, and a failed close is not held against contents
+    already read (qemu-ga keeps the handle until it restarts; nothing else is lost).
+    ``close_later``: closed in the background, so that the caller has the contents one RPC
+    sooner (the agent's calls to a guest are serialized, so the close still comes before
+    the next call).
     """
+    handle = open_file(qga, path, "r", deadline)
+    try:
+        reply = qga.execute("guest-file-read", {"handle": handle, "count": max_bytes + 1},
+                            _left(deadline))
+    except GuestAgentError:
+        _close_quietly(qga, handle, deadline)
+        raise
+    if close_later:
+        threading.Thread(target=_close_in_background, args=(qga, handle, path),
+                         name="guest-file-close", daemon=True).start()
+    else:
+        _close_quietly(qga, handle, deadline)
+    return file_contents(reply, max_bytes, path)
 
-    # A poll costs ~1.5 ms through libvirt: poll less often.
-    poll_cap = 0.005
 
-    def __init__(self, domain, response_timeout: int = 1) -> None:
-        import libvirt  # noqa: F401  (the agent's libvirt mode only)
-        import libvirt_qemu
-
-        self._qemu = libvirt_qemu
-        self._libvirt = libvirt
-        self.domain = domain
-        self.response_timeout = response_timeout
-        self._lock = threading.Lock()
-        # Whether the domain's response timeout is lowered; None: unknown (a previous
-        # agent may have left it lowered), so the first call sets it either way.
-        self._lowered: bool | None = None
-
-    def execute(self, command: str, arguments: dict | None = None, timeout: float = 5.0):
-        message = {"execute": command}
-        if arguments:
-            message["arguments"] = arguments
-        deadline = time.monotonic() + timeout
-        with self._locked(deadline):
-            reply = self._answered(self._qemu.qemuAgentCommand, self.domain,
-                                   json.dumps(message), _seconds(deadline), 0)
-        if len(reply) > MAX_REPLY:
-            raise GuestAgentError(f"reply larger than {MAX_REPLY} bytes")
-        try:
-            return _result(json.loads(reply))
-        except ValueError:
-            raise GuestAgentError("reply is not JSON") from None
-
-    def vcpus(self, timeout: float = 10.0) -> dict:
-        """The guest's vCPUs as its agent reports them (libvirt's ``guestVcpus``):
-        ``{"vcpus": "0-1", "online": "0", "offlinable": "1"}``, cpu lists as text."""
-        return self._typed(timeout, self.domain.guestVcpus)
-
-    def set_vcpus(self, cpus: str, online: bool, timeout: float = 30.0) -> None:
-        """Bring the guest's ``cpus`` (a cpu list: "1", "1-3") online or offline
-        through its agent. Onlining a vCPU can take seconds in a loaded guest."""
-        self._typed(timeout, self.domain.setGuestVcpus, cpus, 1 if online else 0)
-
-    def _typed(self, timeout: float, call, *args):
-        """A typed agent API, with the domain's response timeout at our deadline."""
-        deadline = time.monotonic() + timeout
-        with self._locked(deadline):
-            self._set_response_timeout(_seconds(deadline))
-            self._lowered = None  # neither: set back below, whatever happens
-            return self._answered(call, *args)
-
-    def _answered(self, call, *args):
-        """``call``, keeping the domain's response timeout lowered exactly while the
-        agent is out of sync: after a timeout; any other outcome (an answer, an error
-        reply, no agent connected) puts libvirt's default back."""
-        try:
-            result = self._call(call, *args)
-        except GuestAgentTimeout:
-            if self._lowered is not True:
-                self._set_response_timeout(self.response_timeout)
-                self._lowered = True
-            raise
-        except GuestAgentError:
-            self._restore_default()
-            raise
-        self._restore_default()
-        return result
-
-    def _restore_default(self) -> None:
-        if self._lowered is not False:
-            self._set_response_timeout(self._libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK)
-            self._lowered = False
-
-    @contextlib.contextmanager
-    def _locked(self, deadline: float):
-        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            raise GuestAgentTimeout("busy with another guest agent call until the deadline")
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    def _set_response_timeout(self, seconds: int) -> None:
-        try:
-            self.domain.agentSetResponseTimeout(seconds, 0)
-        except self._libvirt.libvirtError:
-            pass  # older libvirt, or the domain is gone: the call says which
-
-    def _call(self, call, *args):
-        try:
-            return call(*args)
-        except self._libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code in (self._libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
-                        self._libvirt.VIR_ERR_AGENT_UNSYNCED,
-                        self._libvirt.VIR_ERR_OPERATION_TIMEOUT):
-                raise GuestAgentTimeout(str(exc)) from None
-            if code in (self._libvirt.VIR_ERR_OPERATION_INVALID, self._libvirt.VIR_ERR_NO_DOMAIN,
-                        self._libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
-                        self._libvirt.VIR_ERR_NO_SUPPORT):
-                raise GuestAgentUnavailable(str(exc)) from None
-            failed = _AGENT_ERROR.search(str(exc))
-            if code == self._libvirt.VIR_ERR_INTERNAL_ERROR and failed:
-                # qemu-ga answered with an error (libvirt keeps its text, not its class):
-                # an answer, as over the socket, so that a blocked guest-ping still proves
-                # the agent alive and a missing guestd-ctl means "not negotiating".
-                desc = failed.group(1) or ""
-                raise CommandFailed("CommandNotFound" if _NOT_FOUND.search(desc)
-                                    else "GenericError", desc) from None
-            raise GuestAgentError(str(exc)) from None
-
-    def close(self) -> None:
+def _close_quietly(qga: GuestAgent, handle: int, deadline: float) -> None:
+    """Close ``handle`` while an error is on its way out, or after its contents were read."""
+    try:
+        qga.execute("guest-file-close", {"handle": handle}, _left(deadline))
+    except GuestAgentError:
         pass
+
+
+def _close_in_background(qga: GuestAgent, handle: int, path: str) -> None:
+    """:func:`read_file`'s ``close_later``: logged if it fails."""
+    try:
+        qga.execute("guest-file-close", {"handle": handle}, CLOSE_TIMEOUT)
+    except GuestAgentError as exc:
+        # qemu-ga keeps the handle until it restarts; nothing else is lost.
+        LOG.warning("could not close %s in the guest: %s", path, exc)
 
 
 def file_contents(reply: object, max_bytes: int, path: str) -> bytes:
@@ -348,17 +176,12 @@ def file_contents(reply: object, max_bytes: int, path: str) -> bytes:
     return data
 
 
-def _seconds(deadline: float) -> int:
-    """Whole seconds left (libvirt's unit), at least one."""
-    return max(1, math.ceil(deadline - time.monotonic()))
-
-
-def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
+def guest_exec(qga: GuestAgent, argv: list, stdin: bytes, timeout: float,
                env: list | None = None) -> tuple:
     """Run ``argv`` in the guest with ``stdin``; ``(exit code, stdout)`` within ``timeout``.
 
     Polls ``guest-exec-status`` from 1 ms, doubling up to the agent's
-    ``poll_cap``: a quick program is seen within a few ms of its exit, a slow
+    client's ``poll_cap``: a quick program is seen within a few ms of its exit, a slow
     one costs few calls.
     """
     deadline = time.monotonic() + timeout
@@ -366,17 +189,17 @@ def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
                  "input-data": base64.b64encode(stdin).decode()}
     if env:
         arguments["env"] = env
-    started = agent.execute("guest-exec", arguments, timeout)
+    started = qga.execute("guest-exec", arguments, timeout)
     pid = started.get("pid") if isinstance(started, dict) else None
     if not isinstance(pid, int):
         raise GuestAgentError("guest-exec returned no pid")
     interval = 0.001
-    cap = getattr(agent, "poll_cap", 0.005)
+    cap = qga.poll_cap
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise GuestAgentTimeout(f"{argv[0]} did not finish within {timeout:.1f}s")
-        status = agent.execute("guest-exec-status", {"pid": pid}, remaining)
+        status = qga.execute("guest-exec-status", {"pid": pid}, remaining)
         if not isinstance(status, dict):
             raise GuestAgentError("guest-exec-status returned no object")
         if status.get("exited"):
@@ -392,3 +215,8 @@ def guest_exec(agent, argv: list, stdin: bytes, timeout: float,
         raise GuestAgentError("program output is not base64") from None
     code = status.get("exitcode")
     return (code if isinstance(code, int) else -1), stdout
+
+
+def _left(deadline: float) -> float:
+    """Seconds left until ``deadline`` for one RPC; an expired one still gets its try."""
+    return max(deadline - time.monotonic(), 0.001)

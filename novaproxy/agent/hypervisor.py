@@ -14,7 +14,9 @@ import threading
 import uuid
 import xml.etree.ElementTree as ElementTree
 
-from novaproxy.agent.guest_agent import GuestAgentUnavailable, LibvirtGuestAgent, SocketGuestAgent
+from novaproxy.agent.guest_agent import GuestAgentUnavailable
+from novaproxy.agent.qga_libvirt import LibvirtGuestAgent
+from novaproxy.agent.qga_socket import SocketGuestAgent
 
 LOG = logging.getLogger(__name__)
 AGENT_CHANNEL = "org.qemu.guest_agent.0"

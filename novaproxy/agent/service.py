@@ -68,6 +68,8 @@ class Agent:
         self._served: set = set()
         self._clock_offset = 0.0  # Redis clock minus ours
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
+        self.deliverer = deliver.Deliverer(guests, guestd_ctl=config.guestd_ctl,
+                                           host=config.host, spool_dir=config.spool_dir)
         self._routes_now = threading.Event()  # a domain came or went: refresh at once
         self._operations_now = threading.Event()  # libvirt saw a change: check records now
         self.endings = endings.Endings(self, nova) if nova is not None else None
@@ -183,9 +185,7 @@ class Agent:
                 reply = redis_schema.Reply(req["id"], req["instance"],
                                            redis_schema.UNREACHABLE, detail=why_not, host=host)
             else:
-                reply = deliver.deliver(self.guests, self.config.guestd_ctl, req,
-                                        deliver.budget(req["timeout"], age), host,
-                                        self.config.spool_dir)
+                reply = self.deliverer.deliver(req, deliver.budget(req["timeout"], age))
         finally:
             if negotiating:
                 self.endings.after_delivery(req)

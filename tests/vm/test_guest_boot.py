@@ -72,12 +72,14 @@ def _answers(hv, guest, vm_report) -> None:
     # A vote with no application registered: guestd answers accept, no voters.
     for spool_dir, path in ((protocol.DEFAULT_SPOOL_DIR, "guestd's spool (guest-file-*)"),
                             ("", "guest-exec guestd-ctl")):
+        deliverer = deliver.Deliverer(hv, guestd_ctl=GUESTD_CTL, host="vm-host",
+                                      spool_dir=spool_dir)
         votes = []
         for n in range(10):
             req = protocol.request(f"vm-{n}-{uuid.uuid4().hex[:8]}", instance, "reboot",
                                    protocol.VOTE, timeout=10.0)
             started = time.monotonic()
-            reply = deliver.deliver(hv, GUESTD_CTL, req, 10.0, "vm-host", spool_dir)
+            reply = deliverer.deliver(req, 10.0)
             votes.append(time.monotonic() - started)
             assert (reply.outcome, reply.voters, reply.id) == (protocol.ACCEPT, [],
                                                                req["id"]), reply

@@ -22,7 +22,8 @@ import zipfile
 import pytest
 
 from harness.processes import Supervised, wait_for
-from novaproxy.agent.guest_agent import CommandFailed, SocketGuestAgent, guest_exec
+from novaproxy.agent.guest_agent import CommandFailed, guest_exec
+from novaproxy.agent.qga_socket import SocketGuestAgent
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))

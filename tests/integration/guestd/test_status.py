@@ -14,7 +14,7 @@ from guestd.client import Application
 from harness.guest import GUEST_PYTHON, REPO, STATUS_FILE
 from harness.guestd_peers import app, log_count
 from harness.processes import Process, wait_for
-from novaproxy.agent.guest_agent import SocketGuestAgent
+from novaproxy.agent.qga_socket import SocketGuestAgent
 
 # guestd in the harness writes the status file every 0.2 s and runs health hooks
 # every 0.5 s (deadline 0.5 s).

@@ -13,7 +13,8 @@ import os
 import pytest
 
 from harness.guest import HOST_UNSAFE, REPO, GuestNotRunning
-from novaproxy.agent.guest_agent import CommandFailed, GuestAgentTimeout, SocketGuestAgent
+from novaproxy.agent.guest_agent import CommandFailed, GuestAgentTimeout
+from novaproxy.agent.qga_socket import SocketGuestAgent
 
 # What the tests call on host-process guests (novaproxy-agent's own commands).
 NEEDED = {"guest-ping", "guest-sync", "guest-sync-delimited", "guest-info", "guest-exec",

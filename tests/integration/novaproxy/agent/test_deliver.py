@@ -1,4 +1,4 @@
-"""deliver() against real qemu-ga + guestd guests: the spool first, guest-exec behind it."""
+"""Deliverer against real qemu-ga + guestd guests: the spool first, guest-exec behind it."""
 
 import os
 import time
@@ -11,11 +11,19 @@ from novaproxy.agent import deliver, hypervisor
 NO_CTL = ("/nonexistent/guestd-ctl",)  # any guest-exec of it fails: proof it was not used
 
 
-def vote(guest, guestd_ctl, seconds=3.0, spool_dir=SPOOL_DIR):
+def deliverer(guest, guestd_ctl, spool_dir=SPOOL_DIR, hv=None):
+    """A Deliverer to ``guest``; ``hv``: the guests of another one (qemu-ga serves one
+    connection at a time)."""
+    hv = hv or hypervisor.QgaSocketDirectory(os.path.dirname(guest.qga_socket))
+    return deliver.Deliverer(hv, guestd_ctl=guestd_ctl, host="h1", spool_dir=spool_dir)
+
+
+def vote(guest, guestd_ctl, seconds=3.0, spool_dir=SPOOL_DIR, through=None):
+    """A vote delivered to ``guest``, ``through`` a given Deliverer (and its memory)."""
     req = protocol.request(uuid.uuid4().hex, guest.instance, "reboot", "vote", seconds)
-    hv = hypervisor.QgaSocketDirectory(os.path.dirname(guest.qga_socket))
+    through = through or deliverer(guest, guestd_ctl, spool_dir)
     started = time.monotonic()
-    reply = deliver.deliver(hv, guestd_ctl, req, seconds, "h1", spool_dir=spool_dir)
+    reply = through.deliver(req, seconds)
     assert (reply.id, reply.instance, reply.host) == (req["id"], guest.instance, "h1")
     return reply, time.monotonic() - started, req
 
@@ -36,12 +44,15 @@ def test_the_spool_answers_without_guest_exec(make_guest):
 def test_no_spool_directory_falls_back_to_guest_exec_and_remembers(make_guest, short_dir):
     guest = make_guest()
     ctl = tuple(write_guestd_ctl(f"{short_dir}/guestd-ctl"))
-    reply, _, _ = vote(guest, ctl, spool_dir="no-such-spool")
+    through = deliverer(guest, ctl, spool_dir="no-such-spool")
+    reply, _, _ = vote(guest, ctl, through=through)
     assert reply.outcome == "accept", reply
-    assert not deliver._spool_on(guest.instance)  # guest-exec only for a while
-    reply, _, _ = vote(guest, NO_CTL, spool_dir="no-such-spool")
+    assert not through.memory.spool_on(guest.instance)  # guest-exec only for a while
+    through.guestd_ctl = NO_CTL
+    reply, _, _ = vote(guest, NO_CTL, through=through)
     assert reply.outcome == "not-negotiating", reply  # guest-exec of NO_CTL, no spool try
-    assert vote(guest, ctl, spool_dir="")[0].outcome == "accept"  # spool off: guest-exec
+    spool_off = deliverer(guest, ctl, spool_dir="", hv=through.guests)
+    assert vote(guest, ctl, through=spool_off)[0].outcome == "accept"  # guest-exec
 
 
 def test_a_spool_nobody_takes_falls_back_within_the_deadline(make_guest, short_dir):
@@ -77,9 +88,9 @@ def test_a_qemu_ga_restarting_when_asked_is_asked_once_it_is_back(make_guest):
 
     guest = make_guest()
     guest.add_hook("veto", "#!/bin/sh\necho 'not now'\nexit 1\n")
-    deliver.deliver(hypervisor.QgaSocketDirectory(os.path.dirname(guest.qga_socket)),
-                    NO_CTL, protocol.request("warm", guest.instance, "reboot", "vote", 2.0),
-                    2.0, "h1", spool_dir=SPOOL_DIR)  # a connection to find broken
+    through = deliverer(guest, NO_CTL)
+    through.deliver(protocol.request("warm", guest.instance, "reboot", "vote", 2.0),
+                    2.0)  # a connection to find broken
     guest.qemu_ga.signal(signal.SIGKILL)
-    reply, took, _ = vote(guest, NO_CTL, seconds=3.0)
+    reply, took, _ = vote(guest, NO_CTL, seconds=3.0, through=through)
     assert reply.outcome == "reject" and reply.voters[0]["reason"] == "not now", reply

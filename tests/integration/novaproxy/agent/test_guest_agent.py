@@ -8,7 +8,8 @@ import pytest
 
 from guestd import protocol
 from novaproxy.agent import guest_agent
-from novaproxy.agent.guest_agent import SocketGuestAgent, guest_exec
+from novaproxy.agent.guest_agent import guest_exec
+from novaproxy.agent.qga_socket import SocketGuestAgent
 
 
 @pytest.fixture

@@ -108,6 +108,8 @@ def test_budget_keeps_room_for_the_way_back():
 class FakeAgent:
     """qemu-ga's file and exec RPCs over a dict of files; ``blocked``: disabled commands."""
 
+    poll_cap = 0.005
+
     def __init__(self, answer=None, blocked=()):
         self.files, self.handles, self.calls = {}, {}, []
         self.answer, self.blocked = answer, set(blocked)
@@ -157,9 +159,14 @@ class Guests:
         return self._agent
 
 
-def spooled(agent, req=REQ, spool_dir="spool"):
-    return deliver.deliver(Guests(agent), ("/usr/bin/guestd-ctl",), req, 2.0, "c1",
-                           spool_dir=spool_dir)
+def deliverer(agent, spool_dir="spool"):
+    return deliver.Deliverer(Guests(agent), guestd_ctl=("/usr/bin/guestd-ctl",), host="c1",
+                             spool_dir=spool_dir)
+
+
+def spooled(agent, req=REQ, through=None):
+    """``req`` delivered to ``agent``'s guest, ``through`` a given Deliverer (its memory)."""
+    return (through or deliverer(agent)).deliver(req, 2.0)
 
 
 def test_the_spool_carries_the_request_and_its_answer():
@@ -176,11 +183,11 @@ def test_the_spool_carries_the_request_and_its_answer():
 
 def test_a_blocked_file_write_falls_back_to_guest_exec():
     agent = FakeAgent(blocked={"guest-file-write"})
-    req = {**REQ, "instance": "vm-blocked"}
-    assert spooled(agent, req).outcome == "invalid"  # guest-exec's answer, for REQ's instance
+    req, through = {**REQ, "instance": "vm-blocked"}, deliverer(agent)
+    assert spooled(agent, req, through).outcome == "invalid"  # guest-exec's, for REQ's instance
     assert agent.calls.count("guest-file-write") == 1 and "guest-exec" in agent.calls
     agent.calls.clear()
-    spooled(agent, req)
+    spooled(agent, req, through)
     assert "guest-file-open" not in agent.calls  # remembered: straight to guest-exec
 
 
@@ -225,10 +232,11 @@ def test_answer_polls_thin_out_as_the_wait_grows():
 def test_the_spool_learns_how_fast_a_guest_answers():
     instance = f"vm-{uuid.uuid4().hex[:8]}"
     agent = FakeAgent(lambda req: protocol.encode(protocol.answer(req, "accept")))
+    through = deliverer(agent)
     started = time.monotonic()
-    assert spooled(agent, {**REQ, "id": uuid.uuid4().hex, "instance": instance}).outcome \
-        == "accept"
-    assert 0 < deliver._fastest[instance] < time.monotonic() - started
+    assert spooled(agent, {**REQ, "id": uuid.uuid4().hex, "instance": instance},
+                   through).outcome == "accept"
+    fastest = through.memory.fastest(instance)
+    assert 0 < fastest < time.monotonic() - started
     # The next request to it is first looked for after 80 % of that.
-    assert deliver.answer_poll_wait(0.0, deliver._fastest[instance]) == pytest.approx(
-        0.8 * deliver._fastest[instance])
+    assert deliver.answer_poll_wait(0.0, fastest) == pytest.approx(0.8 * fastest)
