@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from guestd import protocol
 
 LOG = logging.getLogger(__name__)
-DEFAULT_SOCKET = "/run/guestd/guestd.sock"
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Application:
         self.events = list(events)
         self.on_vote = on_vote or (lambda notice: Vote.accept())
         self.on_notice = on_notice or (lambda notice: None)
-        self.socket_path = socket_path or os.environ.get("GUESTD_SOCKET", DEFAULT_SOCKET)
+        self.socket_path = socket_path or os.environ.get("GUESTD_SOCKET", protocol.DEFAULT_SOCKET)
         self.registered = threading.Event()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None

@@ -25,7 +25,6 @@ import sys
 
 from guestd import protocol
 
-DEFAULT_SOCKET = "/run/guestd/guestd.sock"
 # Beyond the request's own timeout, how long to wait for guestd's answer.
 GRACE = 1.0
 
@@ -35,7 +34,7 @@ class CtlError(Exception):
 
 
 def _options(argv: list) -> tuple:
-    socket_path = os.environ.get("GUESTD_SOCKET", DEFAULT_SOCKET)
+    socket_path = os.environ.get("GUESTD_SOCKET", protocol.DEFAULT_SOCKET)
     timeout = None
     args = list(argv)
     while args:

@@ -1,13 +1,10 @@
 """The novaproxy wire protocol: host ↔ guestd-ctl ↔ guestd ↔ applications.
 
-One module owns every message shape, limit and the framing, and both sides
-import it (the host treats everything coming back as untrusted input).
-
-Framing on the guestd socket: one JSON object per line (UTF-8, ``\\n``
-terminated, at most :data:`MAX_FRAME` bytes). JSON never contains a raw newline,
-so a reader can always resynchronise at the next one, whatever arrives.
-Between the host and ``guestd-ctl`` a message is one JSON document on stdin or
-stdout.
+One module owns every message shape and limit, and both sides import it (the host
+treats everything coming back as untrusted input). How a message travels as bytes is
+:mod:`guestd.framing`'s; its names are this module's too (``protocol.encode``,
+``protocol.decode``, ``protocol.FrameDecoder``...), so that this import is all either
+side needs.
 
 Compatibility: every message carries ``v``. Readers ignore fields they do not
 know and accept any version ≥ 1 as long as the fields they need are there, so
@@ -20,15 +17,17 @@ frame (:func:`fit_answer`). An older guestd lists every voter and no
 ``voters_total``: a reader keeps the whole list (the frame bounds it) for the host
 to choose from and count again.
 
-This module imports nothing at load time, and ``json`` only when it first
-encodes or decodes: ``guestd-ctl`` imports it on every host request, relays raw
-frames, and ``import json`` alone would double its start-up time.
+This module imports nothing at load time but :mod:`guestd.framing`, and ``json``
+only to check a request's details: ``guestd-ctl`` imports it on every host request.
 """
 
 from __future__ import annotations
 
+from guestd.framing import MAX_FRAME, ProtocolError, compact, decode
+from guestd.framing import FrameDecoder as FrameDecoder  # re-exported: see above
+from guestd.framing import encode as encode  # re-exported: see above
+
 VERSION = 1
-MAX_FRAME = 64 * 1024
 MAX_REASON = 512
 MAX_NAME = 64
 MAX_VOTERS = 64
@@ -71,9 +70,11 @@ ACTIONS = (LOG_ONLY, REBOOT, STOP)
 # guestd puts in ``<spool>/<id>.ans``.
 REQ_SUFFIX, ANS_SUFFIX = ".req", ".ans"
 
-
-class ProtocolError(ValueError):
-    """A message that does not follow this protocol."""
+# Where guestd is in a guest unless told otherwise: the defaults of guestd's --socket,
+# --spool-dir and --status-file, which the host's configuration defaults to as well.
+DEFAULT_SOCKET = "/run/guestd/guestd.sock"
+DEFAULT_SPOOL_DIR = "/run/guestd/spool"
+DEFAULT_STATUS_FILE = "/run/guestd/status.json"
 
 
 def spool_name(rid: str) -> str:
@@ -83,82 +84,6 @@ def spool_name(rid: str) -> str:
             and all(c.isalnum() or c in "_-" for c in rid)):
         raise ProtocolError(f"request id {rid!r:.80} is not a spool file name")
     return rid
-
-
-def _json(message: dict) -> bytes:
-    """A frame's contents, without its newline."""
-    import json
-
-    # A lone surrogate (JSON escapes allow one, UTF-8 does not) from a peer's text
-    # becomes "?" rather than making the whole message, or every status write, fail.
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
-        errors="replace")
-
-
-def encode(message: dict) -> bytes:
-    """One frame: compact JSON and a newline; refuses what a peer would reject."""
-    data = _json(message)
-    if len(data) >= MAX_FRAME:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_FRAME}")
-    return data + b"\n"
-
-
-def decode(data: bytes | str) -> dict:
-    """One message from one frame or document."""
-    import json
-
-    try:
-        message = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError("a message must be a JSON object")
-    version = message.get("v", VERSION)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ProtocolError(f"bad protocol version {version!r}")
-    return message
-
-
-class FrameDecoder:
-    """Turns a byte stream into messages, whatever the read boundaries.
-
-    ``feed`` returns the messages completed by ``data`` and, in their place,
-    a :class:`ProtocolError` for every frame that was garbage or too long; a
-    bad frame never costs the frames after it.
-    """
-
-    def __init__(self, max_frame: int = MAX_FRAME, raw: bool = False) -> None:
-        self._max = max_frame
-        self._raw = raw  # hand out frames as bytes, undecoded (guestd-ctl relays them)
-        self._buffer = bytearray()
-        self._discarding = False  # inside an oversized frame, until its newline
-
-    def feed(self, data: bytes) -> list:
-        out: list = []
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > self._max:
-                    if not self._discarding:
-                        out.append(ProtocolError(f"frame exceeds {self._max} bytes"))
-                    self._discarding = True
-                    self._buffer.clear()
-                return out
-            frame = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if self._discarding:
-                self._discarding = False
-                continue
-            if len(frame) > self._max:
-                out.append(ProtocolError(f"frame exceeds {self._max} bytes"))
-            elif frame.strip() and self._raw:
-                out.append(frame)
-            elif frame.strip():
-                try:
-                    out.append(decode(frame))
-                except ProtocolError as exc:
-                    out.append(exc)
 
 
 def _text(value: object, field: str, limit: int, required: bool = True) -> str:
@@ -237,7 +162,7 @@ def fit_answer(message: dict) -> dict:
             if len(entry["reason"]) > limit else entry for entry in message["voters"]]}
 
     def fits(candidate: dict) -> bool:
-        return len(_json(candidate)) < MAX_FRAME
+        return len(compact(candidate)) < MAX_FRAME
 
     if fits(message):
         return message

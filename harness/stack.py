@@ -20,6 +20,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.token_endpoint import Token
 from novaclient import client as nova_client
 
+from guestd import protocol
 from harness.guest import REPO, SPOOL_DIR, Guest, write_guestd_ctl
 from harness.processes import Process, free_port, wait_for
 from harness.recording_http import RecordingEndpoint
@@ -33,9 +34,8 @@ ADMIN_TOKEN = "admin:demo"  # the Nova fixture reads user:project from the token
 # guest reported in seconds.
 MONITOR_BOOT_GRACE = 8.0
 # Inside a real guest (deploy/guest-image), as in production: what a libvirt-mode
-# agent runs through guest-exec, and where guestd writes its status.
+# agent runs through guest-exec (guestd writes its status where it does by default).
 GUEST_GUESTD_CTL = "/usr/bin/guestd-ctl"
-GUEST_STATUS_FILE = "/run/guestd/status.json"
 
 
 def _http_ok(url: str) -> bool:
@@ -162,7 +162,7 @@ class Stack:
                       f"guestd_ctl = {' '.join(self.guestd_ctl)}\nspool_dir = {SPOOL_DIR}\n")
         else:  # the VM image's guestd spools in the default spool_dir
             guests = f"hypervisor = libvirt\nlibvirt_uri = {uri}\nguestd_ctl = {GUEST_GUESTD_CTL}\n"
-            monitoring = {**monitoring, "status_file": GUEST_STATUS_FILE}
+            monitoring = {**monitoring, "status_file": protocol.DEFAULT_STATUS_FILE}
         with open(config, "w") as f:
             f.write(f"[agent]\nhost = {host}\nredis_url = {self.redis.url}\n{guests}"
                     f"route_interval = 0.5\noperation_interval = 0.3\n\n"

@@ -8,11 +8,10 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 
+from guestd.protocol import DEFAULT_SPOOL_DIR, DEFAULT_STATUS_FILE
 from novaproxy.agent import monitor
 
 HYPERVISORS = ("libvirt", "qga-socket")
-DEFAULT_STATUS_FILE = "/run/guestd/status.json"  # guestd's --status-file default
-DEFAULT_SPOOL_DIR = "/run/guestd/spool"  # guestd's --spool-dir default
 
 
 class ConfigError(ValueError):

@@ -20,10 +20,9 @@ import pytest
 from guestd import protocol
 from harness.processes import wait_for
 from novaproxy.agent import deliver, guest_agent, hypervisor, probe
-from novaproxy.agent.config import DEFAULT_SPOOL_DIR
 
 GUESTD_CTL = ("/usr/bin/guestd-ctl",)
-STATUS_FILE = "/run/guestd/status.json"
+STATUS_FILE = protocol.DEFAULT_STATUS_FILE  # where the image's guestd writes it
 
 
 def _ms(seconds: float) -> str:
@@ -71,7 +70,7 @@ def _answers(hv, guest, vm_report) -> None:
               f"max {_ms(max(pings))} (20 calls)")
 
     # A vote with no application registered: guestd answers accept, no voters.
-    for spool_dir, path in ((DEFAULT_SPOOL_DIR, "guestd's spool (guest-file-*)"),
+    for spool_dir, path in ((protocol.DEFAULT_SPOOL_DIR, "guestd's spool (guest-file-*)"),
                             ("", "guest-exec guestd-ctl")):
         deliverer = deliver.Deliverer(hv, guestd_ctl=GUESTD_CTL, host="vm-host",
                                       spool_dir=spool_dir)
