@@ -26,7 +26,8 @@ keeps them in one slot. Nothing here blocks for longer than the caller asks.
 - ``novaproxy:{<uuid>}:recoveries`` sorted set, time -> time: recoveries in the
   rate-limit window.
 - ``novaproxy:{<uuid>}:monitor`` hash: the monitor's view of the instance
-  (state, why, since, last answer, host), refreshed by its agent with a TTL.
+  (its fields: :class:`novaproxy.monitor_view.MonitorView`), refreshed by its
+  agent with a TTL.
 - ``novaproxy:events`` stream, capped: the audit trail.
 """
 
