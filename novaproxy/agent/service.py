@@ -2,8 +2,9 @@
 
 Takes this host's requests from Redis (a consumer group, so a restarted agent
 still answers what it had taken) and hands each to :mod:`answer` on a worker,
-and publishes which instances it serves. A Redis that comes back without its
-data gets the group and the routes back at once, from the running agent.
+and publishes which instances it serves (:mod:`routes`). A Redis that comes
+back without its data gets the group and the routes back at once, from the
+running agent.
 With a ``[nova]`` section it also finishes recorded operations (:mod:`endings`)
 and monitors the guests whose flavor asks for it (:mod:`watcher`), recovering
 the failed ones. :class:`Agent` builds these parts and hands each exactly what
@@ -30,6 +31,7 @@ from novaproxy.agent import (
     hypervisor,
     lifecycle_events,
     recovery,
+    routes,
     watcher,
 )
 from novaproxy.agent import config as agent_config
@@ -68,11 +70,8 @@ class Agent:
     def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis,
                  nova=None, masakari=None) -> None:
         self.config = config
-        self.guests = guests
         self.redis = client
         self.stopping = threading.Event()
-        self._served: set = set()
-        self._clock_offset = 0.0  # Redis clock minus ours
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
         self._routes_now = threading.Event()  # a domain came or went: refresh at once
         self._operations_now = threading.Event()  # libvirt saw a change: check records now
@@ -93,33 +92,17 @@ class Agent:
             self.endings = endings.Endings(
                 client, host, nova, to_guest, self._pool.submit, self._operations_now.set,
                 self.watcher.saw if self.watcher is not None else None)
+        self.routes = routes.Routes(client, host, guests, config.route_interval)
         self._answerer = answer.Answerer(client, host, to_guest, self.endings,
-                                         lambda: time.time() + self._clock_offset,
-                                         self.stopping)
+                                         self.routes.redis_now, self.stopping)
 
-    # -- routes ------------------------------------------------------------
-
-    def refresh_routes(self) -> None:
-        """Publish routes for the instances here, withdraw those that left."""
-        current = self.guests.instances()
-        ttl = max(redis_schema.ROUTE_TTL, int(3 * self.config.route_interval))
-        redis_schema.publish_routes(self.redis, self.config.host, current, ttl)
-        gone = self._served - current
-        if gone:
-            redis_schema.withdraw_routes(self.redis, self.config.host, gone)
-            self.guests.forget(gone)
-        for instance in sorted(current - self._served):
-            LOG.info("serving instance %s", instance)
-        for instance in sorted(gone):
-            LOG.info("instance %s left this host", instance)
-        self._served = current
-        self._clock_offset = redis_schema.redis_time(self.redis) - time.time()
+    # -- the threads ------------------------------------------------------
 
     def _route_loop(self) -> None:
         outage = _Outage("publishing routes")
         while not self.stopping.is_set():
             try:
-                self.refresh_routes()
+                self.routes.refresh()
                 outage.ok()
             except (redis.RedisError, OSError) as exc:
                 outage.failed(exc)
@@ -153,7 +136,7 @@ class Agent:
             self._operations_now.wait(self.config.operation_interval)
             self._operations_now.clear()
             try:
-                self.endings.check(set(self._served))
+                self.endings.check(self.routes.served())
                 outage.ok()
             except (redis.RedisError, OSError) as exc:
                 outage.failed(exc)
@@ -192,7 +175,7 @@ class Agent:
     def run(self) -> None:
         host = self.config.host
         redis_schema.ensure_group(self.redis, host)
-        self.refresh_routes()
+        self.routes.refresh()
         threading.Thread(target=self._route_loop, name="routes", daemon=True).start()
         if self.endings is not None:
             threading.Thread(target=self._operation_loop, name="operations",
@@ -208,7 +191,7 @@ class Agent:
                                                     self.on_agent_event)
             threading.Thread(target=events.run, name="libvirt-events", daemon=True).start()
         LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
-                 host, len(self._served), self.config.hypervisor,
+                 host, len(self.routes.served()), self.config.hypervisor,
                  redis_schema.redact(self.config.redis_url))
         pending = True  # first, whatever a previous run took and did not finish
         outage = _Outage("reading requests")
