@@ -26,6 +26,7 @@ import redis
 
 from novaproxy import audit, redis_schema
 from novaproxy import operations as lifecycle
+from novaproxy.monitor_view import MonitorView
 
 
 def _when(fields: dict) -> str:
@@ -124,20 +125,17 @@ def cmd_operations(client: redis.Redis, args) -> int:
     return 0
 
 
-def _monitor(view: dict, now: float) -> str:
+def _monitor(view: MonitorView, now: float) -> str:
     """One monitored VM: its state, since when, why, and its last answer."""
-    def ago(field: str) -> str:
-        try:
-            return f"{now - float(view[field]):.1f}s ago"
-        except (KeyError, ValueError):
-            return "never"
+    def ago(then: float | None) -> str:
+        return "never" if then is None else f"{now - then:.1f}s ago"
 
-    text = (f"monitor: {view.get('state', '?')} since {ago('since')}, "
-            f"last answer {ago('last_answer')}")
-    if view.get("quiet"):
-        text += f" — quiet: {view['quiet']}"
-    if view.get("unhealthy"):
-        text += f" — unhealthy: {view['unhealthy']}"
+    text = (f"monitor: {view.state} since {ago(view.since)}, "
+            f"last answer {ago(view.last_answer)}")
+    if view.quiet:
+        text += f" — quiet: {view.quiet}"
+    if view.unhealthy:
+        text += f" — unhealthy: {view.unhealthy}"
     return text
 
 
@@ -156,7 +154,7 @@ def cmd_status(client: redis.Redis, args) -> int:
         for instance in sorted(by_host[host]):
             print(f"  {instance}")
             if instance in monitored:
-                print(f"    {_monitor(monitored[instance], now)}")
+                print(f"    {_monitor(MonitorView.from_fields(monitored[instance]), now)}")
             for op in operations.get(instance, []):
                 print(f"    operation {_operation(op, now)}")
     unrouted = sorted(set(operations) - set(routes))

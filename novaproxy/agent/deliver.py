@@ -281,13 +281,6 @@ class Deliverer:
                 time.sleep(min(RECONNECT_PAUSE, max(deadline - time.monotonic(), 0)))
 
 
-def deliver(guests: Guests, guestd_ctl: tuple, req: dict, seconds: float, host: str,
-            spool_dir: str) -> replies.Reply:
-    """Transitional, for ``endings.py``'s call until it is handed the agent's
-    :meth:`Deliverer.deliver` (issue 11): a Deliverer per call, so without spool memory."""
-    return Deliverer(guests, guestd_ctl=guestd_ctl, host=host,
-                     spool_dir=spool_dir).deliver(req, seconds)
-
 
 def _reply(req: dict, host: str, outcome: str, detail: str) -> replies.Reply:
     return replies.Reply(req["id"], req["instance"], outcome, detail=detail, host=host)

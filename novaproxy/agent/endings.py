@@ -26,26 +26,37 @@ import logging
 import threading
 import time
 import uuid
+from typing import Callable
 
 import redis
 
 from guestd import protocol
 from novaproxy import audit, operations, redis_schema, replies
-from novaproxy.agent import deliver
 from novaproxy.agent.nova import NovaUnavailable
 
 LOG = logging.getLogger("novaproxy.agent.endings")
 
 
 class Endings:
-    def __init__(self, agent, nova) -> None:
-        self.agent = agent
+    def __init__(self, client: redis.Redis, host: str, nova,
+                 deliver: Callable[[dict, float], replies.Reply], submit: Callable,
+                 wake: Callable[[], None],
+                 saw: Callable[[str, dict | None], None] | None = None) -> None:
+        """``deliver(req, timeout)`` takes a request to the guest; ``submit(fn, *args)``
+        runs on the agent's worker pool; ``wake()`` asks for the next round now;
+        ``saw(instance, server)`` passes each read of a server on to the monitor."""
+        self.redis = client
+        self.host = host
         self.nova = nova
+        self._deliver = deliver
+        self._submit = submit
+        self._wake = wake
+        self._saw = saw
         self._busy: set = set()  # (instance, op id) of the notices being delivered now
         self._delivering: set = set()  # op ids whose vote or prepare is being delivered
         # This host's claims: one found for a record not being delivered here is a
         # leftover (a failed delivery, a killed predecessor), taken over.
-        self._host_claims = f"agent:{agent.config.host}:"
+        self._host_claims = f"agent:{host}:"
         self._guard = threading.Lock()
         self._instance_locks: dict = {}  # instance -> Lock: one judge of its records at a time
 
@@ -60,7 +71,7 @@ class Endings:
         followed while it has records: a stop completes when there is no guest
         left to serve, and a record nobody else finishes must still close here.
         """
-        client, host = self.agent.redis, self.agent.config.host
+        client, host = self.redis, self.host
         indexed = redis_schema.recorded_on(client, host)
         records = redis_schema.operations_of(client, served | indexed)
         redis_schema.forget_recorded(client, host, indexed - served - set(records))
@@ -107,11 +118,11 @@ class Endings:
                 if time.monotonic() >= deadline:
                     return None
                 time.sleep(0.02)
-            ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
+            ops = redis_schema.operations_of(self.redis, [instance]).get(instance)
             if ops:
                 self._instance(instance, ops, inline=True,
                                budget=(deadline - time.monotonic()) / 2)
-                ops = redis_schema.operations_of(self.agent.redis, [instance]).get(instance)
+                ops = redis_schema.operations_of(self.redis, [instance]).get(instance)
             return ops or []
         finally:
             lock.release()
@@ -128,7 +139,7 @@ class Endings:
             return
         # A record its proxy moves on while it is judged here is safe: an undecided one
         # is only settled with a compare-and-set on its state and its proxy's lock.
-        owner = redis_schema.lock_owner(self.agent.redis, instance)
+        owner = redis_schema.lock_owner(self.redis, instance)
 
         def negotiating(op: dict) -> bool:  # its proxy still holds the server
             return bool(op.get("owner")) and op.get("owner") == owner
@@ -154,10 +165,10 @@ class Endings:
         except NovaUnavailable as exc:
             LOG.warning("cannot read instance %s from Nova: %s; retrying", instance, exc)
             return
-        if self.agent.watcher is not None:
-            self.agent.watcher.saw(instance, server)  # fresh news for the monitor
+        if self._saw is not None:
+            self._saw(instance, server)  # fresh news for the monitor
         nova_host = (server or {}).get("OS-EXT-SRV-ATTR:host")
-        if nova_host and nova_host != self.agent.config.host:
+        if nova_host and nova_host != self.host:
             return  # Nova has it elsewhere now: that host's agent closes it
         taken = {op["nova_request"] for op in ops if op.get("nova_request")}
         found = []
@@ -219,21 +230,21 @@ class Endings:
         if inline:
             timeout = min(timeout, budget)
         if timeout <= 0 or not redis_schema.claim_operation(
-                self.agent.redis, instance, op["id"], claim, timeout + 5,
+                self.redis, instance, op["id"], claim, timeout + 5,
                 replaces=self._host_claims):
             return False
         self._busy.add((instance, op["id"]))
         args = (instance, op, phase, timeout, server, claim, verdict.why)
         if inline:
             return self._notify(*args)
-        self.agent.submit(self._notify, *args)
+        self._submit(self._notify, *args)
         return False
 
     def _decide(self, instance: str, op: dict, why: str) -> bool:
         """Settle a record its proxy left undecided as refused: atomically, and only while
         its negotiation no longer holds the server, so the proxy cannot forward it now."""
         changed = redis_schema.update_operation(
-            self.agent.redis, instance, op["id"], [op.get("state")],
+            self.redis, instance, op["id"], [op.get("state")],
             {"state": operations.REFUSED, "why": why}, released=op.get("owner") or "")
         if changed:
             LOG.info("%s of %s (operation %s, %s): %s", op["event"], instance, op["id"],
@@ -248,8 +259,7 @@ class Endings:
                        operations.OPERATION_DETAIL: op["id"]}
             req = protocol.request(operations.closing_id(op["id"]), instance, op["event"],
                                    phase, timeout, details)
-            reply = deliver.deliver(self.agent.guests, self.agent.config.guestd_ctl, req,
-                                    timeout, self.agent.config.host, self.agent.config.spool_dir)
+            reply = self._deliver(req, timeout)
             if reply.outcome in replies.DELIVERED:
                 self._finish(instance, op, f"{phase}-delivered",
                              f"{why}; {phase} notice delivered: {reply.outcome}", reply)
@@ -257,17 +267,17 @@ class Endings:
             # The guest does not answer yet (still booting, moving): next round.
             LOG.info("%s notice of %s for %s not delivered yet: %s (%s)", phase,
                      op["event"], instance, reply.outcome, reply.detail)
-            redis_schema.release_claim(self.agent.redis, instance, op["id"], owner)
+            redis_schema.release_claim(self.redis, instance, op["id"], owner)
         except (redis.RedisError, OSError) as exc:
             LOG.warning("%s notice of %s for %s: %s", phase, op["event"], instance, exc)
         finally:
             self._busy.discard((instance, op["id"]))
-            self.agent.wake_operations()  # the next record of this instance may be due now
+            self._wake()  # the next record of this instance may be due now
         return False
 
     def _finish(self, instance: str, op: dict, outcome: str, why: str,
                 reply: replies.Reply | None = None) -> None:
-        client = self.agent.redis
+        client = self.redis
         if not redis_schema.finish_operation(client, instance, op["id"]):
             return  # another agent finished it
         # A prepare left open is worth a warning; an announcement nobody heard is not.
@@ -276,5 +286,5 @@ class Endings:
             outcome, why)
         redis_schema.audit(client, audit.OPERATION, instance, event=op["event"],
                            action=op.get("action", ""), outcome=outcome, why=why,
-                           voters=reply.voters if reply else [], host=self.agent.config.host,
+                           voters=reply.voters if reply else [], host=self.host,
                            operation=op["id"], nova_request=op.get("nova_request", ""))

@@ -13,6 +13,38 @@ counted), recovering the same failure twice (``recovering`` until the guest
 answers again), ignoring a VM that never answered (``never-answered`` is
 reported after its grace period), and flapping (one answer does not undo a
 failure being recovered; see :meth:`Monitor.answered`).
+
+The state machine on one screen (``.``: no change; ``F:x``: ``failed``, and a
+:class:`Failure` of cause ``x`` for the agent to recover)::
+
+    state / input   answer   miss      app     crash    closed   quiet    active   deadline
+    booting         healthy  .         .       F:crash  .        quiet    .        never-answered
+                                                                                   or F:hung (1)
+    healthy         .        suspect   F:app   F:crash  booting  quiet    .        F:stalled
+    suspect         healthy  F:hung(2) F:app   F:crash  booting  quiet    .        F:stalled
+    failed          .        .         .       .        .        quiet    .        .
+    recovering      healthy  .         .       .        .        .        .        F:hung
+    quiet           .        .         .       F:crash  .        quiet(3) booting  .
+    never-answered  healthy  .         .       F:crash  .        quiet    .        .
+    left-alone      healthy  .         .       .        .        quiet    .        .
+
+Inputs: ``answer`` / ``miss`` a guest-ping answered or not (:meth:`~Monitor.answered`,
+:meth:`~Monitor.missed`); ``app`` guestd's status names an application newly
+unhealthy that asks for an action other than ``log`` (:meth:`~Monitor.status`);
+``crash`` a fatal libvirt event (:meth:`~Monitor.crashed`); ``closed`` the guest
+closed its agent channel (:meth:`~Monitor.restarting`); ``quiet`` / ``active``
+silence expected, or no longer (:meth:`~Monitor.quiet`, :meth:`~Monitor.active`);
+``deadline`` :meth:`~Monitor.tick`: the boot grace in ``booting``, the recovery
+timeout in ``recovering``, guestd's status counter stalled in ``healthy`` and
+``suspect`` (``F:stalled`` is cause ``guestd-stalled``). ``failed`` is left by
+the recovery's verdict: :meth:`~Monitor.recovering`, :meth:`~Monitor.left_alone`,
+or :meth:`~Monitor.quiet` when the silence was intended after all.
+
+(1) ``F:hung`` if the guest has answered before (a restarted agent or a
+migration's destination knows), else ``never-answered``, which is reported,
+not recovered. (2) At the ``threshold``-th consecutive miss; before it
+``suspect`` counts (with a threshold of 1, ``healthy`` fails at once).
+(3) Only for a new reason; the same reason again changes nothing.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
+
+import redis
 
 from novaproxy import audit, redis_schema
 from novaproxy.agent import masakari, monitor
@@ -30,6 +33,7 @@ MASAKARI_EVENTS = {monitor.HUNG: masakari.QEMU_GUEST_AGENT_ERROR,
 
 
 ALREADY = "a recovery is already under way (claimed earlier, by this host or another)"
+NOT_STARTED = "recovery not started (Redis unreachable)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,14 @@ class Outcome:
 
     state: str  # monitor.QUIET, RECOVERING or LEFT_ALONE
     why: str
-    owner: str = ""  # the recovery claim's token, released once the guest answers
+
+    def apply(self, m: monitor.Monitor, now: float) -> list:
+        """Tell the failed VM's monitor (under its lock); its transitions."""
+        if self.state == monitor.QUIET:
+            return m.quiet(now, self.why)
+        if self.state == monitor.LEFT_ALONE:
+            return m.left_alone(now, self.why)
+        return m.recovering(now, self.why)
 
 
 class Recovery:
@@ -48,17 +59,35 @@ class Recovery:
         self.nova = nova
         self.masakari = masakari
         self.config = config
+        self._claims: dict = {}  # instance -> the token of the claim this agent holds
+        self._claims_lock = threading.Lock()
 
     def handle(self, instance: str, failure: monitor.Failure) -> Outcome:
         """Confirm ``failure``, claim its recovery and carry it out."""
-        outcome = self._handle(instance, failure)
-        log = LOG.info if outcome.state == monitor.QUIET else LOG.warning
-        log("instance %s: %s failure (%s): %s", instance, failure.cause, failure.why,
-            outcome.why)
-        redis_schema.audit(self.redis, audit.RECOVERY, instance, event=failure.cause,
-                           action=failure.action, outcome=outcome.state, why=outcome.why,
-                           detail=failure.why, evidence=failure.evidence, host=self.host)
+        try:
+            outcome = self._handle(instance, failure)
+            log = LOG.info if outcome.state == monitor.QUIET else LOG.warning
+            log("instance %s: %s failure (%s): %s", instance, failure.cause, failure.why,
+                outcome.why)
+            redis_schema.audit(self.redis, audit.RECOVERY, instance, event=failure.cause,
+                               action=failure.action, outcome=outcome.state, why=outcome.why,
+                               detail=failure.why, evidence=failure.evidence, host=self.host)
+        except (redis.RedisError, OSError) as exc:
+            # Not carried out, or not said: the failure stands and is declared again.
+            LOG.warning("instance %s: cannot recover now: %s", instance, exc)
+            return Outcome(monitor.RECOVERING, NOT_STARTED)
         return outcome
+
+    def answered(self, instance: str) -> None:
+        """The guest answered again: the claim is released, a later failure is a new one.
+        Kept if Redis does not take the release, for the next answer to try again."""
+        with self._claims_lock:
+            owner = self._claims.get(instance)
+        if owner:
+            redis_schema.release_recovery(self.redis, instance, owner)
+            with self._claims_lock:
+                if self._claims.get(instance) == owner:
+                    del self._claims[instance]
 
     def _handle(self, instance: str, failure: monitor.Failure) -> Outcome:
         if redis_schema.recovery_under_way(self.redis, instance):
@@ -88,7 +117,9 @@ class Recovery:
             return Outcome(monitor.LEFT_ALONE, f"left alone: {self.config.max_recoveries} "
                            f"recoveries within {self.config.recovery_window:.0f}s already; "
                            "an operator must look at it")
-        return Outcome(monitor.RECOVERING, self._act(instance, failure), owner)
+        with self._claims_lock:
+            self._claims[instance] = owner
+        return Outcome(monitor.RECOVERING, self._act(instance, failure))
 
     def _act(self, instance: str, failure: monitor.Failure) -> str:
         try:

@@ -1,13 +1,14 @@
 """novaproxy-agent: the daemon on each compute host.
 
 Takes this host's requests from Redis (a consumer group, so a restarted agent
-still answers what it had taken), asks the guest through qemu-ga and
-``guestd-ctl``, writes the reply back (again and again while Redis does not
-take it, until the request's deadline), and publishes which instances it
-serves. A Redis that comes back without its data gets the group and the
-routes back at once, from the running agent.
-With a ``[nova]`` section it also finishes recorded operations (end notices)
-and monitors the guests whose flavor asks for it, recovering the failed ones.
+still answers what it had taken) and hands each to :mod:`answer` on a worker,
+and publishes which instances it serves (:mod:`routes`). A Redis that comes
+back without its data gets the group and the routes back at once, from the
+running agent.
+With a ``[nova]`` section it also finishes recorded operations (:mod:`endings`)
+and monitors the guests whose flavor asks for it (:mod:`watcher`), recovering
+the failed ones. :class:`Agent` builds these parts and hands each exactly what
+it uses; none of them sees the agent itself.
 """
 
 from __future__ import annotations
@@ -22,10 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from guestd import protocol
-from novaproxy import audit, redis_schema, replies
+from novaproxy import redis_schema
+from novaproxy.agent import (
+    answer,
+    deliver,
+    endings,
+    hypervisor,
+    lifecycle_events,
+    recovery,
+    routes,
+    watcher,
+)
 from novaproxy.agent import config as agent_config
-from novaproxy.agent import deliver, endings, hypervisor, lifecycle_events, recovery, watcher
 from novaproxy.agent import masakari as masakari_client
 from novaproxy.agent import nova as nova_client
 
@@ -34,9 +43,6 @@ BLOCK_MS = 1000  # longest wait for new requests; bounds how fast a stop is noti
 # While Redis is unreachable the request loop tries again this often, so that a
 # Redis that came back (empty, perhaps) is noticed within it.
 REDIS_RETRY = 0.5
-# A reply that Redis did not take is sent again after this, doubling up to the
-# cap, until the request's deadline.
-REPLY_RETRY, REPLY_RETRY_CAP = 0.05, 0.5
 
 
 class _Outage:
@@ -59,55 +65,41 @@ class _Outage:
 
 
 class Agent:
+    """The composition root: builds the parts, hands each what it needs, runs its threads."""
+
     def __init__(self, config: agent_config.AgentConfig, guests, client: redis.Redis,
                  nova=None, masakari=None) -> None:
         self.config = config
-        self.guests = guests
         self.redis = client
         self.stopping = threading.Event()
-        self._served: set = set()
-        self._clock_offset = 0.0  # Redis clock minus ours
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="deliver")
         self.deliverer = deliver.Deliverer(guests, guestd_ctl=config.guestd_ctl,
                                            host=config.host, spool_dir=config.spool_dir)
         self._routes_now = threading.Event()  # a domain came or went: refresh at once
         self._operations_now = threading.Event()  # libvirt saw a change: check records now
-        self.endings = endings.Endings(self, nova) if nova is not None else None
+        host = config.host
         self.watcher = None
         if nova is not None and config.monitoring.enabled:
-            self.watcher = watcher.Watcher(self, nova, recovery.Recovery(
-                client, config.host, nova, masakari, config.monitoring), config.monitoring)
+            self.watcher = watcher.Watcher(
+                client, host, nova,
+                recovery.Recovery(client, host, nova, masakari, config.monitoring),
+                config.monitoring, guests, self._pool.submit, self.stopping)
+        self.endings = None
+        if nova is not None:
+            self.endings = endings.Endings(
+                client, host, nova, self.deliverer.deliver, self._pool.submit,
+                self._operations_now.set, self.watcher.saw if self.watcher is not None else None)
+        self.routes = routes.Routes(client, host, guests, config.route_interval)
+        self._answerer = answer.Answerer(client, host, self.deliverer.deliver, self.endings,
+                                         self.routes.redis_now, self.stopping)
 
-    def submit(self, fn, *args) -> None:
-        self._pool.submit(fn, *args)
-
-    def wake_operations(self) -> None:
-        """Check the operation records now, not at the next interval."""
-        self._operations_now.set()
-
-    # -- routes ------------------------------------------------------------
-
-    def refresh_routes(self) -> None:
-        """Publish routes for the instances here, withdraw those that left."""
-        current = self.guests.instances()
-        ttl = max(redis_schema.ROUTE_TTL, int(3 * self.config.route_interval))
-        redis_schema.publish_routes(self.redis, self.config.host, current, ttl)
-        gone = self._served - current
-        if gone:
-            redis_schema.withdraw_routes(self.redis, self.config.host, gone)
-            self.guests.forget(gone)
-        for instance in sorted(current - self._served):
-            LOG.info("serving instance %s", instance)
-        for instance in sorted(gone):
-            LOG.info("instance %s left this host", instance)
-        self._served = current
-        self._clock_offset = redis_schema.redis_time(self.redis) - time.time()
+    # -- the threads ------------------------------------------------------
 
     def _route_loop(self) -> None:
         outage = _Outage("publishing routes")
         while not self.stopping.is_set():
             try:
-                self.refresh_routes()
+                self.routes.refresh()
                 outage.ok()
             except (redis.RedisError, OSError) as exc:
                 outage.failed(exc)
@@ -121,9 +113,11 @@ class Agent:
         LOG.info("instance %s: libvirt event %s", instance, meaning.name)
         if meaning.domains_changed:
             self._routes_now.set()
-        if self.watcher is not None and (meaning.fatal or meaning.silence is not None):
-            self.watcher.lifecycle(instance, meaning.name,
-                                   None if meaning.fatal else meaning.silence)
+        if self.watcher is not None:
+            if meaning.fatal:
+                self.watcher.crashed(instance, meaning.name)
+            elif meaning.silence is not None:  # None: no news about silence
+                self.watcher.libvirt_silence(instance, meaning.silence)
         self._operations_now.set()  # an operation may just have completed
 
     def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
@@ -139,7 +133,7 @@ class Agent:
             self._operations_now.wait(self.config.operation_interval)
             self._operations_now.clear()
             try:
-                self.endings.check(set(self._served))
+                self.endings.check(self.routes.served())
                 outage.ok()
             except (redis.RedisError, OSError) as exc:
                 outage.failed(exc)
@@ -147,96 +141,6 @@ class Agent:
                 LOG.exception("checking recorded operations failed")
 
     # -- requests ----------------------------------------------------------
-
-    def handle(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
-        try:
-            self._answer(entry_id, raw, reply_to)
-        except (redis.RedisError, OSError) as exc:
-            # Not acknowledged: the entry stays pending and is retried after a restart.
-            LOG.warning("request %s: could not reply: %s", entry_id, exc)
-        except Exception:
-            LOG.exception("request %s: unexpected failure", entry_id)
-            redis_schema.acknowledge(self.redis, self.config.host, entry_id)
-
-    def _answer(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
-        host = self.config.host
-        try:
-            req = protocol.parse_request(raw if isinstance(raw, dict) else {})
-        except protocol.ProtocolError as exc:
-            LOG.warning("request %s is malformed (%s); dropped", entry_id, exc)
-            redis_schema.acknowledge(self.redis, host, entry_id)
-            return
-        age = redis_schema.entry_age(entry_id, time.time() + self._clock_offset)
-        started = time.monotonic()
-        deadline = started + req["timeout"] - age  # the proxy waits no longer (nor much more)
-        negotiating = self.endings is not None and req["phase"] in (protocol.VOTE,
-                                                                     protocol.PREPARE)
-        why_not = ""
-        if negotiating:
-            # Older operations' closing notices first: the guest hears them in order.
-            try:
-                why_not = self.endings.before_delivery(req, deadline)
-            except (redis.RedisError, OSError) as exc:
-                LOG.warning("request %s: older operations of %s not settled first: %s",
-                            req["id"], req["instance"], exc)
-            age += time.monotonic() - started
-        try:
-            if why_not:
-                reply = replies.Reply(req["id"], req["instance"],
-                                      replies.UNREACHABLE, detail=why_not, host=host)
-            else:
-                reply = self.deliverer.deliver(req, deliver.budget(req["timeout"], age))
-        finally:
-            if negotiating:
-                self.endings.after_delivery(req)
-        elapsed = time.monotonic() - started
-        voters = ", ".join(f"{v['name']}={v['vote']}" for v in reply.voters)
-        LOG.info("%s %s of instance %s (request %s): %s in %.0f ms%s%s",
-                 req["event"], req["phase"], req["instance"], req["id"], reply.outcome,
-                 elapsed * 1000, f" [{voters}]" if voters else "",
-                 f" ({reply.detail})" if reply.detail else "")
-        if not self._reply(entry_id, reply_to, reply, deadline):
-            return
-        try:
-            redis_schema.audit(self.redis, audit.GUEST_ANSWER, req["instance"], request=req["id"],
-                               event=req["event"], phase=req["phase"], outcome=reply.outcome,
-                               voters=reply.voters, detail=reply.detail, host=host,
-                               took_ms=round(elapsed * 1000))
-        except (redis.RedisError, OSError) as exc:
-            LOG.warning("request %s: replied, but the audit event was not written: %s",
-                        req["id"], exc)
-
-    def _reply(self, entry_id: str, reply_to: str | None, reply: replies.Reply,
-               deadline: float) -> bool:
-        """Reply and acknowledge, again and again while Redis does not take it, until the
-        request's deadline: a lost NACK would reach the proxy as no answer at all.
-
-        False if the deadline passed first (the entry stays pending, for a restart)."""
-        host, wait, attempts = self.config.host, REPLY_RETRY, 0
-        while True:
-            attempts += 1
-            try:
-                if reply_to:
-                    redis_schema.send_reply(self.redis, host, entry_id, reply_to, reply)
-                else:
-                    redis_schema.acknowledge(self.redis, host, entry_id)
-            except (redis.RedisError, OSError) as exc:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.stopping.is_set():
-                    LOG.warning("request %s: %s reply not delivered after %d attempt(s), the "
-                                "request's deadline has passed: %s", reply.id, reply.outcome,
-                                attempts, exc)
-                    return False
-                if attempts == 1:
-                    LOG.warning("request %s: Redis did not take the %s reply (%s); retrying "
-                                "for %.1fs more", reply.id, reply.outcome, exc, left)
-                self.stopping.wait(min(wait, left))
-                wait = min(wait * 2, REPLY_RETRY_CAP)
-                continue
-            if attempts > 1:
-                LOG.info("request %s: %s reply delivered at attempt %d", reply.id,
-                         reply.outcome, attempts)
-            return True
 
     def _restore_state(self) -> None:
         """Redis has lost this host's request group: it restarted without its data, or
@@ -268,7 +172,7 @@ class Agent:
     def run(self) -> None:
         host = self.config.host
         redis_schema.ensure_group(self.redis, host)
-        self.refresh_routes()
+        self.routes.refresh()
         threading.Thread(target=self._route_loop, name="routes", daemon=True).start()
         if self.endings is not None:
             threading.Thread(target=self._operation_loop, name="operations",
@@ -284,7 +188,7 @@ class Agent:
                                                     self.on_agent_event)
             threading.Thread(target=events.run, name="libvirt-events", daemon=True).start()
         LOG.info("agent for host %s ready: %d instance(s), guests via %s, requests from %s",
-                 host, len(self._served), self.config.hypervisor,
+                 host, len(self.routes.served()), self.config.hypervisor,
                  redis_schema.redact(self.config.redis_url))
         pending = True  # first, whatever a previous run took and did not finish
         outage = _Outage("reading requests")
@@ -300,7 +204,7 @@ class Agent:
                 LOG.info("resuming %d request(s) left unfinished", len(entries))
             pending = False
             for entry_id, raw, reply_to in entries:
-                self._pool.submit(self.handle, entry_id, raw, reply_to)
+                self._pool.submit(self._answerer.handle, entry_id, raw, reply_to)
         self._pool.shutdown(wait=True, cancel_futures=False)
         LOG.info("agent for host %s stopped", host)
 

@@ -2,7 +2,7 @@
 restarted agent.
 
 - ``novaproxy:{<uuid>}:monitor`` hash of flat string fields: the view its agent
-  publishes (the agent's watcher defines the fields), replaced as a whole and
+  publishes (its fields: :class:`novaproxy.monitor_view.MonitorView`), replaced as a whole and
   refreshed with a TTL, so the view of a VM no agent watches any more goes away.
 """
 

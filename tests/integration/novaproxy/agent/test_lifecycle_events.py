@@ -79,7 +79,7 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
                                                  channel=CHANNEL.format(name="crashing")))
     domain.create()
     try:
-        agent.refresh_routes()
+        agent.routes.refresh()
         events = lifecycle_events.LibvirtEvents(config.libvirt_uri, agent.on_domain_event,
                                                 agent.stopping)
         threading.Thread(target=events.run, daemon=True).start()
