@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import redis
@@ -27,19 +28,18 @@ LOG = logging.getLogger("novaproxy.agent.answer")
 REPLY_RETRY, REPLY_RETRY_CAP = 0.05, 0.5
 
 
+@dataclass(frozen=True)
 class Answerer:
-    def __init__(self, client: redis.Redis, host: str,
-                 deliver: Callable[[dict, float], replies.Reply],
-                 endings: Endings | None, redis_now: Callable[[], float],
-                 stopping: threading.Event) -> None:
-        """``deliver(req, timeout)`` takes a request to the guest; ``redis_now()`` is
-        Redis's clock as this host reckons it (a request's age is counted on it)."""
-        self._redis = client
-        self._host = host
-        self._deliver = deliver
-        self._endings = endings
-        self._redis_now = redis_now
-        self._stopping = stopping
+    """What answering needs. ``deliver(req, timeout)`` takes a request to the guest;
+    ``endings`` (None without Nova) sends older closings first; ``redis_now()`` is
+    Redis's clock as this host reckons it (a request's age is counted on it)."""
+
+    redis: redis.Redis
+    host: str
+    deliver: Callable[[dict, float], replies.Reply]
+    endings: Endings | None
+    redis_now: Callable[[], float]
+    stopping: threading.Event
 
     def handle(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
         try:
@@ -49,26 +49,26 @@ class Answerer:
             LOG.warning("request %s: could not reply: %s", entry_id, exc)
         except Exception:
             LOG.exception("request %s: unexpected failure", entry_id)
-            redis_schema.acknowledge(self._redis, self._host, entry_id)
+            redis_schema.acknowledge(self.redis, self.host, entry_id)
 
     def _answer(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
-        host = self._host
+        host = self.host
         try:
             req = protocol.parse_request(raw if isinstance(raw, dict) else {})
         except protocol.ProtocolError as exc:
             LOG.warning("request %s is malformed (%s); dropped", entry_id, exc)
-            redis_schema.acknowledge(self._redis, host, entry_id)
+            redis_schema.acknowledge(self.redis, host, entry_id)
             return
-        age = redis_schema.entry_age(entry_id, self._redis_now())
+        age = redis_schema.entry_age(entry_id, self.redis_now())
         started = time.monotonic()
         deadline = started + req["timeout"] - age  # the proxy waits no longer (nor much more)
-        negotiating = self._endings is not None and req["phase"] in (protocol.VOTE,
+        negotiating = self.endings is not None and req["phase"] in (protocol.VOTE,
                                                                      protocol.PREPARE)
         why_not = ""
         if negotiating:
             # Older operations' closing notices first: the guest hears them in order.
             try:
-                why_not = self._endings.before_delivery(req, deadline)
+                why_not = self.endings.before_delivery(req, deadline)
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("request %s: older operations of %s not settled first: %s",
                             req["id"], req["instance"], exc)
@@ -78,10 +78,10 @@ class Answerer:
                 reply = replies.Reply(req["id"], req["instance"],
                                            replies.UNREACHABLE, detail=why_not, host=host)
             else:
-                reply = self._deliver(req, budget(req["timeout"], age))
+                reply = self.deliver(req, budget(req["timeout"], age))
         finally:
             if negotiating:
-                self._endings.after_delivery(req)
+                self.endings.after_delivery(req)
         elapsed = time.monotonic() - started
         voters = ", ".join(f"{v['name']}={v['vote']}" for v in reply.voters)
         LOG.info("%s %s of instance %s (request %s): %s in %.0f ms%s%s",
@@ -91,7 +91,7 @@ class Answerer:
         if not self._reply(entry_id, reply_to, reply, deadline):
             return
         try:
-            redis_schema.audit(self._redis, audit.GUEST_ANSWER, req["instance"], request=req["id"],
+            redis_schema.audit(self.redis, audit.GUEST_ANSWER, req["instance"], request=req["id"],
                                event=req["event"], phase=req["phase"], outcome=reply.outcome,
                                voters=reply.voters, detail=reply.detail, host=host,
                                took_ms=round(elapsed * 1000))
@@ -104,17 +104,17 @@ class Answerer:
         """Reply and acknowledge, again and again while Redis does not take it, until the
         request's deadline. False if the deadline passed first (the entry stays pending,
         for a restart)."""
-        host, wait, attempts = self._host, REPLY_RETRY, 0
+        host, wait, attempts = self.host, REPLY_RETRY, 0
         while True:
             attempts += 1
             try:
                 if reply_to:
-                    redis_schema.send_reply(self._redis, host, entry_id, reply_to, reply)
+                    redis_schema.send_reply(self.redis, host, entry_id, reply_to, reply)
                 else:
-                    redis_schema.acknowledge(self._redis, host, entry_id)
+                    redis_schema.acknowledge(self.redis, host, entry_id)
             except (redis.RedisError, OSError) as exc:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stopping.is_set():
+                if left <= 0 or self.stopping.is_set():
                     LOG.warning("request %s: %s reply not delivered after %d attempt(s), the "
                                 "request's deadline has passed: %s", reply.id, reply.outcome,
                                 attempts, exc)
@@ -122,7 +122,7 @@ class Answerer:
                 if attempts == 1:
                     LOG.warning("request %s: Redis did not take the %s reply (%s); retrying "
                                 "for %.1fs more", reply.id, reply.outcome, exc, left)
-                self._stopping.wait(min(wait, left))
+                self.stopping.wait(min(wait, left))
                 wait = min(wait * 2, REPLY_RETRY_CAP)
                 continue
             if attempts > 1:

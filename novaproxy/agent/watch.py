@@ -21,7 +21,7 @@ import redis
 
 from novaproxy import audit, redis_schema
 from novaproxy.agent import monitor, probe
-from novaproxy.agent.guest_agent import GuestAgentError
+from novaproxy.agent.guest_agent import GuestAgent, GuestAgentError, Guests
 from novaproxy.agent.recovery import Recovery
 from novaproxy.monitor_view import MonitorView
 
@@ -34,7 +34,7 @@ class Shared:
 
     client: redis.Redis
     host: str
-    guests: object  # the hypervisor: guests.agent(instance) is its guest agent client
+    guests: Guests  # the hypervisor: guests.agent(instance) is its guest agent client
     status_file: str  # guestd's status file, inside the guest
     recovery: Recovery
     submit: Callable  # submit(fn, *args): run it on the agent's worker pool
@@ -169,10 +169,10 @@ class Watch:
         if m.state in (monitor.QUIET, monitor.FAILED):
             return out
         try:
-            guest_agent = self._shared.guests.agent(self.instance)
-            missed = probe.ping(guest_agent, interval)
+            qga = self._shared.guests.agent(self.instance)
+            missed = probe.ping(qga, interval)
         except GuestAgentError as exc:  # no socket or domain: the guest is not there
-            guest_agent, missed = None, str(exc)
+            qga, missed = None, str(exc)
         if missed:
             self._read_records_again()
         if missed and self.silences.operations:  # recorded since the last read: intended
@@ -181,8 +181,8 @@ class Watch:
         done = time.monotonic()
         with self._lock:
             out += m.missed(done, missed) if missed else m.answered(done)
-        if not missed and guest_agent is not None:
-            out += self._status(guest_agent, interval)
+        if not missed and qga is not None:
+            out += self._status(qga, interval)
         with self._lock:
             out += m.tick(time.monotonic())
         return out
@@ -196,9 +196,9 @@ class Watch:
             return  # the miss counts; the confirmation before any recovery reads again
         self.silences.recorded_since(ops)
 
-    def _status(self, guest_agent, timeout: float) -> list:
+    def _status(self, qga: GuestAgent, timeout: float) -> list:
         try:
-            status = probe.read_status(guest_agent, self._shared.status_file, timeout)
+            status = probe.read_status(qga, self._shared.status_file, timeout)
         except probe.StatusUnreadable as exc:
             if str(exc) != self._status_error:
                 LOG.info("instance %s: no guestd status: %s", self.instance, exc)

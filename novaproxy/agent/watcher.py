@@ -20,6 +20,7 @@ import redis
 from novaproxy import redis_schema
 from novaproxy.agent import monitor
 from novaproxy.agent.config import MonitoringConfig
+from novaproxy.agent.guest_agent import Guests
 from novaproxy.agent.nova import NovaError
 from novaproxy.agent.recovery import Recovery
 from novaproxy.agent.watch import Shared, Watch
@@ -32,7 +33,7 @@ VIEW_TTL = 120  # a view outlives its agent this long: a restarted agent picks i
 
 class Watcher:
     def __init__(self, client: redis.Redis, host: str, nova, recovery: Recovery,
-                 config: MonitoringConfig, guests, submit: Callable,
+                 config: MonitoringConfig, guests: Guests, submit: Callable,
                  stopping: threading.Event) -> None:
         self._redis = client
         self._host = host
