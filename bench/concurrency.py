@@ -8,7 +8,7 @@ One GuestChannel (what each novaproxy-api process has) with the default pool of
   application accepting at once), and must come back accepted.
 Redis's CLIENT LIST is sampled meanwhile to count this process's connections.
 
-    .venv/bin/python bench/concurrency.py [--inflight 1000] [--timeout 3]
+    .venv/bin/python -m bench.concurrency [--inflight 1000] [--timeout 3]
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ import threading
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import redis
 
-import redis  # noqa: E402
-
-from bench._stats import machine, percentile, summary_ms  # noqa: E402
-from guestd import protocol  # noqa: E402
-from guestd.client import Application, Vote  # noqa: E402
-from harness.guest import REPO, Guest, write_guestd_ctl  # noqa: E402
-from harness.processes import Process  # noqa: E402
-from harness.redis_server import RedisServer  # noqa: E402
-from novaproxy.api import policy  # noqa: E402
-from novaproxy.api._guest import REPLY_GRACE, GuestChannel  # noqa: E402
+from bench._stats import machine, percentile, summary_ms
+from guestd import protocol
+from guestd.client import Application, Vote
+from harness.guest import REPO, Guest, write_guestd_ctl
+from harness.processes import Process
+from harness.redis_server import RedisServer
+from novaproxy.api import policy
+from novaproxy.api._guest import REPLY_GRACE, GuestChannel
 
 
 def main() -> int:

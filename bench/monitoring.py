@@ -13,7 +13,7 @@ per compute host, and per server a real qemu-ga + guestd guest.
 3. soak: ``--soak-minutes`` with every CPU saturated by busy loops; every failure
    declared meanwhile is a false positive (target: 0).
 
-    .venv/bin/python bench/monitoring.py [--guests 100] [--hangs 30] [--soak-minutes 30]
+    .venv/bin/python -m bench.monitoring [--guests 100] [--hangs 30] [--soak-minutes 30]
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ import tempfile
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench._stats import machine, percentile, rss_mb  # noqa: E402
-from harness.processes import wait_for  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from novaproxy import audit, redis_schema  # noqa: E402
+from bench._stats import machine, percentile, rss_mb
+from harness.processes import wait_for
+from harness.stack import Stack
+from novaproxy import audit, redis_schema
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -10,14 +10,13 @@ Three measurements, same run, real components:
   record settled; as a ratio to the NACKed one (what the prepare and the
   record of intent cost the caller). Each round waits for the end notice.
 
-    .venv/bin/python bench/negotiation.py [--rounds 300]
+    .venv/bin/python -m bench.negotiation [--rounds 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,16 +24,14 @@ import uuid
 
 import urllib3
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench._stats import machine, percentile, rss_mb, summary_ms  # noqa: E402
-from guestd import protocol  # noqa: E402
-from guestd.client import Application, Vote  # noqa: E402
-from harness.processes import wait_for  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from novaproxy import redis_schema  # noqa: E402
-from novaproxy.api import policy  # noqa: E402
-from novaproxy.api._guest import GuestChannel  # noqa: E402
+from bench._stats import machine, percentile, rss_mb, summary_ms
+from guestd import protocol
+from guestd.client import Application, Vote
+from harness.processes import wait_for
+from harness.stack import Stack
+from novaproxy import redis_schema
+from novaproxy.api import policy
+from novaproxy.api._guest import GuestChannel
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ negotiation filter + forward app) in front of two upstreams, in the same run:
 Latency: sequential requests on a kept-alive connection (p50/p90/p99).
 Throughput: 8 client threads for a fixed time, direct vs through the proxy.
 
-    .venv/bin/python bench/passthrough.py [--requests 2000] [--seconds 5]
+    .venv/bin/python -m bench.passthrough [--requests 2000] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ import threading
 import time
 
 import urllib3
+from cheroot import wsgi
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cheroot import wsgi  # noqa: E402
-
-from bench._stats import machine, percentile, rss_mb, summary_ms  # noqa: E402
-from harness.processes import free_port  # noqa: E402
-from harness.stack import Stack  # noqa: E402
+from bench._stats import machine, percentile, rss_mb, summary_ms
+from harness.processes import free_port
+from harness.stack import Stack
 
 BODY = b'{"flavors": [{"id": "1", "name": "m1.tiny"}]}'
 

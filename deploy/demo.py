@@ -26,15 +26,13 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from novaclient import exceptions
 
-from novaclient import exceptions  # noqa: E402
-
-from harness.processes import wait_for  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from novaproxy import audit, redis_schema  # noqa: E402
-from novaproxy.cli import format_event  # noqa: E402
+from harness.guest import REPO
+from harness.processes import wait_for
+from harness.stack import Stack
+from novaproxy import audit, redis_schema
+from novaproxy.cli import format_event
 
 BOLD, DIM, RED, GREEN, RESET = ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") \
     if sys.stdout.isatty() else ("",) * 5

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/bootstrap.sh
-exec .venv/bin/python deploy/demo.py "$@"
+exec .venv/bin/python -m deploy.demo "$@"

@@ -1,4 +1,4 @@
-"""The benchmarks still run against the code as it is: a few rounds of each, as a script.
+"""The benchmarks still run against the code as it is: a few rounds of each, as a module.
 
 They are not in CI for their numbers (docs/benchmarks.md has those), but a change
 of an API they use must not leave them broken until someone next measures.
@@ -14,8 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 
-def run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, os.path.join(REPO, "bench", script), *args],
+def run(module: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", module, *args],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
@@ -23,11 +23,11 @@ def run(script: str, *args: str) -> str:
 
 @pytest.mark.system
 def test_negotiation_benchmark_runs():
-    out = run("negotiation.py", "--rounds", "20")
+    out = run("bench.negotiation", "--rounds", "20")
     assert "outcomes {'accept': 20}" in out
     assert "x the NACKed one's" in out
 
 
 def test_concurrency_benchmark_runs():
-    out = run("concurrency.py", "--inflight", "60", "--answered", "10", "--timeout", "2")
+    out = run("bench.concurrency", "--inflight", "60", "--answered", "10", "--timeout", "2")
     assert "{'answered:accept': 10, 'unanswered:unreachable': 50}" in out
