@@ -236,13 +236,14 @@ def test_agent_error_replies_through_libvirt_are_answers(vm):
         vm.agent.execute("guest-no-such-command", timeout=5)
     assert raised.value.error_class == "CommandNotFound"
     req = protocol.request(uuid.uuid4().hex, vm.id, "reboot", protocol.VOTE, timeout=5.0)
-    reply = deliver.deliver(_Guests(vm.agent), ("/usr/bin/no-guestd-ctl",), req, 5.0, HOST,
-                            spool_dir="")
+    deliverer = deliver.Deliverer(_Guests(vm.agent), guestd_ctl=("/usr/bin/no-guestd-ctl",),
+                                  host=HOST, spool_dir="")
+    reply = deliverer.deliver(req, 5.0)
     assert reply.outcome == protocol.NOT_NEGOTIATING, reply
 
 
 class _Guests:
-    """One guest's agent, where deliver() expects a hypervisor."""
+    """One guest's agent, where a Deliverer expects a hypervisor."""
 
     def __init__(self, agent) -> None:
         self._agent = agent

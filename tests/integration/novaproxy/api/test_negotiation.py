@@ -12,7 +12,7 @@ import webtest
 
 from guestd.client import Vote
 from harness.audit import audits
-from novaproxy import redis_schema
+from novaproxy import audit, redis_schema
 from novaproxy.api.server import load
 
 TOKEN = {"X-Auth-Token": "admin:demo"}
@@ -61,8 +61,8 @@ def test_ack_prepares_then_forwards(stack, proxy, negotiated_flavor, recorder):
     assert "reboot" in stack.instance_actions(server.id)
     events = audits(stack, server.id)
     assert [(e["kind"], e.get("outcome")) for e in events
-            if e["kind"] in ("negotiation", "notice")] == [
-        ("negotiation", "accept"), ("notice", "accept")]
+            if e["kind"] in (audit.NEGOTIATION, audit.NOTICE)] == [
+        (audit.NEGOTIATION, "accept"), (audit.NOTICE, "accept")]
 
 
 def test_flavor_without_the_extra_spec_passes_through(stack, proxy, plain_flavor, recorder):
