@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 
 from guestd import atomic
@@ -27,7 +26,8 @@ class Outbox:
 
     def __init__(self, path: str, epoch: str | None = None) -> None:
         self.path = path
-        self.epoch = gp.epoch_of(epoch or secrets.token_hex(8))
+        # os.urandom, not secrets: secrets would bring hashlib into the guest image.
+        self.epoch = gp.epoch_of(epoch or os.urandom(8).hex())
         self._seq = 0
         self._entries: list = []
         self._lock = threading.Lock()  # one writer at a time, and seq in file order
