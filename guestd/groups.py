@@ -1,0 +1,101 @@
+"""The host's server-group requests (event ``group``), answered like votes and notices.
+
+``message``: a message from another member of the group, handed to every application
+registered for ``group`` (a ``group-message`` on its socket) and to every group hook,
+then answered ``accept`` (delivered). The host delivers at least once: the dispatcher
+answers a repeated request id once (:mod:`guestd.once`), and a message the sender's
+agent queued twice (another id, the same sender, epoch and seq) is answered without
+being handed out again.
+
+``receipt``: the host took entries of the outbox; :class:`guestd.outbox.Outbox` drops
+them, and each result goes to the application that queued its entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from guestd import group_protocol as gp
+from guestd import hooks, protocol
+from guestd.dispatch import background, budget
+from guestd.outbox import Outbox
+from guestd.registry import Registry
+
+LOG = logging.getLogger(__name__)
+# Messages remembered by (sender, epoch, seq): far more than a recipient's queue holds.
+REMEMBERED = 4096
+
+
+class GroupRequests:
+    """Answers group requests for the ``registry``'s applications, the hooks in
+    ``hooks_dir`` and the ``outbox`` (None: this guestd sends nothing)."""
+
+    def __init__(self, registry: Registry, outbox: Outbox | None,
+                 hooks_dir: str | None) -> None:
+        self._registry = registry
+        self._outbox = outbox
+        self._hooks_dir = hooks_dir
+        self._seen: OrderedDict = OrderedDict()  # (from, epoch, seq) handed out
+        self._lock = threading.Lock()
+
+    def handle(self, req: dict) -> dict:
+        """The answer to one group request (an error for one that does not parse)."""
+        try:
+            if req["phase"] == protocol.MESSAGE:
+                return self._message(req, gp.parse_message_details(req["details"]))
+            if req["phase"] == protocol.RECEIPT:
+                return self._receipt(req, gp.parse_receipt(req["details"]))
+            raise protocol.ProtocolError(f"unknown group phase {req['phase']!r:.40}")
+        except protocol.ProtocolError as exc:
+            LOG.warning("group %s %s refused: %s", req["phase"], req["id"], exc)
+            return protocol.failure(str(exc))
+
+    def _first(self, details: dict) -> bool:
+        """Whether this message is seen for the first time (and remember it)."""
+        key = (details["from"], details["epoch"], details["seq"])
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = True
+            while len(self._seen) > REMEMBERED:
+                self._seen.popitem(last=False)
+            return True
+
+    def _message(self, req: dict, details: dict) -> dict:
+        if not self._first(details):
+            LOG.info("group message %s from %s (seq %d) already delivered", details["id"],
+                     details["from"], details["seq"])
+            return protocol.answer(req, protocol.ACCEPT)
+        message = gp.group_message(details)
+        wait = budget(req)
+        deadline = time.monotonic() + wait
+        ran = [(os.path.basename(path), background(hooks.run_group, path, message, wait))
+               for path in hooks.discover(self._hooks_dir)]
+        voters = [protocol.voter(name, protocol.ACCEPT if sent else protocol.ERROR,
+                                 "" if sent else "disconnected")
+                  for name, sent in self._registry.tell_all(protocol.GROUP, message)]
+        for name, future in ran:
+            try:
+                voters.append(future.result(timeout=max(deadline - time.monotonic(), 0)))
+            except FutureTimeout:
+                voters.append(protocol.voter(name, protocol.TIMEOUT))
+        LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
+                 details["from"], details["seq"], len(voters))
+        return protocol.answer(req, protocol.ACCEPT, voters)
+
+    def _receipt(self, req: dict, details: dict) -> dict:
+        if self._outbox is None:
+            raise protocol.ProtocolError("this guestd keeps no outbox")
+        routed = self._outbox.receipt(details)
+        for app, result in routed:
+            if not self._registry.tell(app, gp.group_result(result)):
+                LOG.info("result of seq %d not told: application %s is gone", result["seq"],
+                         app)
+        LOG.info("receipt up to seq %d: %d results, %d entries left", details["acked"],
+                 len(routed), len(self._outbox))
+        return protocol.answer(req, protocol.ACCEPT)
