@@ -199,10 +199,13 @@ class Stack:
             flavor.set_keys(extra_specs)
         return flavor
 
-    def boot(self, name: str, flavor, with_guest: bool = True, token: str = ADMIN_TOKEN):
-        """Create a server through Nova and, on its host, its qemu-ga + guestd guest."""
+    def boot(self, name: str, flavor, with_guest: bool = True, token: str = ADMIN_TOKEN,
+             group: str | None = None):
+        """Create a server through Nova and, on its host, its qemu-ga + guestd guest;
+        ``group``: a server group's id to boot it into."""
         nova = self.nova(token, direct=True)
-        server = nova.servers.create(name, IMAGE, flavor, nics="none")
+        hints = {"group": group} if group else None
+        server = nova.servers.create(name, IMAGE, flavor, nics="none", scheduler_hints=hints)
         server = self.wait_for_server(server.id, "ACTIVE")
         host = getattr(self.nova(direct=True).servers.get(server.id), "OS-EXT-SRV-ATTR:host")
         self.booted.append(server.id)
