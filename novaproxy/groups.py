@@ -36,6 +36,10 @@ POLL_INTERVAL = 0.5  # seconds between reads of one outbox
 EVENT = "group"
 RECEIPT = "receipt"
 MESSAGE = "message"
+# The outcomes of a receipt or message request that mean guestd had it.
+ANSWERED = (protocol.ACCEPT, protocol.REJECT)
+# guestd's outbox in the guest (its default; the agent's ``outbox_file`` setting).
+DEFAULT_OUTBOX = "/run/guestd/outbox.json"
 
 # -- outbox entries and results ----------------------------------------------------------
 KIND_MESSAGE, KIND_STATUS = "message", "status"
@@ -102,7 +106,7 @@ def sender_refusal(sender: Member, group: Group | None) -> str:
     """Why ``sender`` may send nothing at all ("" if it may)."""
     if not sender.known or not sender.messaging:
         return NOT_ENABLED
-    if group is None:
+    if group is None or sender.instance not in group.members:
         return NOT_IN_GROUP
     if len(group.members) > MAX_GROUP:
         return GROUP_TOO_LARGE
