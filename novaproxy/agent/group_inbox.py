@@ -72,7 +72,10 @@ class InboxRelay:
                 self._redis, positions, block_ms, PER_ROUND).items():
             with self._lock:
                 self._busy.add(instance)
-            self._submit(self._deliver_all, instance, entries)
+            try:
+                self._submit(self._deliver_all, instance, entries)
+            except RuntimeError:  # the pool shut down: the agent is stopping
+                break
         return True
 
     def _ready(self) -> list:

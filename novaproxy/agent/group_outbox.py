@@ -1,8 +1,9 @@
 """The ``group-outbox`` thread: read the outbox of each messaging VM served here, take
 what is new, and acknowledge it to the guest with a receipt.
 
-Every ``POLL_INTERVAL``, for each served VM whose flavor turns messaging on: one
-bounded read of guestd's outbox file through qemu-ga, parsed strictly; at most
+Every ``POLL_INTERVAL``, for each served VM whose flavor turns messaging on, on a
+worker of the agent's pool (one at a time per VM): one bounded read of guestd's
+outbox file through qemu-ga, parsed strictly; at most
 ``MAX_TAKEN`` new entries go to :class:`~novaproxy.agent.group_send.Sender`; what
 was taken (epoch, seq) and the receipt are stored before the receipt is delivered,
 so a restarted agent neither sends a message twice nor forgets a receipt: a receipt
@@ -33,37 +34,53 @@ RECEIPT_TIMEOUT = 5.0  # seconds for the guest to take a receipt
 
 
 class OutboxPoller:
-    """Polls the outboxes of the messaging VMs served here (``served``: their ids)."""
+    """Polls the outboxes of the messaging VMs served here (``served``: their ids), each
+    on a worker of the agent's pool (``submit``), so a slow guest holds up only itself."""
 
     def __init__(self, client: redis.Redis, guests: Guests, membership: Membership,
                  sender: Sender, deliver: Callable, served: Callable[[], set],
-                 outbox_file: str, stopping: threading.Event) -> None:
+                 submit: Callable, outbox_file: str, stopping: threading.Event) -> None:
         self._redis = client
         self._guests = guests
         self._membership = membership
         self._sender = sender
         self._deliver = deliver
         self._served = served
+        self._submit = submit
         self._outbox_file = outbox_file
         self._stopping = stopping
         self._complaints: dict = {}  # instance -> the last problem logged, said once
+        self._lock = threading.Lock()
+        self._busy: set = set()  # VMs whose poll runs on the pool now
 
     def run(self) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
             for instance in sorted(self._served()):
-                if self._stopping.is_set():
-                    break
+                with self._lock:
+                    if instance in self._busy:
+                        continue  # its last poll still runs (a slow guest)
+                    self._busy.add(instance)
                 try:
-                    if self._membership.member(instance).messaging:
-                        self.poll(instance)
-                except (redis.RedisError, OSError) as exc:
-                    self._complain(instance, f"Redis: {exc}")
-                except NovaError as exc:
-                    self._complain(instance, f"Nova: {exc}")
-                except Exception:
-                    LOG.exception("instance %s: polling its outbox failed", instance)
+                    self._submit(self._poll_guarded, instance)
+                except RuntimeError:  # the pool shut down: the agent is stopping
+                    return
             self._stopping.wait(max(0.0, groups.POLL_INTERVAL - (time.monotonic() - started)))
+
+    def _poll_guarded(self, instance: str) -> None:
+        """:meth:`poll` on a pool worker, for a VM whose flavor turns messaging on."""
+        try:
+            if self._membership.member(instance).messaging:
+                self.poll(instance)
+        except (redis.RedisError, OSError) as exc:
+            self._complain(instance, f"Redis: {exc}")
+        except NovaError as exc:
+            self._complain(instance, f"Nova: {exc}")
+        except Exception:
+            LOG.exception("instance %s: polling its outbox failed", instance)
+        finally:
+            with self._lock:
+                self._busy.discard(instance)
 
     def poll(self, instance: str) -> None:
         """One round for one VM: read, resend an unacknowledged receipt, take what is new."""
