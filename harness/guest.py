@@ -37,7 +37,7 @@ GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys
 STATUS_FILE = "guestd-status.json"
 # guestd's spool, relative to the guest's work directory too.
 SPOOL_DIR = "guestd-spool"
-# guestd's group-messaging outbox, relative to the guest's workdir (qemu-ga's cwd).
+# guestd's outbox of group messages, relative to the guest's work directory too.
 OUTBOX_FILE = "guestd-outbox.json"
 STATUS_INTERVAL = 0.2
 HEALTH_INTERVAL = 0.5
