@@ -101,7 +101,7 @@ def test_an_inbox_without_news_goes_away_with_its_ttl(redis_client):
 def test_a_blocking_read_wakes_for_a_new_message(redis_server, redis_client):
     got = []
     reader = threading.Thread(target=lambda: got.append(redis_schema.read_inboxes(
-        redis_schema.connect(redis_server.url), {A: "$", B: "$"}, 5000, 10)))
+        redis_schema.connect(redis_server.url), {A: "$", B: "$"}, 3000, 10)))
     reader.start()
     threading.Event().wait(0.2)
     redis_schema.append_message(redis_client, B, fields(7))
