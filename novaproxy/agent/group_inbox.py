@@ -21,8 +21,6 @@ from typing import Callable
 import redis
 
 from novaproxy import groups, redis_schema
-from novaproxy.agent.membership import Membership
-from novaproxy.agent.nova import NovaError
 
 LOG = logging.getLogger("novaproxy.agent.group_inbox")
 BLOCK_MS = 1000  # longest wait for a message; bounds how fast the served set is re-read
@@ -32,14 +30,13 @@ RETRY = 2.0  # seconds before a guest that did not answer is tried again
 
 
 class InboxRelay:
-    """Delivers the inboxes of the messaging VMs that ``served`` lists; ``submit`` runs a
-    VM's deliveries on the agent's pool."""
+    """Delivers the inboxes of the messaging VMs that ``served`` lists (as the membership
+    cache knows them); ``submit`` runs a VM's deliveries on the agent's pool."""
 
-    def __init__(self, client: redis.Redis, membership: Membership, deliver: Callable,
+    def __init__(self, client: redis.Redis, deliver: Callable,
                  served: Callable[[], set], submit: Callable,
                  redis_now: Callable[[], float], stopping: threading.Event) -> None:
         self._redis = client
-        self._membership = membership
         self._deliver = deliver
         self._served = served
         self._submit = submit
@@ -79,19 +76,15 @@ class InboxRelay:
         return True
 
     def _ready(self) -> list:
-        """The messaging VMs served here that are neither being delivered to nor waiting."""
+        """The messaging VMs served here that are neither being delivered to nor waiting.
+        Only the membership cache is read (the outbox poller keeps it filled from Nova),
+        so a slow Nova never holds this thread up."""
         now = time.monotonic()
         with self._lock:
             candidates = [i for i in sorted(self._served())
                           if i not in self._busy and self._retry_at.get(i, 0.0) <= now]
-        ready = []
-        for instance in candidates:
-            try:
-                if self._membership.member(instance).messaging:
-                    ready.append(instance)
-            except NovaError as exc:
-                LOG.debug("instance %s: membership unknown: %s", instance, exc)
-        return ready
+        members = redis_schema.cached_members(self._redis, candidates)
+        return [i for i in candidates if i in members and members[i].messaging]
 
     def _deliver_all(self, instance: str, entries: list) -> None:
         try:

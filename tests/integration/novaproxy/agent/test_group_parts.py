@@ -178,10 +178,21 @@ def queue(client, recipient, seq, ttl=60.0):
     return mid
 
 
-def relay(client, guests, nova=None):
-    return group_inbox.InboxRelay(client, membership.Membership(client, nova or Directory()),
-                                  guests.deliver, lambda: {B}, direct,
+def relay(client, guests):
+    membership.Membership(client, Directory()).member(B)  # as the outbox poller caches it
+    return group_inbox.InboxRelay(client, guests.deliver, lambda: {B}, direct,
                                   lambda: redis_schema.redis_time(client), None)
+
+
+def test_only_vms_the_membership_cache_knows_to_take_messages_are_read(redis_client):
+    queue(redis_client, B, 1)
+    relayed = group_inbox.InboxRelay(redis_client, Guests().deliver, lambda: {B}, direct,
+                                     lambda: redis_schema.redis_time(redis_client), None)
+    assert not relayed.round(None)  # not cached yet: not read, Nova not asked
+    redis_schema.cache_member(redis_client, groups.Member(B, known=True, messaging=False))
+    assert not relayed.round(None)
+    redis_schema.cache_member(redis_client, groups.Member(B, known=True, messaging=True))
+    assert relayed.round(None)
 
 
 def test_messages_are_delivered_in_order_and_reported(redis_client):
