@@ -30,6 +30,7 @@ import redis
 from novaproxy import groups
 from novaproxy.groups import Group, Member
 from novaproxy.redis_schema import keyspace, scripts
+from novaproxy.redis_schema.connection import check_block
 
 GROUP_TTL = 30  # seconds a membership read from Nova is trusted
 INBOX_TTL = groups.MESSAGE_TTL + 60  # an inbox (and its position) outlives its last message
@@ -145,6 +146,7 @@ def read_inboxes(client: redis.Redis, positions: dict, block_ms: int | None,
     waits up to ``block_ms`` for one (None: no wait)."""
     if not positions:
         return {}
+    check_block(client, block_ms)
     streams = {inbox_key(i): p for i, p in positions.items()}
     answer = client.xread(streams, count=count, block=block_ms) or []
     return {keyspace.instance_of(key): entries for key, entries in answer if entries}

@@ -35,7 +35,9 @@ def test_the_sender_needs_messaging_a_group_and_a_bounded_group():
     assert groups.sender_refusal(PEERS[C], GROUP) == groups.NOT_ENABLED
     assert groups.sender_refusal(PEERS[D], GROUP) == groups.NOT_ENABLED
     assert groups.sender_refusal(PEERS[A], None) == groups.NOT_IN_GROUP
-    big = groups.Group("g", "", "", tuple(str(uuid.uuid4()) for _ in range(groups.MAX_GROUP + 1)))
+    assert groups.sender_refusal(PEERS[A], groups.Group("g", "", "", (B,))) == \
+        groups.NOT_IN_GROUP
+    big = groups.Group("g", "", "", (A, *(str(uuid.uuid4()) for _ in range(groups.MAX_GROUP))))
     assert groups.sender_refusal(PEERS[A], big) == groups.GROUP_TOO_LARGE
 
 
