@@ -27,6 +27,8 @@ from novaproxy import headers
 MICROVERSION = "2.47"
 # 2.58: instance actions can be listed from a time on (``changes-since``).
 ACTIONS_MICROVERSION = "2.58"
+# 2.71: a server lists its server groups (``server_groups``); 2.64: a group has one policy.
+GROUPS_MICROVERSION = "2.71"
 SESSION_KEYS = ("endpoint_override", "region_name", "interface", "cafile", "insecure", "timeout")
 MESSAGE_LIMIT = 500  # characters of a service's error message kept in exceptions and results
 
@@ -96,6 +98,39 @@ class Nova:
         if resp.status_code != 200:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return _object(what, resp).get("server")
+
+    def server_groups(self, instance: str) -> list[str] | None:
+        """The ids of the server groups the server is in (Nova allows one); None once
+        Nova no longer knows the server. Any other failure is NovaUnavailable."""
+        what = f"GET /servers/{instance}"
+        resp = self._request("GET", f"/servers/{instance}", what,
+                             microversion=GROUPS_MICROVERSION)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
+        server = _object(what, resp).get("server")
+        gids = server.get("server_groups") if isinstance(server, dict) else None
+        return [g for g in gids if isinstance(g, str)] if isinstance(gids, list) else []
+
+    def server_group(self, gid: str) -> dict | None:
+        """The server group: ``id``, ``name``, ``policy``, ``members`` (server ids); None
+        once Nova no longer knows it. Any other failure is NovaUnavailable."""
+        what = f"GET /os-server-groups/{gid}"
+        resp = self._request("GET", f"/os-server-groups/{gid}", what,
+                             microversion=GROUPS_MICROVERSION)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
+        group = _object(what, resp).get("server_group")
+        if not isinstance(group, dict):
+            raise NovaUnavailable(what, resp.status_code, "no server_group in the answer")
+        members = group.get("members")
+        return {"id": str(group.get("id", gid)), "name": str(group.get("name") or ""),
+                "policy": str(group.get("policy") or ""),
+                "members": [m for m in members if isinstance(m, str)]
+                if isinstance(members, list) else []}
 
     def actions(self, instance: str, since: float) -> list[dict]:
         """The server's instance actions updated since ``since`` (a Unix time): each

@@ -21,6 +21,10 @@ each own one contract and say in their docstrings what their keys hold:
 - ``novaproxy:{<uuid>}:monitor`` hash, :mod:`.monitor_views`: the monitor's view of
   the instance
 - ``novaproxy:events`` stream, :mod:`.events`: the audit trail
+- ``novaproxy:{<uuid>}:member``, ``:inbox``, ``:inbox-pos``, ``:outbox`` and
+  ``novaproxy:{group:<gid>}:members``, ``:report:<id>``, ``:bucket[:<uuid>]``,
+  :mod:`.groups`: server-group messaging (memberships, inboxes, what was taken from
+  outboxes, delivery reports, rate buckets)
 
 :mod:`.keyspace` spells the keys (one hash tag per instance, for Redis
 Cluster), :mod:`.connection` makes clients with explicit bounds, and
@@ -39,6 +43,36 @@ from novaproxy.redis_schema.connection import (
     redis_time,
 )
 from novaproxy.redis_schema.events import EVENTS_MAXLEN, EVENTS_STREAM, audit, read_events
+from novaproxy.redis_schema.groups import (
+    GROUP_TTL,
+    INBOX_TTL,
+    OUTBOX_TTL,
+    RATE_OK,
+    REPORT_TTL,
+    append_message,
+    cache_group,
+    cache_member,
+    cached_group,
+    cached_member,
+    cached_members,
+    group_bucket_key,
+    group_key,
+    inbox_key,
+    inbox_pos_key,
+    inbox_positions,
+    mark_report,
+    member_key,
+    open_report,
+    outbox_key,
+    outbox_progress,
+    read_inboxes,
+    report,
+    report_key,
+    sender_bucket_key,
+    set_inbox_position,
+    set_outbox_progress,
+    take_tokens,
+)
 from novaproxy.redis_schema.locks import (
     acquire_lock,
     all_locks,
@@ -104,16 +138,21 @@ from novaproxy.redis_schema.routes import (
 
 __all__ = [
     "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
-    "EVENTS_STREAM", "POOL_TIMEOUT", "RATE_LIMITED", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
+    "EVENTS_STREAM", "GROUP_TTL", "INBOX_TTL", "OUTBOX_TTL", "POOL_TIMEOUT", "RATE_OK",
+    "REPORT_TTL", "RATE_LIMITED", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
     "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT",
     "acknowledge", "acquire_lock", "all_locks", "all_monitored", "all_operations", "all_routes",
-    "audit", "blocking_timeout", "claim_key", "claim_operation", "claim_recovery", "connect",
-    "ensure_group", "enqueue", "entry_age", "finish_operation", "forget_recorded",
-    "host_operations_key", "is_missing_group", "lock_key", "lock_owner", "monitor_key",
-    "monitor_view", "operations_of", "ops_key", "publish_monitor", "publish_routes",
-    "read_events", "read_replies", "record_operation", "recorded_on", "recoveries_key",
-    "recovery_key", "recovery_under_way", "redact", "redis_time", "release_claim",
-    "release_lock", "release_recovery", "renew_lock", "replies_stream", "requests_stream",
-    "route_key", "route_of", "send_reply", "take_requests", "update_operation",
-    "withdraw_routes",
+    "append_message", "audit", "blocking_timeout", "cache_group", "cache_member",
+    "cached_group", "cached_member", "cached_members", "claim_key", "claim_operation",
+    "claim_recovery", "connect", "ensure_group", "enqueue", "entry_age", "finish_operation",
+    "forget_recorded", "group_bucket_key", "group_key", "host_operations_key", "inbox_key",
+    "inbox_pos_key", "inbox_positions", "is_missing_group", "lock_key", "lock_owner",
+    "mark_report", "member_key", "monitor_key", "monitor_view", "open_report",
+    "operations_of", "ops_key", "outbox_key", "outbox_progress", "publish_monitor",
+    "publish_routes", "read_events", "read_inboxes", "read_replies", "record_operation",
+    "recorded_on", "recoveries_key", "recovery_key", "recovery_under_way", "redact",
+    "redis_time", "release_claim", "release_lock", "release_recovery", "renew_lock",
+    "replies_stream", "report", "report_key", "requests_stream", "route_key", "route_of",
+    "send_reply", "sender_bucket_key", "set_inbox_position", "set_outbox_progress",
+    "take_requests", "take_tokens", "update_operation", "withdraw_routes",
 ]

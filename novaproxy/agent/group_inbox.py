@@ -1,0 +1,127 @@
+"""The ``group-inbox`` thread: hand the messages queued for the messaging VMs served
+here to their guests, in order, each until guestd had it or it expired.
+
+One blocking ``XREAD`` over the inboxes of those VMs, from each one's stored
+position; a VM's messages are then delivered on a worker of the agent's pool (one
+worker per VM at a time, so a slow guest holds up only itself), each as a spool
+request. The position moves past a message once guestd answered (or it expired), so
+an agent restarted mid-delivery delivers again from there: at least once, and
+guestd hands each message id to its applications once. A guest that does not answer
+is tried again after ``RETRY`` seconds, until its messages expire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable
+
+import redis
+
+from novaproxy import groups, redis_schema
+
+LOG = logging.getLogger("novaproxy.agent.group_inbox")
+BLOCK_MS = 1000  # longest wait for a message; bounds how fast the served set is re-read
+PER_ROUND = 16  # messages read per inbox per round
+DELIVER_TIMEOUT = 5.0  # seconds for a guest to take one message
+RETRY = 2.0  # seconds before a guest that did not answer is tried again
+
+
+class InboxRelay:
+    """Delivers the inboxes of the messaging VMs that ``served`` lists (as the membership
+    cache knows them); ``submit`` runs a VM's deliveries on the agent's pool."""
+
+    def __init__(self, client: redis.Redis, deliver: Callable,
+                 served: Callable[[], set], submit: Callable,
+                 redis_now: Callable[[], float], stopping: threading.Event) -> None:
+        self._redis = client
+        self._deliver = deliver
+        self._served = served
+        self._submit = submit
+        self._redis_now = redis_now
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        self._busy: set = set()  # VMs whose deliveries run on the pool now
+        self._retry_at: dict = {}  # VM -> time.monotonic() before which it is not tried
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if not self.round(BLOCK_MS):
+                    self._stopping.wait(BLOCK_MS / 1000)
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("group inboxes: Redis: %s", exc)
+                self._stopping.wait(BLOCK_MS / 1000)
+            except Exception:
+                LOG.exception("group inboxes: relay round failed; continuing")
+                self._stopping.wait(BLOCK_MS / 1000)
+
+    def round(self, block_ms: int | None) -> bool:
+        """Read the inboxes once (waiting up to ``block_ms``) and start their deliveries;
+        False when no inbox was ready to read."""
+        ready = self._ready()
+        if not ready:
+            return False
+        positions = redis_schema.inbox_positions(self._redis, ready)
+        for instance, entries in redis_schema.read_inboxes(
+                self._redis, positions, block_ms, PER_ROUND).items():
+            with self._lock:
+                self._busy.add(instance)
+            try:
+                self._submit(self._deliver_all, instance, entries)
+            except RuntimeError:  # the pool shut down: the agent is stopping
+                break
+        return True
+
+    def _ready(self) -> list:
+        """The messaging VMs served here that are neither being delivered to nor waiting.
+        Only the membership cache is read (the outbox poller keeps it filled from Nova),
+        so a slow Nova never holds this thread up."""
+        now = time.monotonic()
+        with self._lock:
+            candidates = [i for i in sorted(self._served())
+                          if i not in self._busy and self._retry_at.get(i, 0.0) <= now]
+        members = redis_schema.cached_members(self._redis, candidates)
+        return [i for i in candidates if i in members and members[i].messaging]
+
+    def _deliver_all(self, instance: str, entries: list) -> None:
+        try:
+            for entry_id, fields in entries:
+                if not self._deliver_one(instance, entry_id, fields):
+                    with self._lock:
+                        self._retry_at[instance] = time.monotonic() + RETRY
+                    return
+            with self._lock:
+                self._retry_at.pop(instance, None)
+        except (redis.RedisError, OSError) as exc:
+            LOG.warning("instance %s: group inbox: Redis: %s", instance, exc)
+        finally:
+            with self._lock:
+                self._busy.discard(instance)
+
+    def _deliver_one(self, instance: str, entry_id: str, fields: dict) -> bool:
+        """Deliver one message; True when the position may move past it."""
+        gid, message_id = fields.get("group", ""), fields.get("id", "")
+        try:
+            expires = float(fields["expires"])
+            body = json.loads(fields["body"])
+            req = groups.message_request(instance, fields, body, DELIVER_TIMEOUT)
+        except (KeyError, ValueError, TypeError) as exc:  # only agents write inboxes
+            LOG.warning("instance %s: inbox entry %s unreadable, skipped: %s", instance,
+                        entry_id, exc)
+            redis_schema.set_inbox_position(self._redis, instance, entry_id)
+            return True
+        if self._redis_now() > expires:
+            state = groups.EXPIRED
+        else:
+            reply = self._deliver(req, DELIVER_TIMEOUT)
+            if reply.outcome not in groups.ANSWERED:
+                LOG.info("instance %s: message %s not delivered (%s %s); tried again",
+                         instance, message_id, reply.outcome, reply.detail)
+                return False
+            state = groups.DELIVERED
+        redis_schema.set_inbox_position(self._redis, instance, entry_id)
+        redis_schema.mark_report(self._redis, gid, message_id, instance, state)
+        return True

@@ -1,0 +1,144 @@
+"""The ``group-outbox`` thread: read the outbox of each messaging VM served here, take
+what is new, and acknowledge it to the guest with a receipt.
+
+Every ``POLL_INTERVAL``, for each served VM whose flavor turns messaging on, on a
+worker of the agent's pool (one at a time per VM): one bounded read of guestd's
+outbox file through qemu-ga, parsed strictly; at most
+``MAX_TAKEN`` new entries go to :class:`~novaproxy.agent.group_send.Sender`; what
+was taken (epoch, seq) and the receipt are stored before the receipt is delivered,
+so a restarted agent neither sends a message twice nor forgets a receipt: a receipt
+the guest has not acted on (its outbox still holds what was taken) is sent again
+before anything new is taken. A hostile outbox costs one bounded read and parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import redis
+
+from guestd.framing import ProtocolError
+from novaproxy import groups, redis_schema
+from novaproxy.agent import guest_agent
+from novaproxy.agent.group_send import Sender
+from novaproxy.agent.guest_agent import Guests
+from novaproxy.agent.membership import Membership
+from novaproxy.agent.nova import NovaError
+
+LOG = logging.getLogger("novaproxy.agent.group_outbox")
+READ_TIMEOUT = 2.0  # seconds for one read of an outbox
+RECEIPT_TIMEOUT = 5.0  # seconds for the guest to take a receipt
+
+
+class OutboxPoller:
+    """Polls the outboxes of the messaging VMs served here (``served``: their ids), each
+    on a worker of the agent's pool (``submit``), so a slow guest holds up only itself."""
+
+    def __init__(self, client: redis.Redis, guests: Guests, membership: Membership,
+                 sender: Sender, deliver: Callable, served: Callable[[], set],
+                 submit: Callable, outbox_file: str, stopping: threading.Event) -> None:
+        self._redis = client
+        self._guests = guests
+        self._membership = membership
+        self._sender = sender
+        self._deliver = deliver
+        self._served = served
+        self._submit = submit
+        self._outbox_file = outbox_file
+        self._stopping = stopping
+        self._complaints: dict = {}  # instance -> the last problem logged, said once
+        self._lock = threading.Lock()
+        self._busy: set = set()  # VMs whose poll runs on the pool now
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            for instance in sorted(self._served()):
+                with self._lock:
+                    if instance in self._busy:
+                        continue  # its last poll still runs (a slow guest)
+                    self._busy.add(instance)
+                try:
+                    self._submit(self._poll_guarded, instance)
+                except RuntimeError:  # the pool shut down: the agent is stopping
+                    return
+            self._stopping.wait(max(0.0, groups.POLL_INTERVAL - (time.monotonic() - started)))
+
+    def _poll_guarded(self, instance: str) -> None:
+        """:meth:`poll` on a pool worker, for a VM whose flavor turns messaging on."""
+        try:
+            if self._membership.member(instance).messaging:
+                self.poll(instance)
+        except (redis.RedisError, OSError) as exc:
+            self._complain(instance, f"Redis: {exc}")
+        except NovaError as exc:
+            self._complain(instance, f"Nova: {exc}")
+        except Exception:
+            LOG.exception("instance %s: polling its outbox failed", instance)
+        finally:
+            with self._lock:
+                self._busy.discard(instance)
+
+    def poll(self, instance: str) -> None:
+        """One round for one VM: read, resend an unacknowledged receipt, take what is new."""
+        outbox = self._read(instance)
+        if outbox is None:
+            return
+        epoch, taken, pending = redis_schema.outbox_progress(self._redis, instance)
+        if pending:
+            # Sent again while the outbox still holds what they acknowledge; otherwise the
+            # guest acted on them (or guestd restarted: a new epoch) and they are done.
+            if (groups.unacknowledged(outbox, epoch, taken)
+                    and not self._send_receipts(instance, pending)):
+                return  # the guest does not answer: nothing new until it does
+            redis_schema.set_outbox_progress(self._redis, instance, epoch, taken, [])
+        entries = groups.to_take(outbox, epoch, taken)
+        if not entries:
+            return
+        results = self._sender.take(instance, outbox["epoch"], entries)
+        receipts = groups.receipts(outbox["epoch"], results)
+        redis_schema.set_outbox_progress(self._redis, instance, outbox["epoch"],
+                                         entries[-1]["seq"], receipts)
+        if self._send_receipts(instance, receipts):
+            redis_schema.set_outbox_progress(self._redis, instance, outbox["epoch"],
+                                             entries[-1]["seq"], [])
+
+    def _read(self, instance: str) -> dict | None:
+        """The parsed outbox, None when there is none or it cannot be read or parsed."""
+        deadline = time.monotonic() + READ_TIMEOUT
+        try:
+            qga = self._guests.agent(instance)
+            data = guest_agent.read_file(qga, self._outbox_file, groups.MAX_OUTBOX_BYTES,
+                                         deadline)
+        except guest_agent.NotOpened:
+            return None  # no outbox yet: nothing sent
+        except guest_agent.GuestAgentError as exc:
+            self._complain(instance, f"outbox unreadable: {exc}")
+            return None
+        try:
+            outbox = groups.parse_outbox(data)
+        except ProtocolError as exc:
+            self._complain(instance, f"outbox invalid, nothing taken: {exc}")
+            return None
+        self._complaints.pop(instance, None)
+        return outbox
+
+    def _send_receipts(self, instance: str, receipts: list) -> bool:
+        """Deliver each receipt in order; True once the guest had all of them."""
+        for details in receipts:
+            reply = self._deliver(groups.receipt_request(instance, details, RECEIPT_TIMEOUT),
+                                  RECEIPT_TIMEOUT)
+            if reply.outcome not in groups.ANSWERED:
+                self._complain(instance, f"receipt not delivered: {reply.outcome} "
+                                         f"{reply.detail}")
+                return False
+        return True
+
+    def _complain(self, instance: str, what: str) -> None:
+        """Log a problem once, not at every poll."""
+        if self._complaints.get(instance) != what:
+            self._complaints[instance] = what
+            LOG.warning("instance %s: group messaging: %s", instance, what)

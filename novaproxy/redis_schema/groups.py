@@ -1,0 +1,220 @@
+"""Server-group messaging: memberships, inboxes, outbox progress, delivery reports and
+rate buckets (``docs/group-messaging.md``).
+
+- ``novaproxy:{<uuid>}:member`` string (JSON): Nova's view of the instance as a group
+  member (:class:`novaproxy.groups.Member`), cached for ``GROUP_TTL``
+- ``novaproxy:{group:<gid>}:members`` string (JSON): the server group's name, policy
+  and members, cached for ``GROUP_TTL``
+- ``novaproxy:{<uuid>}:inbox`` stream: the messages for the instance (fields: ``id``,
+  ``from``, ``group``, ``to``, ``epoch``, ``seq``, ``body`` (JSON text), ``sent_at``,
+  ``expires``), at most about ``QUEUE_MAX``; it goes away ``INBOX_TTL`` after the last
+  message came
+- ``novaproxy:{<uuid>}:inbox-pos`` string: the last inbox entry delivered
+- ``novaproxy:{<uuid>}:outbox`` hash: ``epoch``, ``seq`` (the last outbox entry the host
+  took) and ``receipts`` (JSON: the receipt details not yet acknowledged by the guest)
+- ``novaproxy:{group:<gid>}:report:<message id>`` hash: member -> pending / delivered /
+  expired, and ``expires``; a member still pending after ``expires`` reads as expired
+- ``novaproxy:{group:<gid>}:bucket`` and ``...:bucket:<sender uuid>`` hashes: the rate
+  limits' token buckets (:data:`scripts.GROUP_RATE`; one hash slot per group)
+
+Times are Redis's (the caller passes ``redis_time``), so agents' clocks never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import redis
+
+from novaproxy import groups
+from novaproxy.groups import Group, Member
+from novaproxy.redis_schema import keyspace, scripts
+from novaproxy.redis_schema.connection import check_block
+
+GROUP_TTL = 30  # seconds a membership read from Nova is trusted
+INBOX_TTL = groups.MESSAGE_TTL + 60  # an inbox (and its position) outlives its last message
+REPORT_TTL = groups.MESSAGE_TTL + 60
+OUTBOX_TTL = 24 * 3600  # what was taken from an outbox is remembered this long
+RATE_OK = "ok"
+
+
+def member_key(instance: str) -> str:
+    return keyspace.instance_key(instance, "member")
+
+
+def group_key(gid: str) -> str:
+    return f"{keyspace.PREFIX}:{{group:{gid}}}:members"
+
+
+def inbox_key(instance: str) -> str:
+    return keyspace.instance_key(instance, "inbox")
+
+
+def inbox_pos_key(instance: str) -> str:
+    return keyspace.instance_key(instance, "inbox-pos")
+
+
+def outbox_key(instance: str) -> str:
+    return keyspace.instance_key(instance, "outbox")
+
+
+def report_key(gid: str, message_id: str) -> str:
+    return f"{keyspace.PREFIX}:{{group:{gid}}}:report:{message_id}"
+
+
+def group_bucket_key(gid: str) -> str:
+    return f"{keyspace.PREFIX}:{{group:{gid}}}:bucket"
+
+
+def sender_bucket_key(gid: str, sender: str) -> str:
+    return f"{group_bucket_key(gid)}:{sender}"
+
+
+# -- the membership cache ---------------------------------------------------------------------
+
+
+def cache_member(client: redis.Redis, member: Member, ttl: int = GROUP_TTL) -> None:
+    client.set(member_key(member.instance), json.dumps(asdict(member)), ex=ttl)
+
+
+def cached_member(client: redis.Redis, instance: str) -> Member | None:
+    """The cached member, None when not cached (or unreadable: read Nova again)."""
+    raw = client.get(member_key(instance))
+    try:
+        return Member(**json.loads(raw)) if raw else None
+    except (ValueError, TypeError):
+        return None
+
+
+def cached_members(client: redis.Redis, instances: list) -> dict:
+    """instance -> cached :class:`Member` for those cached (one MGET)."""
+    if not instances:
+        return {}
+    out = {}
+    for instance, raw in zip(instances, client.mget([member_key(i) for i in instances])):
+        try:
+            if raw:
+                out[instance] = Member(**json.loads(raw))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def cache_group(client: redis.Redis, group: Group, ttl: int = GROUP_TTL) -> None:
+    client.set(group_key(group.gid), json.dumps(
+        {"name": group.name, "policy": group.policy, "members": list(group.members)}), ex=ttl)
+
+
+def cached_group(client: redis.Redis, gid: str) -> Group | None:
+    raw = client.get(group_key(gid))
+    try:
+        data = json.loads(raw) if raw else None
+        return Group(gid, data["name"], data["policy"], tuple(data["members"])) if data else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+# -- inboxes ------------------------------------------------------------------------------------
+
+
+def append_message(client: redis.Redis, instance: str, fields: dict,
+                   maxlen: int = groups.QUEUE_MAX) -> str:
+    """Queue a message for ``instance``; the oldest go once about ``maxlen`` are queued.
+    Returns the entry id."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(inbox_key(instance), fields, maxlen=maxlen, approximate=True)
+    pipe.expire(inbox_key(instance), INBOX_TTL)
+    return pipe.execute()[0]
+
+
+def inbox_positions(client: redis.Redis, instances: list) -> dict:
+    """instance -> the last entry delivered ("0-0": none yet)."""
+    if not instances:
+        return {}
+    raw = client.mget([inbox_pos_key(i) for i in instances])
+    return {i: p or "0-0" for i, p in zip(instances, raw)}
+
+
+def set_inbox_position(client: redis.Redis, instance: str, entry_id: str) -> None:
+    client.set(inbox_pos_key(instance), entry_id, ex=INBOX_TTL)
+
+
+def read_inboxes(client: redis.Redis, positions: dict, block_ms: int | None,
+                 count: int) -> dict:
+    """instance -> ``[(entry_id, fields)]`` after each position, at most ``count`` each;
+    waits up to ``block_ms`` for one (None: no wait)."""
+    if not positions:
+        return {}
+    check_block(client, block_ms)
+    streams = {inbox_key(i): p for i, p in positions.items()}
+    answer = client.xread(streams, count=count, block=block_ms) or []
+    return {keyspace.instance_of(key): entries for key, entries in answer if entries}
+
+
+# -- outbox progress ------------------------------------------------------------------------
+
+
+def outbox_progress(client: redis.Redis, instance: str) -> tuple:
+    """``(epoch, seq, receipts)``: the last outbox entry taken, and the receipts the
+    guest has not acknowledged yet (``("", 0, [])`` for none)."""
+    raw = client.hgetall(outbox_key(instance))
+    try:
+        return (raw.get("epoch", ""), int(raw.get("seq", 0)),
+                json.loads(raw.get("receipts", "[]")))
+    except ValueError:
+        return "", 0, []
+
+
+def set_outbox_progress(client: redis.Redis, instance: str, epoch: str, seq: int,
+                        receipts: list) -> None:
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(outbox_key(instance), mapping={"epoch": epoch, "seq": seq,
+                                             "receipts": json.dumps(receipts)})
+    pipe.expire(outbox_key(instance), OUTBOX_TTL)
+    pipe.execute()
+
+
+# -- delivery reports -------------------------------------------------------------------------
+
+
+def open_report(client: redis.Redis, gid: str, message_id: str, members: list,
+                expires: float) -> None:
+    key = report_key(gid, message_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, mapping={"expires": repr(expires),
+                            **{m: groups.PENDING for m in members}})
+    pipe.expire(key, REPORT_TTL)
+    pipe.execute()
+
+
+def mark_report(client: redis.Redis, gid: str, message_id: str, member: str,
+                state: str) -> None:
+    """Set ``member``'s state, only in a report that still exists."""
+    key = report_key(gid, message_id)
+    if client.hexists(key, member):
+        client.hset(key, member, state)
+
+
+def report(client: redis.Redis, gid: str, message_id: str, now: float) -> dict:
+    """member -> state; a member still pending after the message expired is expired."""
+    raw = client.hgetall(report_key(gid, message_id))
+    expires = float(raw.pop("expires", "inf"))
+    return {m: groups.EXPIRED if s == groups.PENDING and now > expires else s
+            for m, s in raw.items()}
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+def take_tokens(client: redis.Redis, gid: str, sender: str, now: float, cost: int = 1,
+                sender_rate: float = groups.SENDER_RATE,
+                sender_burst: float = groups.SENDER_BURST,
+                group_rate: float = groups.GROUP_RATE,
+                group_burst: float = groups.GROUP_BURST) -> str:
+    """:data:`RATE_OK` if both the sender's and the group's rate allow ``cost`` messages
+    now (then taken from both), else which one is short: ``"sender"`` or ``"group"``."""
+    return scripts.GROUP_RATE(
+        keys=[sender_bucket_key(gid, sender), group_bucket_key(gid)],
+        args=[repr(now), sender_rate, sender_burst, group_rate, group_burst, cost],
+        client=client)
