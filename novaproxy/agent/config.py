@@ -8,8 +8,8 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 
+from guestd import group_protocol
 from guestd.protocol import DEFAULT_SPOOL_DIR, DEFAULT_STATUS_FILE
-from novaproxy import groups
 from novaproxy.agent import monitor
 
 HYPERVISORS = ("libvirt", "qga-socket")
@@ -48,7 +48,7 @@ class AgentConfig:
     # guestd's spool in the guest, tried before guest-exec; empty: guest-exec only.
     spool_dir: str = DEFAULT_SPOOL_DIR
     # guestd's group-messaging outbox in the guest (relative paths are qemu-ga's cwd's).
-    outbox_file: str = groups.DEFAULT_OUTBOX
+    outbox_file: str = group_protocol.DEFAULT_OUTBOX
 
 
 def _positive(section, key: str, default: float, kind=float) -> float:
@@ -125,7 +125,7 @@ def load(path: str) -> AgentConfig:
     if any(c in spool_dir for c in "\0\n"):
         raise ConfigError(f"[agent] spool_dir = {spool_dir!r}: must be a path in the guest "
                           "(guestd's --spool-dir), or empty for guest-exec only")
-    outbox_file = section.get("outbox_file", groups.DEFAULT_OUTBOX).strip()
+    outbox_file = section.get("outbox_file", group_protocol.DEFAULT_OUTBOX).strip()
     if not outbox_file or any(c in outbox_file for c in "\0\n"):
         raise ConfigError(f"[agent] outbox_file = {outbox_file!r}: must be the path of "
                           "guestd's group-messaging outbox in the guest")

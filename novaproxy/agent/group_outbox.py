@@ -3,7 +3,7 @@ what is new, and acknowledge it to the guest with a receipt.
 
 Every ``POLL_INTERVAL``, for each served VM whose flavor turns messaging on, on a
 worker of the agent's pool (one at a time per VM): one bounded read of guestd's
-outbox file through qemu-ga, parsed strictly; at most
+outbox file through qemu-ga, parsed strictly (``group_protocol.parse_outbox``); at most
 ``MAX_TAKEN`` new entries go to :class:`~novaproxy.agent.group_send.Sender`; what
 was taken (epoch, seq) and the receipt are stored before the receipt is delivered,
 so a restarted agent neither sends a message twice nor forgets a receipt: a receipt
@@ -20,6 +20,7 @@ from typing import Callable
 
 import redis
 
+from guestd import group_protocol as gp
 from guestd.framing import ProtocolError
 from novaproxy import groups, redis_schema
 from novaproxy.agent import guest_agent
@@ -111,7 +112,7 @@ class OutboxPoller:
         deadline = time.monotonic() + READ_TIMEOUT
         try:
             qga = self._guests.agent(instance)
-            data = guest_agent.read_file(qga, self._outbox_file, groups.MAX_OUTBOX_BYTES,
+            data = guest_agent.read_file(qga, self._outbox_file, gp.MAX_OUTBOX_BYTES,
                                          deadline)
         except guest_agent.NotOpened:
             return None  # no outbox yet: nothing sent
@@ -119,7 +120,7 @@ class OutboxPoller:
             self._complain(instance, f"outbox unreadable: {exc}")
             return None
         try:
-            outbox = groups.parse_outbox(data)
+            outbox = gp.parse_outbox(data)
         except ProtocolError as exc:
             self._complain(instance, f"outbox invalid, nothing taken: {exc}")
             return None

@@ -15,6 +15,7 @@ from typing import Callable
 
 import redis
 
+from guestd import group_protocol as gp
 from novaproxy import groups, redis_schema
 from novaproxy.agent.membership import Membership
 from novaproxy.agent.nova import NovaError
@@ -48,11 +49,9 @@ class Sender:
     def _one(self, sender: str, epoch: str, entry: dict, group: groups.Group,
              peers: dict) -> dict:
         seq = entry["seq"]
-        if entry["kind"] == groups.KIND_STATUS:
-            return {"seq": seq, "status": groups.ACCEPTED,
-                    "group": groups.group_status(group, peers, self._monitor_states(group))}
-        if groups.body_too_large(entry["body"]):
-            return groups.refused(seq, groups.TOO_LARGE)
+        if entry["kind"] == gp.KIND_STATUS:
+            return gp.result(seq, gp.ACCEPTED, group=groups.group_status(
+                group, peers, self._monitor_states(group)))
         to, refusal = groups.recipients(sender, entry["to"], group, peers)
         if refusal == groups.NOT_A_MEMBER and entry["to"] != sender:
             to, refusal = self._joined(sender, entry["to"], group, peers)
@@ -72,8 +71,8 @@ class Sender:
             redis_schema.append_message(self._redis, recipient, fields)
         LOG.debug("instance %s: message %s (seq %d) queued for %d member(s)", sender,
                   message_id, seq, len(to))
-        return {"seq": seq, "status": groups.ACCEPTED, "message": message_id,
-                "members": {m: groups.PENDING for m in to}}
+        return gp.result(seq, gp.ACCEPTED, message=message_id,
+                         members={m: groups.PENDING for m in to})
 
     def _joined(self, sender: str, to: str, group: groups.Group, peers: dict) -> tuple:
         """:func:`groups.recipients` for a ``to`` the cached group does not hold, once Nova

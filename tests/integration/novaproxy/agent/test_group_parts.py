@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from guestd import group_protocol as gp
 from novaproxy import flavor, groups, redis_schema, replies
 from novaproxy.agent import group_inbox, group_outbox, group_send, hypervisor, membership
 from novaproxy.agent.nova import NovaUnavailable
@@ -143,9 +144,9 @@ def test_the_sender_rate_refuses_past_its_burst_and_a_poll_takes_max_taken(
     poll.poll(A)
     results = [r for req in guests.asked for r in req["details"]["results"]]
     assert [r["seq"] for r in results] == list(range(1, 31))
-    accepted = [r["seq"] for r in results if r["status"] == groups.ACCEPTED]
+    accepted = [r["seq"] for r in results if r["status"] == gp.ACCEPTED]
     assert groups.SENDER_BURST <= len(accepted) < groups.SENDER_BURST + 3  # a refill, at most
-    assert {r["reason"] for r in results if r["status"] == groups.REFUSED} == {
+    assert {r["reason"] for r in results if r["status"] == gp.REFUSED} == {
         groups.RATE_LIMITED}
     assert inbox(redis_client, B) == accepted
 

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from guestd import group_protocol as gp
 from guestd.client import Application
 from harness.guest import OUTBOX_FILE
 from harness.processes import wait_for
@@ -29,7 +30,7 @@ class Heard:
     def __init__(self, guest):
         self.notices = []
         self._lock = threading.Lock()
-        self.app = Application(f"heard-{uuid.uuid4().hex[:6]}", events=[groups.EVENT],
+        self.app = Application(f"heard-{uuid.uuid4().hex[:6]}", events=[gp.GROUP],
                                on_notice=self._notice,
                                socket_path=guest.guestd_socket).start()
         assert self.app.registered.wait(5)
@@ -104,12 +105,12 @@ def test_messages_reach_the_members_that_take_them_and_every_entry_gets_a_result
                  message(3, to=c.id), message(4, to=d.id), message(5, to=a.id),
                  {"seq": 6, "kind": "status", "app": "db"})
 
-    receipts = wait_for(lambda: len(results_of(ears[a.id].of(groups.RECEIPT))) == 6
-                        and ears[a.id].of(groups.RECEIPT), 20, "the receipts")
+    receipts = wait_for(lambda: len(results_of(ears[a.id].of(gp.RECEIPT))) == 6
+                        and ears[a.id].of(gp.RECEIPT), 20, "the receipts")
     results = results_of(receipts)
     assert {n.details["epoch"] for n in receipts} == {EPOCH}
     assert max(n.details["acked"] for n in receipts) == 6
-    assert results[1]["status"] == results[2]["status"] == groups.ACCEPTED
+    assert results[1]["status"] == results[2]["status"] == gp.ACCEPTED
     assert results[1]["members"] == {b.id: groups.PENDING}
     assert results[2]["members"] == {b.id: groups.PENDING}
     assert [results[n]["reason"] for n in (3, 4, 5)] == [
@@ -119,8 +120,8 @@ def test_messages_reach_the_members_that_take_them_and_every_entry_gets_a_result
     assert status["members"][c.id]["messaging"] is False
     assert status["members"][b.id]["status"] == "ACTIVE"
 
-    got = wait_for(lambda: len(ears[b.id].of(groups.MESSAGE)) == 2
-                   and ears[b.id].of(groups.MESSAGE), 20, "b's messages")
+    got = wait_for(lambda: len(ears[b.id].of(gp.MESSAGE)) == 2
+                   and ears[b.id].of(gp.MESSAGE), 20, "b's messages")
     assert [(n.details["from"], n.details["seq"], n.details["body"]) for n in got] == [
         (a.id, 1, {"hello": 1, "from": d.id}), (a.id, 2, "just you")]
     assert [n.details["id"] for n in got] == [results[s]["message"] for s in (1, 2)]
@@ -130,9 +131,9 @@ def test_messages_reach_the_members_that_take_them_and_every_entry_gets_a_result
             stack_redis, group, results[s]["message"], time.time()) == {
                 b.id: groups.DELIVERED}, 10, "the delivery report")
     time.sleep(1.0)  # the outbox is read again meanwhile: nothing is taken twice
-    assert len(ears[b.id].of(groups.MESSAGE)) == 2
-    assert not ears[c.id].of(groups.MESSAGE) and not ears[d.id].of(groups.MESSAGE)
-    assert len(results_of(ears[a.id].of(groups.RECEIPT))) == 6
+    assert len(ears[b.id].of(gp.MESSAGE)) == 2
+    assert not ears[c.id].of(gp.MESSAGE) and not ears[d.id].of(gp.MESSAGE)
+    assert len(results_of(ears[a.id].of(gp.RECEIPT))) == 6
 
 
 def test_a_vm_in_no_group_and_a_hostile_outbox_get_refusals_or_nothing(
@@ -140,8 +141,8 @@ def test_a_vm_in_no_group_and_a_hostile_outbox_get_refusals_or_nothing(
     loner, _ = stack.boot("m-loner", messaging_flavor)
     ear = heard(stack.guests[loner.id])
     write_outbox(stack.guests[loner.id], message(1), message(2))
-    receipts = wait_for(lambda: len(results_of(ear.of(groups.RECEIPT))) == 2
-                        and ear.of(groups.RECEIPT), 20, "the refusals")
+    receipts = wait_for(lambda: len(results_of(ear.of(gp.RECEIPT))) == 2
+                        and ear.of(gp.RECEIPT), 20, "the refusals")
     assert {r["reason"] for r in results_of(receipts).values()} == {groups.NOT_IN_GROUP}
     # Garbage, then a huge file: nothing is taken, nothing breaks.
     path = os.path.join(stack.guests[loner.id].workdir, OUTBOX_FILE)
@@ -149,12 +150,12 @@ def test_a_vm_in_no_group_and_a_hostile_outbox_get_refusals_or_nothing(
         f.write(b"{not json")
     time.sleep(1.0)
     with open(path, "wb") as f:
-        f.write(b" " * (groups.MAX_OUTBOX_BYTES + 10))
+        f.write(b" " * (gp.MAX_OUTBOX_BYTES + 10))
     time.sleep(1.0)
     # A new epoch (guestd restarted) is read afresh once the outbox is valid again.
     write_outbox(stack.guests[loner.id], message(1), epoch="ffeeddccbbaa9988")
     wait_for(lambda: redis_schema.outbox_progress(stack_redis, loner.id)[:2]
              == ("ffeeddccbbaa9988", 1), 20, "the new epoch taken")
-    second = wait_for(lambda: ear.of(groups.RECEIPT)[1:], 10, "the new epoch's receipt")
+    second = wait_for(lambda: ear.of(gp.RECEIPT)[1:], 10, "the new epoch's receipt")
     assert [(n.details["epoch"], n.details["acked"]) for n in second] == [
         ("ffeeddccbbaa9988", 1)]
