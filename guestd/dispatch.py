@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from guestd import group_protocol as gp
 from guestd import hooks, once, protocol, votes
 from guestd.registry import Registry
 
@@ -42,6 +43,13 @@ def budget(req: dict) -> float:
     return max(req["timeout"] - REPLY_MARGIN, 0.05)
 
 
+def _remembered(answer: dict) -> bool:
+    """A group message nobody took (no application or hook yet) is not remembered, so
+    that the host's next delivery of it is handed out (:func:`group_protocol.delivered`)."""
+    return answer.get("phase") != protocol.MESSAGE or gp.delivered(answer["result"],
+                                                                  answer["voters"])
+
+
 class Dispatcher:
     """Asks the ``registry``'s applications and the vote hooks in ``hooks_dir``;
     ``group`` answers the requests of server-group messaging (:mod:`guestd.groups`)."""
@@ -56,8 +64,9 @@ class Dispatcher:
     def handle(self, req: dict) -> dict:
         """The answer to ``req``; its applications and hooks hear it once, however often
         the host delivers it (a repeat gets the first answer)."""
-        deliver = self._group if req["event"] == protocol.GROUP else self._deliver
-        return self._once.answer(req, deliver, budget(req))
+        if req["event"] == protocol.GROUP:
+            return self._once.answer(req, self._group, budget(req), _remembered)
+        return self._once.answer(req, self._deliver, budget(req))
 
     def _deliver(self, req: dict) -> dict:
         """Hand ``req`` to every interested application and hook; return the answer."""

@@ -14,7 +14,7 @@ guest images, and :mod:`guestd.protocol`'s lean import for guestd-ctl is untouch
 from __future__ import annotations
 
 from guestd.framing import ProtocolError, compact, decode
-from guestd.protocol import FAILURE, MAX_NAME, MAX_REASON, VERSION
+from guestd.protocol import ACCEPT, FAILURE, MAX_NAME, MAX_REASON, REJECT, VERSION
 from guestd.protocol import GROUP as GROUP  # re-exported: the request vocabulary
 from guestd.protocol import MESSAGE as MESSAGE
 from guestd.protocol import RECEIPT as RECEIPT
@@ -187,6 +187,15 @@ def message_details(mid: str, sender: str, group: str, to: str, epoch: str, seq:
                     body: object, sent_at: float, expires: float) -> dict:
     return {"id": mid, "from": sender, "group": group, "to": to, "epoch": epoch, "seq": seq,
             "body": body, "sent_at": sent_at, "expires": expires}
+
+
+def delivered(result: str, voters: list) -> bool:
+    """Whether guestd's answer to a MESSAGE means it has the message: ``accept`` naming
+    who took it, or ``reject`` (handed out already, under another request id). An
+    ``accept`` naming nobody says nothing in the guest takes group messages yet (early
+    in a boot): the host keeps the message queued and delivers it again, until it
+    expires, and guestd does not remember that request id."""
+    return result == REJECT or (result == ACCEPT and bool(voters))
 
 
 def _time(value: object, field: str) -> float:

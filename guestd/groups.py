@@ -2,10 +2,12 @@
 
 ``message``: a message from another member of the group, handed to every application
 registered for ``group`` (a ``group-message`` on its socket) and to every group hook,
-then answered ``accept`` (delivered). The host delivers at least once: the dispatcher
-answers a repeated request id once (:mod:`guestd.once`), and a message the sender's
-agent queued twice (another id, the same sender, epoch and seq) is answered without
-being handed out again.
+then answered ``accept`` naming them (delivered). The host delivers at least once: the
+dispatcher answers a repeated request id once (:mod:`guestd.once`), and a message the
+sender's agent queued twice (another id, the same sender, epoch and seq) is answered
+``reject`` without being handed out again. A message nobody takes yet (early in a boot)
+is answered ``accept`` naming nobody and forgotten: the host delivers it again
+(:func:`group_protocol.delivered`).
 
 ``receipt``: the host took entries of the outbox; :class:`guestd.outbox.Outbox` drops
 them, and each result goes to the application that queued its entry.
@@ -55,9 +57,13 @@ class GroupRequests:
             LOG.warning("group %s %s refused: %s", req["phase"], req["id"], exc)
             return protocol.failure(str(exc))
 
+    @staticmethod
+    def _key(details: dict) -> tuple:
+        return details["from"], details["epoch"], details["seq"]
+
     def _first(self, details: dict) -> bool:
         """Whether this message is seen for the first time (and remember it)."""
-        key = (details["from"], details["epoch"], details["seq"])
+        key = self._key(details)
         with self._lock:
             if key in self._seen:
                 return False
@@ -70,7 +76,7 @@ class GroupRequests:
         if not self._first(details):
             LOG.info("group message %s from %s (seq %d) already delivered", details["id"],
                      details["from"], details["seq"])
-            return protocol.answer(req, protocol.ACCEPT)
+            return protocol.answer(req, protocol.REJECT)
         message = gp.group_message(details)
         wait = budget(req)
         deadline = time.monotonic() + wait
@@ -84,8 +90,15 @@ class GroupRequests:
                 voters.append(future.result(timeout=max(deadline - time.monotonic(), 0)))
             except FutureTimeout:
                 voters.append(protocol.voter(name, protocol.TIMEOUT))
-        LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
-                 details["from"], details["seq"], len(voters))
+        if not voters:
+            with self._lock:
+                self._seen.pop(self._key(details), None)
+            LOG.info("group message %s from %s (seq %d): nobody takes group messages yet; "
+                     "the host delivers it again", details["id"], details["from"],
+                     details["seq"])
+        else:
+            LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
+                     details["from"], details["seq"], len(voters))
         return protocol.answer(req, protocol.ACCEPT, voters)
 
     def _receipt(self, req: dict, details: dict) -> dict:

@@ -28,7 +28,8 @@ QUEUE_MAX = 256  # messages queued per recipient; the oldest are dropped
 MESSAGE_TTL = 60  # seconds a message waits for its recipient
 POLL_INTERVAL = 0.5  # seconds between reads of one outbox
 
-# The outcomes of a receipt or message request that mean guestd had it.
+# The outcomes of a receipt request that mean guestd had it (of a message request:
+# guestd.group_protocol.delivered).
 ANSWERED = (protocol.ACCEPT, protocol.REJECT)
 
 # -- the refusals the host decides (guestd's own are group_protocol's) -----------------------

@@ -4,10 +4,11 @@ here to their guests, in order, each until guestd had it or it expired.
 One blocking ``XREAD`` over the inboxes of those VMs, from each one's stored
 position; a VM's messages are then delivered on a worker of the agent's pool (one
 worker per VM at a time, so a slow guest holds up only itself), each as a spool
-request. The position moves past a message once guestd answered (or it expired), so
+request. The position moves past a message once guestd has it (or it expired), so
 an agent restarted mid-delivery delivers again from there: at least once, and
-guestd hands each message id to its applications once. A guest that does not answer
-is tried again after ``RETRY`` seconds, until its messages expire.
+guestd hands each message id to its applications once. A guest that does not answer,
+or whose answer names nobody that took the message (no application registered yet,
+early in a boot), is tried again after ``RETRY`` seconds, until its messages expire.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Callable
 
 import redis
 
+from guestd import group_protocol as gp
+from guestd import protocol
 from novaproxy import groups, redis_schema
 
 LOG = logging.getLogger("novaproxy.agent.group_inbox")
@@ -117,9 +120,11 @@ class InboxRelay:
             state = groups.EXPIRED
         else:
             reply = self._deliver(req, DELIVER_TIMEOUT)
-            if reply.outcome not in groups.ANSWERED:
-                LOG.info("instance %s: message %s not delivered (%s %s); tried again",
-                         instance, message_id, reply.outcome, reply.detail)
+            if not gp.delivered(reply.outcome, reply.voters):
+                why = (f"{reply.outcome} {reply.detail}" if reply.outcome != protocol.ACCEPT
+                       else "nobody in the guest takes group messages yet")
+                LOG.info("instance %s: message %s not delivered (%s); tried again",
+                         instance, message_id, why)
                 return False
             state = groups.DELIVERED
         redis_schema.set_inbox_position(self._redis, instance, entry_id)

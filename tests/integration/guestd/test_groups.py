@@ -79,7 +79,9 @@ def test_a_message_reaches_each_application_once_even_when_delivered_twice(guest
     assert sorted(v["name"] for v in answers[0]["voters"]) == ["db", "grp"]
     # Queued twice by the sender's agent: another request id, the same sender/epoch/seq.
     again = group_request(guest, protocol.MESSAGE, delivery(7, {"k": "v"}), rid="msg-other")
-    assert wait_answer(spool(guest, again))["result"] == protocol.ACCEPT
+    repeated = wait_answer(spool(guest, again))
+    assert repeated["result"] == protocol.REJECT  # the host counts it delivered
+    assert gp.delivered(repeated["result"], repeated["voters"])
     ctl_request(guest, group_request(guest, protocol.MESSAGE, delivery(8, [1, 2])))
     # Another epoch of the same sender (its guestd restarted) counts anew.
     ctl_request(guest, group_request(guest, protocol.MESSAGE, delivery(7, "new", "b" * 16)))
@@ -90,6 +92,24 @@ def test_a_message_reaches_each_application_once_even_when_delivered_twice(guest
     assert seen[0] == GroupMessage(f"m7{'a' * 4}", SENDER, "grp-1", "*", 7, {"k": "v"}, 107.0)
     assert [m.seq for m in late] == [7, 8, 7]
     assert log_count(guest, "already delivered") == 1
+
+
+def test_a_message_nobody_takes_yet_is_not_remembered_and_reaches_a_late_application_once(
+        guest):
+    req = group_request(guest, protocol.MESSAGE, delivery(9, "early"), rid="msg-m9")
+    early = ctl_request(guest, req)  # early in a boot: no application registered yet
+    assert early["result"] == protocol.ACCEPT and early["voters"] == []
+    assert not gp.delivered(early["result"], early["voters"])  # the host tries again
+    seen = []
+    app(guest, "late", message=seen.append)
+    again = ctl_request(guest, req)  # the same request id: handled afresh, not from memory
+    assert [v["name"] for v in again["voters"]] == ["late"]
+    assert gp.delivered(again["result"], again["voters"])
+    assert ctl_request(guest, req) == again  # remembered now
+    until(lambda: seen)
+    time.sleep(0.2)
+    assert [(m.id, m.body) for m in seen] == [(f"m9{'a' * 4}", "early")]
+    assert log_count(guest, "nobody takes group messages yet") == 1
 
 
 HOOK = """#!/bin/sh

@@ -130,6 +130,14 @@ def test_malformed_message_details_are_refused(change):
         gp.parse_message_details({k: v for k, v in details().items() if k != "body"})
 
 
+def test_a_message_is_delivered_once_someone_in_the_guest_took_it():
+    took = [protocol.voter("db", protocol.ACCEPT)]
+    assert gp.delivered(protocol.ACCEPT, took)
+    assert gp.delivered(protocol.REJECT, [])  # handed out already, under another id
+    assert not gp.delivered(protocol.ACCEPT, [])  # nobody takes group messages yet
+    assert not gp.delivered("timeout", took) and not gp.delivered("unreachable", [])
+
+
 def test_group_requests_may_carry_more_details_than_others():
     big = {"results": [gp.result(i, gp.ACCEPTED, members={PEER: "pending"} | {
         f"{i:08d}-0000-0000-0000-000000000000": "pending" for i in range(16)})

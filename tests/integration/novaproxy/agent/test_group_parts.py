@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from guestd import group_protocol as gp
+from guestd import protocol
 from novaproxy import flavor, groups, redis_schema, replies
 from novaproxy.agent import group_inbox, group_outbox, group_send, hypervisor, membership
 from novaproxy.agent.nova import NovaUnavailable
@@ -44,8 +45,12 @@ class Directory:
         return {"id": gid, "name": "parts", "policy": "affinity", "members": self.members}
 
 
+# guestd's answer to a message nobody in the guest takes yet: accept, naming no voter.
+NOBODY = "accept-nobody"
+
+
 class Guests:
-    """What the guests answer: ``outcomes`` in turn, then accept."""
+    """What the guests answer: ``outcomes`` in turn, then accept (an application took it)."""
 
     def __init__(self, *outcomes):
         self.outcomes = list(outcomes)
@@ -53,8 +58,11 @@ class Guests:
 
     def deliver(self, req, timeout):
         self.asked.append(req)
-        outcome = self.outcomes.pop(0) if self.outcomes else "accept"
-        return replies.Reply(req["id"], req["instance"], outcome)
+        outcome = self.outcomes.pop(0) if self.outcomes else protocol.ACCEPT
+        if outcome == NOBODY:
+            return replies.Reply(req["id"], req["instance"], protocol.ACCEPT)
+        voters = [protocol.voter("db", protocol.ACCEPT)] if outcome == protocol.ACCEPT else []
+        return replies.Reply(req["id"], req["instance"], outcome, voters=voters)
 
 
 def direct(fn, *args):
@@ -219,6 +227,30 @@ def test_an_undelivered_message_waits_and_a_restarted_agent_delivers_from_there(
     again = Guests()
     relay(redis_client, again).round(None)  # a restarted agent
     assert [r["id"] for r in again.asked] == [f"msg-{m}" for m in mids[1:]]
+
+
+def test_a_message_nobody_in_the_guest_takes_yet_stays_queued_and_is_delivered_again(
+        redis_client, monkeypatch):
+    monkeypatch.setattr(group_inbox, "RETRY", 0.2)
+    mid = queue(redis_client, B, 1)
+    guests = Guests(NOBODY)
+    relayed = relay(redis_client, guests)
+    relayed.round(None)
+    assert [r["id"] for r in guests.asked] == [f"msg-{mid}"]
+    assert redis_schema.report(redis_client, GID, mid, 0) == {B: groups.PENDING}
+    assert redis_schema.inbox_positions(redis_client, [B]) == {B: "0-0"}
+    assert not relayed.round(None)  # B waits for RETRY
+    time.sleep(0.25)
+    assert relayed.round(None)
+    assert [r["id"] for r in guests.asked] == [f"msg-{mid}"] * 2  # the same request id
+    assert redis_schema.report(redis_client, GID, mid, 0) == {B: groups.DELIVERED}
+
+
+def test_a_message_guestd_already_handed_out_under_another_id_counts_as_delivered(
+        redis_client):
+    mid = queue(redis_client, B, 1)
+    relay(redis_client, Guests(protocol.REJECT)).round(None)
+    assert redis_schema.report(redis_client, GID, mid, 0) == {B: groups.DELIVERED}
 
 
 def test_an_expired_message_is_not_delivered_but_reported(redis_client):
