@@ -1,14 +1,11 @@
 """The agents' group-messaging relay between real Nova (a real server group), real Redis
-and real qemu-ga + guestd guests: an outbox written in one guest becomes receipts for
-it and messages for its peers, checked by the host at every step.
-
-The outbox is written here as guestd writes it (``docs/group-messaging.md``); guestd
-answers the receipt and message requests as notices and hands them to a recording
-application, so what the guests are told is seen as they see it.
+and real qemu-ga + guestd guests, driven through the Python client API as applications
+use it: ``broadcast`` / ``send`` / ``group_status`` go into guestd's outbox, the host
+checks every entry, and what comes back is seen where an application sees it, in its
+``on_message`` and ``on_result`` callbacks (and ``GroupError`` for what guestd refuses
+at once).
 """
 
-import json
-import os
 import threading
 import time
 import uuid
@@ -16,45 +13,55 @@ import uuid
 import pytest
 
 from guestd import group_protocol as gp
-from guestd.client import Application
-from harness.guest import OUTBOX_FILE
+from guestd.client import Application, GroupError
+from harness.guestd_peers import log_count
 from harness.processes import wait_for
 from novaproxy import flavor, groups, redis_schema
 
-EPOCH = "00112233aabbccdd"
 
+class Member:
+    """A group application in one guest, recording the messages and results it gets."""
 
-class Heard:
-    """A guest application that records the group requests guestd hands it."""
-
-    def __init__(self, guest):
-        self.notices = []
+    def __init__(self, guest, name="db"):
+        self.messages, self.results = [], []
         self._lock = threading.Lock()
-        self.app = Application(f"heard-{uuid.uuid4().hex[:6]}", events=[gp.GROUP],
-                               on_notice=self._notice,
-                               socket_path=guest.guestd_socket).start()
+        self.app = Application(name, events=(), on_message=self._message,
+                               on_result=self._result, socket_path=guest.guestd_socket).start()
         assert self.app.registered.wait(5)
 
-    def _notice(self, notice):
+    def _message(self, message):
         with self._lock:
-            self.notices.append(notice)
+            self.messages.append(message)
 
-    def of(self, phase):
+    def _result(self, result):
         with self._lock:
-            return [n for n in self.notices if n.phase == phase]
+            self.results.append(result)
+
+    def got(self, count, what, timeout=20):
+        """The first ``count`` messages, once that many arrived."""
+        return wait_for(lambda: len(self.messages) >= count and self.messages[:count],
+                        timeout, what)
+
+    def told(self, seqs, timeout=20):
+        """seq -> result, once every one of ``seqs`` has its result."""
+        def ready():
+            with self._lock:
+                by_seq = {r.seq: r for r in self.results}
+            return set(seqs) <= set(by_seq) and by_seq
+        return wait_for(ready, timeout, f"the results of {sorted(seqs)}")
 
 
 @pytest.fixture
-def heard():
-    apps = []
+def member():
+    made = []
 
-    def make(guest):
-        apps.append(Heard(guest))
-        return apps[-1]
+    def make(guest, name="db"):
+        made.append(Member(guest, name))
+        return made[-1]
 
     yield make
-    for h in apps:
-        h.app.stop()
+    for m in made:
+        m.app.stop()
 
 
 @pytest.fixture
@@ -78,84 +85,128 @@ def messaging_flavor(stack):
     return stack.flavor(f"messaging-{uuid.uuid4().hex[:6]}", {flavor.GROUP_MESSAGING: "true"})
 
 
-def write_outbox(guest, *entries, epoch=EPOCH):
-    path = os.path.join(guest.workdir, OUTBOX_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"v": 1, "epoch": epoch, "messages": list(entries)}, f)
-    os.replace(path + ".tmp", path)
+def reported(client, gid, message_id, states):
+    wait_for(lambda: redis_schema.report(client, gid, message_id, time.time()) == states, 10,
+             "the delivery report")
 
 
-def message(seq, to="*", body="hello"):
-    return {"seq": seq, "kind": "message", "to": to, "app": "db", "body": body}
-
-
-def results_of(notices):
-    return {r["seq"]: r for n in notices for r in n.details["results"]}
-
-
-def test_messages_reach_the_members_that_take_them_and_every_entry_gets_a_result(
-        stack, group, messaging_flavor, plain_flavor, heard, stack_redis):
+def test_members_get_what_a_member_sends_and_every_send_gets_its_result(
+        stack, group, messaging_flavor, plain_flavor, member, stack_redis):
     (a, _), (b, _) = (stack.boot(f"m-{i}", messaging_flavor, group=group) for i in "ab")
     c, _ = stack.boot("m-plain", plain_flavor, group=group)
     d, _ = stack.boot("m-outside", messaging_flavor)
-    ears = {s.id: heard(stack.guests[s.id]) for s in (a, b, c, d)}
-    write_outbox(stack.guests[a.id],
-                 message(1, body={"hello": 1, "from": d.id}),  # a spoofed "from" is data
-                 message(2, to=b.id, body="just you"),
-                 message(3, to=c.id), message(4, to=d.id), message(5, to=a.id),
-                 {"seq": 6, "kind": "status", "app": "db"})
+    apps = {s.id: member(stack.guests[s.id]) for s in (a, b, c, d)}
+    sender = apps[a.id]
 
-    receipts = wait_for(lambda: len(results_of(ears[a.id].of(gp.RECEIPT))) == 6
-                        and ears[a.id].of(gp.RECEIPT), 20, "the receipts")
-    results = results_of(receipts)
-    assert {n.details["epoch"] for n in receipts} == {EPOCH}
-    assert max(n.details["acked"] for n in receipts) == 6
-    assert results[1]["status"] == results[2]["status"] == gp.ACCEPTED
-    assert results[1]["members"] == {b.id: groups.PENDING}
-    assert results[2]["members"] == {b.id: groups.PENDING}
-    assert [results[n]["reason"] for n in (3, 4, 5)] == [
-        groups.PEER_NOT_ENABLED, groups.NOT_A_MEMBER, groups.NOT_A_MEMBER]
-    status = results[6]["group"]
+    with pytest.raises(GroupError) as too_large:  # guestd refuses it at once
+        sender.app.broadcast("x" * gp.MAX_BODY)
+    assert too_large.value.reason == gp.TOO_LARGE
+    seqs = [sender.app.broadcast({"hello": 1, "from": d.id}),  # a spoofed "from" is data
+            sender.app.send(b.id, "just you"), sender.app.send(c.id, "plain"),
+            sender.app.send(d.id, "outside"), sender.app.send(a.id, "myself"),
+            sender.app.group_status()]
+    assert seqs == [1, 2, 3, 4, 5, 6]  # the refused body took no seq
+    outsider = apps[d.id].app.broadcast("from outside the group")
+
+    results = sender.told(seqs)
+    assert results[1].status == results[2].status == gp.ACCEPTED
+    assert results[1].members == results[2].members == {b.id: groups.PENDING}
+    assert [(results[s].status, results[s].reason) for s in (3, 4, 5)] == [
+        (gp.REFUSED, groups.PEER_NOT_ENABLED), (gp.REFUSED, groups.NOT_A_MEMBER),
+        (gp.REFUSED, groups.NOT_A_MEMBER)]
+    status = results[6].group
     assert status["group"] == group and set(status["members"]) == {a.id, b.id, c.id}
     assert status["members"][c.id]["messaging"] is False
     assert status["members"][b.id]["status"] == "ACTIVE"
+    refusal = apps[d.id].told([outsider])[outsider]
+    assert (refusal.status, refusal.reason) == (gp.REFUSED, groups.NOT_IN_GROUP)
 
-    got = wait_for(lambda: len(ears[b.id].of(gp.MESSAGE)) == 2
-                   and ears[b.id].of(gp.MESSAGE), 20, "b's messages")
-    assert [(n.details["from"], n.details["seq"], n.details["body"]) for n in got] == [
+    got = apps[b.id].got(2, "b's messages")
+    assert [(m.sender, m.seq, m.body) for m in got] == [
         (a.id, 1, {"hello": 1, "from": d.id}), (a.id, 2, "just you")]
-    assert [n.details["id"] for n in got] == [results[s]["message"] for s in (1, 2)]
-    assert all(n.details["group"] == group and n.details["epoch"] == EPOCH for n in got)
+    assert [m.to for m in got] == ["*", b.id]
+    assert [m.id for m in got] == [results[s].message for s in (1, 2)]
+    assert all(m.group == group for m in got)
     for seq in (1, 2):
-        wait_for(lambda s=seq: redis_schema.report(
-            stack_redis, group, results[s]["message"], time.time()) == {
-                b.id: groups.DELIVERED}, 10, "the delivery report")
-    time.sleep(1.0)  # the outbox is read again meanwhile: nothing is taken twice
-    assert len(ears[b.id].of(gp.MESSAGE)) == 2
-    assert not ears[c.id].of(gp.MESSAGE) and not ears[d.id].of(gp.MESSAGE)
-    assert len(results_of(ears[a.id].of(gp.RECEIPT))) == 6
+        reported(stack_redis, group, results[seq].message, {b.id: groups.DELIVERED})
+    time.sleep(1.0)  # the outbox is read again meanwhile: nothing is taken or told twice
+    assert len(apps[b.id].messages) == 2 and len(sender.results) == 6
+    assert not apps[c.id].messages and not apps[d.id].messages and not sender.messages
 
 
-def test_a_vm_in_no_group_and_a_hostile_outbox_get_refusals_or_nothing(
-        stack, messaging_flavor, heard, stack_redis):
+def test_a_sender_past_its_rate_is_refused_and_peers_get_the_rest_once_in_order(
+        stack, group, messaging_flavor, member):
+    (a, _), (b, _) = (stack.boot(f"r-{i}", messaging_flavor, group=group) for i in "ab")
+    sender, peer = member(stack.guests[a.id]), member(stack.guests[b.id])
+    # As many as an outbox holds, queued at once: far more than the sender's burst plus
+    # what its bucket refills while the host takes them (MAX_TAKEN a poll).
+    seqs = [sender.app.broadcast(n) for n in range(gp.MAX_OUTBOX)]
+    results = sender.told(seqs)
+    accepted = [s for s in seqs if results[s].status == gp.ACCEPTED]
+    refused = [s for s in seqs if results[s].status == gp.REFUSED]
+    assert len(accepted) >= groups.SENDER_BURST and refused
+    assert {results[s].reason for s in refused} == {groups.RATE_LIMITED}
+    got = peer.got(len(accepted), "the accepted messages")
+    assert [m.seq for m in got] == accepted and [m.body for m in got] == [
+        s - 1 for s in accepted]
+    time.sleep(1.0)
+    assert len(peer.messages) == len(accepted)
+
+
+def test_a_member_with_no_application_yet_gets_the_message_once_one_registers(
+        stack, group, messaging_flavor, member, stack_redis):
+    (a, _), (b, _) = (stack.boot(f"l-{i}", messaging_flavor, group=group) for i in "ab")
+    sender = member(stack.guests[a.id])
+    seq = sender.app.broadcast("early")
+    mid = sender.told([seq])[seq].message
+    # b's guestd answers, naming nobody: the host keeps the message and tries again.
+    wait_for(lambda: log_count(stack.guests[b.id], "nobody takes group messages yet"), 10,
+             "a delivery to b while nothing takes group messages there")
+    assert redis_schema.report(stack_redis, group, mid, time.time()) == {b.id: groups.PENDING}
+    late = member(stack.guests[b.id])
+    got = late.got(1, "the message, to the application that registered late")
+    assert [(m.id, m.sender, m.body) for m in got] == [(mid, a.id, "early")]
+    reported(stack_redis, group, mid, {b.id: groups.DELIVERED})
+    time.sleep(2.5)  # longer than the host's retry: still once
+    assert len(late.messages) == 1
+
+
+def test_a_vm_in_no_group_is_refused_and_a_hostile_outbox_costs_nothing_else(
+        stack, messaging_flavor, member, stack_redis):
     loner, _ = stack.boot("m-loner", messaging_flavor)
-    ear = heard(stack.guests[loner.id])
-    write_outbox(stack.guests[loner.id], message(1), message(2))
-    receipts = wait_for(lambda: len(results_of(ear.of(gp.RECEIPT))) == 2
-                        and ear.of(gp.RECEIPT), 20, "the refusals")
-    assert {r["reason"] for r in results_of(receipts).values()} == {groups.NOT_IN_GROUP}
-    # Garbage, then a huge file: nothing is taken, nothing breaks.
-    path = os.path.join(stack.guests[loner.id].workdir, OUTBOX_FILE)
-    with open(path, "wb") as f:
+    guest = stack.guests[loner.id]
+    app = member(guest)
+    seqs = [app.app.broadcast("anyone?"), app.app.send(str(uuid.uuid4()), "you?")]
+    results = app.told(seqs)
+    assert {(r.status, r.reason) for r in results.values()} == {
+        (gp.REFUSED, groups.NOT_IN_GROUP)}
+    epoch = redis_schema.outbox_progress(stack_redis, loner.id)[0]
+    # Garbage, then a huge file, where guestd keeps its outbox: nothing is taken, nothing
+    # breaks, and guestd's next write makes it valid again.
+    with open(guest.outbox_file, "wb") as f:
         f.write(b"{not json")
     time.sleep(1.0)
-    with open(path, "wb") as f:
+    with open(guest.outbox_file, "wb") as f:
         f.write(b" " * (gp.MAX_OUTBOX_BYTES + 10))
     time.sleep(1.0)
-    # A new epoch (guestd restarted) is read afresh once the outbox is valid again.
-    write_outbox(stack.guests[loner.id], message(1), epoch="ffeeddccbbaa9988")
-    wait_for(lambda: redis_schema.outbox_progress(stack_redis, loner.id)[:2]
-             == ("ffeeddccbbaa9988", 1), 20, "the new epoch taken")
-    second = wait_for(lambda: ear.of(gp.RECEIPT)[1:], 10, "the new epoch's receipt")
-    assert [(n.details["epoch"], n.details["acked"]) for n in second] == [
-        ("ffeeddccbbaa9988", 1)]
+    assert redis_schema.outbox_progress(stack_redis, loner.id)[:2] == (epoch, 2)
+    third = app.app.broadcast("again")
+    assert app.told([third])[third].reason == groups.NOT_IN_GROUP
+    # A restarted guestd begins a new epoch, read afresh from seq 1.
+    guest.restart_guestd()
+    assert wait_for(lambda: _broadcast_when_connected(app.app, "new epoch"), 10,
+                    "a send to the new guestd") == 1
+    wait_for(lambda: len(app.results) == 4, 20, "the new epoch's result")
+    assert (app.results[-1].seq, app.results[-1].reason) == (1, groups.NOT_IN_GROUP)
+    new_epoch, taken, _ = redis_schema.outbox_progress(stack_redis, loner.id)
+    assert new_epoch != epoch and taken == 1
+
+
+def _broadcast_when_connected(app, body):
+    """``app.broadcast(body)``, or None while it is not connected to guestd yet."""
+    try:
+        return app.broadcast(body)
+    except GroupError as exc:
+        if exc.reason == "not-connected":
+            return None
+        raise
