@@ -129,6 +129,13 @@ def cached_group(client: redis.Redis, gid: str) -> Group | None:
         return None
 
 
+def cached_group_ids(client: redis.Redis) -> list:
+    """The ids of the groups cached now (a SCAN: for operators)."""
+    head, tail = group_key("*").split("*")
+    return sorted(k[len(head):-len(tail)] for k in client.scan_iter(match=group_key("*"),
+                                                                     count=1000))
+
+
 # -- inboxes ------------------------------------------------------------------------------------
 
 
