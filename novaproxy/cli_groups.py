@@ -71,9 +71,9 @@ def _sent_line(fields: dict, states: dict) -> str:
             f"{fields.get('from', '?')} to {to}, {fields.get('size', '?')} bytes: {report}")
 
 
-def _resolve(client: redis.Redis, name: str) -> tuple:
-    """``(gid, group or None, members)`` for a server or group id; gid "" if unknown."""
-    member = redis_schema.cached_member(client, name)
+def _resolve(client: redis.Redis, name: str, member: Member | None) -> tuple:
+    """``(gid, group or None, members)`` for a server (``member``: its cached record) or
+    a group id; gid "" if unknown."""
     gid = member.group if member is not None else name
     group = redis_schema.cached_group(client, gid) if gid else None
     if group is not None:
@@ -89,7 +89,7 @@ def cmd_group(client: redis.Redis, args) -> int:
         print(f"{args.name}: in no server group, as Nova said (messaging to it is "
               f"refused: not-in-group)")
         return 1
-    gid, group, names = _resolve(client, args.name)
+    gid, group, names = _resolve(client, args.name, member)
     if not gid:
         print(f"{args.name}: no server group of that id or with that member in the "
               f"membership cache (an agent caches one for {redis_schema.GROUP_TTL}s "
