@@ -22,9 +22,9 @@ each own one contract and say in their docstrings what their keys hold:
   the instance
 - ``novaproxy:events`` stream, :mod:`.events`: the audit trail
 - ``novaproxy:{<uuid>}:member``, ``:inbox``, ``:inbox-pos``, ``:outbox`` and
-  ``novaproxy:{group:<gid>}:members``, ``:report:<id>``, ``:bucket[:<uuid>]``,
-  :mod:`.groups`: server-group messaging (memberships, inboxes, what was taken from
-  outboxes, delivery reports, rate buckets)
+  ``novaproxy:{group:<gid>}:members``, ``:report:<id>``, ``:sent``,
+  ``:bucket[:<uuid>]``, :mod:`.groups`: server-group messaging (memberships, inboxes,
+  what was taken from outboxes, delivery reports, what was sent, rate buckets)
 
 :mod:`.keyspace` spells the keys (one hash tag per instance, for Redis
 Cluster), :mod:`.connection` makes clients with explicit bounds, and
@@ -49,10 +49,13 @@ from novaproxy.redis_schema.groups import (
     OUTBOX_TTL,
     RATE_OK,
     REPORT_TTL,
+    SENT_MAX,
+    all_members,
     append_message,
     cache_group,
     cache_member,
     cached_group,
+    cached_group_ids,
     cached_member,
     cached_members,
     group_bucket_key,
@@ -62,6 +65,7 @@ from novaproxy.redis_schema.groups import (
     inbox_positions,
     mark_report,
     member_key,
+    note_sent,
     open_report,
     outbox_key,
     outbox_progress,
@@ -69,6 +73,8 @@ from novaproxy.redis_schema.groups import (
     report,
     report_key,
     sender_bucket_key,
+    sent_key,
+    sent_messages,
     set_inbox_position,
     set_outbox_progress,
     take_tokens,
@@ -139,20 +145,23 @@ from novaproxy.redis_schema.routes import (
 __all__ = [
     "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
     "EVENTS_STREAM", "GROUP_TTL", "INBOX_TTL", "OUTBOX_TTL", "POOL_TIMEOUT", "RATE_OK",
-    "REPORT_TTL", "RATE_LIMITED", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
+    "REPORT_TTL", "RATE_LIMITED", "SENT_MAX", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
     "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT",
-    "acknowledge", "acquire_lock", "all_locks", "all_monitored", "all_operations", "all_routes",
+    "acknowledge", "acquire_lock", "all_locks", "all_members", "all_monitored",
+    "all_operations", "all_routes",
     "append_message", "audit", "blocking_timeout", "cache_group", "cache_member",
-    "cached_group", "cached_member", "cached_members", "claim_key", "claim_operation",
+    "cached_group", "cached_group_ids", "cached_member", "cached_members", "claim_key",
+    "claim_operation",
     "claim_recovery", "connect", "ensure_group", "enqueue", "entry_age", "finish_operation",
     "forget_recorded", "group_bucket_key", "group_key", "host_operations_key", "inbox_key",
     "inbox_pos_key", "inbox_positions", "is_missing_group", "lock_key", "lock_owner",
-    "mark_report", "member_key", "monitor_key", "monitor_view", "open_report",
+    "mark_report", "member_key", "note_sent", "monitor_key", "monitor_view", "open_report",
     "operations_of", "ops_key", "outbox_key", "outbox_progress", "publish_monitor",
     "publish_routes", "read_events", "read_inboxes", "read_replies", "record_operation",
     "recorded_on", "recoveries_key", "recovery_key", "recovery_under_way", "redact",
     "redis_time", "release_claim", "release_lock", "release_recovery", "renew_lock",
     "replies_stream", "report", "report_key", "requests_stream", "route_key", "route_of",
-    "send_reply", "sender_bucket_key", "set_inbox_position", "set_outbox_progress",
+    "send_reply", "sender_bucket_key", "sent_key", "sent_messages", "set_inbox_position",
+    "set_outbox_progress",
     "take_requests", "take_tokens", "update_operation", "withdraw_routes",
 ]

@@ -14,6 +14,9 @@ rate buckets (``docs/group-messaging.md``).
   took) and ``receipts`` (JSON: the receipt details not yet acknowledged by the guest)
 - ``novaproxy:{group:<gid>}:report:<message id>`` hash: member -> pending / delivered /
   expired, and ``expires``; a member still pending after ``expires`` reads as expired
+- ``novaproxy:{group:<gid>}:sent`` stream: the group's last ``SENT_MAX`` messages for
+  operators, never their bodies (fields: ``id``, ``from``, ``to``, ``size``: the body's
+  bytes, ``sent_at``); it goes away ``REPORT_TTL`` after the last message was sent
 - ``novaproxy:{group:<gid>}:bucket`` and ``...:bucket:<sender uuid>`` hashes: the rate
   limits' token buckets (:data:`scripts.GROUP_RATE`; one hash slot per group)
 
@@ -37,6 +40,7 @@ INBOX_TTL = groups.MESSAGE_TTL + 60  # an inbox (and its position) outlives its 
 REPORT_TTL = groups.MESSAGE_TTL + 60
 OUTBOX_TTL = 24 * 3600  # what was taken from an outbox is remembered this long
 RATE_OK = "ok"
+SENT_MAX = 50  # messages a group's operator record keeps
 
 
 def member_key(instance: str) -> str:
@@ -61,6 +65,10 @@ def outbox_key(instance: str) -> str:
 
 def report_key(gid: str, message_id: str) -> str:
     return f"{keyspace.PREFIX}:{{group:{gid}}}:report:{message_id}"
+
+
+def sent_key(gid: str) -> str:
+    return f"{keyspace.PREFIX}:{{group:{gid}}}:sent"
 
 
 def group_bucket_key(gid: str) -> str:
@@ -101,6 +109,12 @@ def cached_members(client: redis.Redis, instances: list) -> dict:
     return out
 
 
+def all_members(client: redis.Redis) -> dict:
+    """instance -> cached :class:`Member`, for every member cached (a SCAN: operators)."""
+    return cached_members(client, [keyspace.instance_of(k)
+                                   for k in keyspace.scan(client, "member")])
+
+
 def cache_group(client: redis.Redis, group: Group, ttl: int = GROUP_TTL) -> None:
     client.set(group_key(group.gid), json.dumps(
         {"name": group.name, "policy": group.policy, "members": list(group.members)}), ex=ttl)
@@ -113,6 +127,13 @@ def cached_group(client: redis.Redis, gid: str) -> Group | None:
         return Group(gid, data["name"], data["policy"], tuple(data["members"])) if data else None
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def cached_group_ids(client: redis.Redis) -> list:
+    """The ids of the groups cached now (a SCAN: for operators)."""
+    head, tail = group_key("*").split("*")
+    return sorted(k[len(head):-len(tail)] for k in client.scan_iter(match=group_key("*"),
+                                                                     count=1000))
 
 
 # -- inboxes ------------------------------------------------------------------------------------
@@ -202,6 +223,24 @@ def report(client: redis.Redis, gid: str, message_id: str, now: float) -> dict:
     expires = float(raw.pop("expires", "inf"))
     return {m: groups.EXPIRED if s == groups.PENDING and now > expires else s
             for m, s in raw.items()}
+
+
+# -- what was sent, for operators (never the bodies) -----------------------------------------
+
+
+def note_sent(client: redis.Redis, gid: str, message_id: str, sender: str, to: str,
+              size: int, sent_at: float) -> None:
+    """Keep who sent a message of how many bytes to whom, in the group's bounded record."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(sent_key(gid), {"id": message_id, "from": sender, "to": to, "size": size,
+                              "sent_at": repr(sent_at)}, maxlen=SENT_MAX, approximate=False)
+    pipe.expire(sent_key(gid), REPORT_TTL)
+    pipe.execute()
+
+
+def sent_messages(client: redis.Redis, gid: str, count: int = SENT_MAX) -> list:
+    """The group's last ``count`` messages (fields of :func:`note_sent`), oldest first."""
+    return [fields for _, fields in reversed(client.xrevrange(sent_key(gid), count=count))]
 
 
 # -- rate limits ------------------------------------------------------------------------------

@@ -143,3 +143,17 @@ def test_memberships_are_cached_for_group_ttl(redis_client):
     assert 0 < redis_client.ttl(redis_schema.group_key(G)) <= redis_schema.GROUP_TTL
     redis_client.set(redis_schema.member_key(B), "not json")
     assert redis_schema.cached_member(redis_client, B) is None
+    assert redis_schema.all_members(redis_client) == {A: member}
+
+
+def test_what_a_group_sent_is_kept_bounded_without_bodies(redis_client):
+    for n in range(redis_schema.SENT_MAX + 5):
+        redis_schema.note_sent(redis_client, G, f"m{n}", A, "*", n, 1000.0 + n)
+    sent = redis_schema.sent_messages(redis_client, G)
+    assert len(sent) == redis_schema.SENT_MAX
+    assert sent[-1] == {"id": f"m{redis_schema.SENT_MAX + 4}", "from": A, "to": "*",
+                        "size": str(redis_schema.SENT_MAX + 4),
+                        "sent_at": repr(1000.0 + redis_schema.SENT_MAX + 4)}
+    assert [f["id"] for f in redis_schema.sent_messages(redis_client, G, 2)] == [
+        f"m{redis_schema.SENT_MAX + 3}", f"m{redis_schema.SENT_MAX + 4}"]
+    assert 0 < redis_client.ttl(redis_schema.sent_key(G)) <= redis_schema.REPORT_TTL
