@@ -96,19 +96,21 @@ def test_three_members_on_two_hosts_exchange_broadcasts_and_unicasts_once_in_ord
     apps.append(outsider)
     ids = [m.instance for m in members]
     sent: dict = {i: {} for i in ids}  # recipient -> sender -> bodies, in send order
-    to_whom = {}  # message id -> its recipients
-    for k in range(3):  # interleaved: each sender's order is what its peers must see
+    queued: dict = {m.instance: {} for m in members}  # sender -> seq -> its recipients
+    for k in range(3):  # all at once, interleaved: each sender's order is what counts
         for sender in members:
             me, others = sender.instance, [i for i in ids if i != sender.instance]
             body = {"round": k, "from": outside.id}  # a "from" in the body is only data
-            seqs = {sender.app.broadcast(body): others}
+            queued[me][sender.app.broadcast(body)] = others
             for to in others:
-                seqs[sender.app.send(to, [k, me, to])] = [to]
-            for to in others:
+                queued[me][sender.app.send(to, [k, me, to])] = [to]
                 sent[to].setdefault(me, []).append(body)
                 sent[to][me].append([k, me, to])
-            for seq, mid in expect_accepted(sender, list(seqs), seqs).items():
-                to_whom[mid] = seqs[seq]
+    to_whom = {}  # message id -> its recipients
+    for sender in members:
+        seqs = queued[sender.instance]
+        for seq, mid in expect_accepted(sender, list(seqs), seqs).items():
+            to_whom[mid] = seqs[seq]
     # The outsider is in no group: refused, to its own application; nobody gets anything.
     refused = [outsider.app.broadcast("anyone?"), outsider.app.send(ids[0], "you?")]
     assert {(r.status, r.reason) for r in outsider.told(refused).values()} == {
