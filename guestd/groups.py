@@ -9,6 +9,9 @@ being handed out again.
 
 ``receipt``: the host took entries of the outbox; :class:`guestd.outbox.Outbox` drops
 them, and each result goes to the application that queued its entry.
+
+``peer``: another member's latest state (:mod:`guestd.peer_protocol`), handed out like
+a message unless a notice of that peer with a higher seq was handed out already.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from guestd import group_protocol as gp
-from guestd import hooks, protocol
+from guestd import hooks, peer_protocol, protocol
 from guestd.dispatch import background, budget
 from guestd.outbox import Outbox
 from guestd.registry import Registry
@@ -41,6 +44,7 @@ class GroupRequests:
         self._outbox = outbox
         self._hooks_dir = hooks_dir
         self._seen: OrderedDict = OrderedDict()  # (from, epoch, seq) handed out
+        self._peer_seqs: dict = {}  # peer -> the highest notice seq handed out
         self._lock = threading.Lock()
 
     def handle(self, req: dict) -> dict:
@@ -50,6 +54,8 @@ class GroupRequests:
                 return self._message(req, gp.parse_message_details(req["details"]))
             if req["phase"] == protocol.RECEIPT:
                 return self._receipt(req, gp.parse_receipt(req["details"]))
+            if req["phase"] == protocol.PEER:
+                return self._peer(req, peer_protocol.parse_peer_details(req["details"]))
             raise protocol.ProtocolError(f"unknown group phase {req['phase']!r:.40}")
         except protocol.ProtocolError as exc:
             LOG.warning("group %s %s refused: %s", req["phase"], req["id"], exc)
@@ -71,10 +77,30 @@ class GroupRequests:
             LOG.info("group message %s from %s (seq %d) already delivered", details["id"],
                      details["from"], details["seq"])
             return protocol.answer(req, protocol.ACCEPT)
-        message = gp.group_message(details)
+        voters = self._hand_out(req, gp.group_message(details), protocol.MESSAGE)
+        LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
+                 details["from"], details["seq"], len(voters))
+        return protocol.answer(req, protocol.ACCEPT, voters)
+
+    def _peer(self, req: dict, details: dict) -> dict:
+        with self._lock:  # handed out in seq order per peer: a late, older one is stale
+            stale = self._peer_seqs.get(details["peer"], 0) >= details["seq"]
+            if not stale:
+                self._peer_seqs[details["peer"]] = details["seq"]
+        if stale:
+            LOG.info("peer notice %s seq %d is stale", details["peer"], details["seq"])
+            return protocol.answer(req, protocol.ACCEPT)
+        voters = self._hand_out(req, peer_protocol.peer_notice(details), protocol.PEER)
+        LOG.info("peer %s is %s (seq %d): told %d", details["peer"], details["state"],
+                 details["seq"], len(voters))
+        return protocol.answer(req, protocol.ACCEPT, voters)
+
+    def _hand_out(self, req: dict, message: dict, phase: str) -> list:
+        """Give ``message`` to the group hooks and the applications registered for
+        ``group``, within the request's budget; a voter entry for each."""
         wait = budget(req)
         deadline = time.monotonic() + wait
-        ran = [(os.path.basename(path), background(hooks.run_group, path, message, wait))
+        ran = [(os.path.basename(path), background(hooks.run_group, path, message, wait, phase))
                for path in hooks.discover(self._hooks_dir)]
         voters = [protocol.voter(name, protocol.ACCEPT if sent else protocol.ERROR,
                                  "" if sent else "disconnected")
@@ -84,9 +110,7 @@ class GroupRequests:
                 voters.append(future.result(timeout=max(deadline - time.monotonic(), 0)))
             except FutureTimeout:
                 voters.append(protocol.voter(name, protocol.TIMEOUT))
-        LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
-                 details["from"], details["seq"], len(voters))
-        return protocol.answer(req, protocol.ACCEPT, voters)
+        return voters
 
     def _receipt(self, req: dict, details: dict) -> dict:
         if self._outbox is None:
