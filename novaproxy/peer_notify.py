@@ -13,6 +13,7 @@ coalesced, for each recipient (:func:`redis_schema.peers.keep_notice`).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -56,7 +57,7 @@ class Notifier:
         self._members = members
         self._redis_now = redis_now
         self._queue: queue.Queue = queue.Queue(backlog)
-        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None  # the process its thread runs in (forks)
         self._lock = threading.Lock()
 
     def notify(self, peer: str, state: str, cause: str = "") -> None:
@@ -70,10 +71,9 @@ class Notifier:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="peer-notices",
-                                                daemon=True)
-                self._thread.start()
+            if self._thread_pid != os.getpid():  # none yet, or not in this (forked) process
+                self._thread_pid = os.getpid()
+                threading.Thread(target=self._run, name="peer-notices", daemon=True).start()
 
     def _run(self) -> None:
         while True:

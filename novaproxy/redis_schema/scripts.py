@@ -139,8 +139,11 @@ PEER_NOTICE = _hashing.register_script("""
 -- (the relay drains the whole hash on one wake-up, until it is empty).
 -- KEYS[1]: peers_key(recipient), a hash: peer -> notice JSON
 -- KEYS[2]: inbox_key(recipient), the stream the relay reads
--- ARGV[1]: the peer; ARGV[2]: the notice's seq; ARGV[3]: the notice (JSON)
--- ARGV[4]: time to live of both keys, seconds; ARGV[5]: the inbox's MAXLEN (~)
+-- ARGV[1]: the peer
+-- ARGV[2]: the notice's seq
+-- ARGV[3]: the notice (JSON)
+-- ARGV[4]: time to live of both keys, seconds
+-- ARGV[5]: the inbox's MAXLEN (~)
 -- Returns 1 if kept, 0 if a notice of that peer with a seq as high was waiting already.
 local old = redis.call('hget', KEYS[1], ARGV[1])
 if old and tonumber(cjson.decode(old)['seq']) >= tonumber(ARGV[2]) then return 0 end
@@ -157,7 +160,9 @@ return 1
 HASH_COMPARE_AND_DELETE = _hashing.register_script("""
 -- Delete a hash field only while it still holds what the caller read (a delivered
 -- notice, unless a newer one replaced it meanwhile).
--- KEYS[1]: the hash; ARGV[1]: the field; ARGV[2]: the value the caller read
+-- KEYS[1]: the hash
+-- ARGV[1]: the field
+-- ARGV[2]: the value the caller read
 -- Returns 1 if deleted, 0 if the field held something else or nothing.
 if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('hdel', KEYS[1], ARGV[1])

@@ -1,0 +1,89 @@
+"""The ``liveness`` thread: this host's agent says it is alive, and notices when
+another host's agent stopped saying so.
+
+Every ``RENEW`` seconds the agent sets its liveness key (``LIVENESS_TTL_MS``, a run
+token new at each start) and reads the other known hosts' keys. A host whose key
+expired has lost its agent (or the agent its Redis): the members it hosted, in the
+groups of the messaging VMs served here, are announced ``unreachable`` to their
+groups, each once per run of that host, whichever agent claims it first
+(:func:`redis_schema.peers.claim_unreachable`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable
+
+import redis
+
+from novaproxy import groups, peers
+from novaproxy.redis_schema import peers as peer_keys
+
+LOG = logging.getLogger("novaproxy.agent.liveness")
+RENEW = 1.0  # seconds between renewals; well within the key's time to live
+
+
+class Liveness:
+    """``members`` reads group membership (:class:`agent.membership.Membership`);
+    ``served()`` is the set of VMs served here; ``tell(instance, state, cause)``
+    publishes a peer notice."""
+
+    def __init__(self, client: redis.Redis, host: str, members, served: Callable[[], set],
+                 tell: Callable[[str, str, str], None], stopping: threading.Event) -> None:
+        self._redis = client
+        self._host = host
+        self._members = members
+        self._served = served
+        self._tell = tell
+        self._stopping = stopping
+        self.token = uuid.uuid4().hex  # this run's
+        self._announced: set = set()  # (member, token) announced or claimed elsewhere
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.round()
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("liveness: Redis: %s", exc)
+            except Exception:  # Nova, while reading a group
+                LOG.exception("liveness round failed; continuing")
+            self._stopping.wait(RENEW)
+
+    def round(self) -> list:
+        """Renew this host's key and announce what became unreachable; those announced."""
+        peer_keys.announce_alive(self._redis, self._host, self.token)
+        lost = peer_keys.lost_hosts(self._redis, self._host)
+        if not lost:
+            return []
+        announced = []
+        for member, host in self._hosted_by(set(lost)):
+            key = (member.instance, lost[host])
+            if key in self._announced:
+                continue
+            self._announced.add(key)
+            if peer_keys.claim_unreachable(self._redis, member.instance, lost[host]):
+                LOG.warning("instance %s: host %s lost its agent; its group is told",
+                            member.instance, host)
+                self._tell(member.instance, peers.UNREACHABLE,
+                           f"host {host} stopped answering")
+                announced.append(member.instance)
+        return announced
+
+    def _hosted_by(self, hosts: set) -> list:
+        """``(member, host)`` for each member of the groups of the messaging VMs served
+        here that ``hosts`` host, as the membership cache (or Nova) says."""
+        out, seen = [], set()
+        for instance in sorted(self._served()):
+            me = self._members.member(instance)
+            if not (me.known and me.messaging and me.group) or me.group in seen:
+                continue
+            seen.add(me.group)
+            group = self._members.group(me.group)
+            if group is None or len(group.members) > groups.MAX_GROUP:
+                continue
+            for peer in self._members.peers(group).values():
+                if peer.known and peer.host in hosts:
+                    out.append((peer, peer.host))
+        return out

@@ -1,0 +1,77 @@
+"""Lost hosts on a real redis-server: each agent keeps its liveness key; when one
+expires, the members that host ran, in the groups of the VMs the others serve, are
+announced unreachable once, by whichever agent claims each first."""
+
+import threading
+import time
+import uuid
+
+from novaproxy import peer_notify, peers, redis_schema
+from novaproxy.agent import liveness
+from novaproxy.groups import Group, Member
+from novaproxy.redis_schema import peers as peer_keys
+
+A, B, C, D = (str(uuid.UUID(int=n)) for n in (31, 32, 33, 34))
+# A on h1, B and C on h2 (one group); D on h3, in a group of its own.
+HOSTS = {A: "h1", B: "h2", C: "h2", D: "h3"}
+
+
+def cache(client):
+    redis_schema.cache_group(client, Group("g", "db", "anti-affinity", (A, B, C)))
+    redis_schema.cache_group(client, Group("solo", "solo", "affinity", (D,)))
+    for m, host in HOSTS.items():
+        redis_schema.cache_member(client, Member(m, True, True, "ACTIVE", host,
+                                                 "solo" if m == D else "g"))
+
+
+def agent(client, host, told, served):
+    return liveness.Liveness(client, host, peer_notify.CachedMembership(client),
+                             lambda: served, lambda *notice: told.append(notice),
+                             threading.Event())
+
+
+def expire(client, host):
+    client.pexpire(peer_keys.alive_key(host), 1)
+    time.sleep(0.05)
+
+
+def test_a_host_whose_agent_stopped_has_its_members_announced_once(redis_client):
+    cache(redis_client)
+    told = []
+    h1, h1_again = agent(redis_client, "h1", told, {A}), agent(redis_client, "h1", told, {A})
+    h2, h3 = (agent(redis_client, h, told, served) for h, served in (("h2", {B, C}),
+                                                                      ("h3", {D})))
+    for a in (h1, h2, h3):
+        assert a.round() == []  # all alive
+    assert redis_client.pttl(peer_keys.alive_key("h1")) <= peer_keys.LIVENESS_TTL_MS
+    expire(redis_client, "h2")
+    assert sorted(h1.round()) == [B, C]
+    assert sorted(told) == sorted([(B, peers.UNREACHABLE, "host h2 stopped answering"),
+                                   (C, peers.UNREACHABLE, "host h2 stopped answering")])
+    assert h1.round() == [] and h1_again.round() == []  # once, whichever agent asks
+    assert h3.round() == []  # its VMs' group has nobody on h2
+    assert len(told) == 2
+    # h2's agent comes back (a new run), then goes again: announced again.
+    h2_new = agent(redis_client, "h2", told, {B, C})
+    h2_new.round()
+    assert h1.round() == []
+    expire(redis_client, "h2")
+    assert sorted(h1.round()) == [B, C]
+
+
+def test_announced_members_reach_the_peers_through_the_notifier(redis_client):
+    cache(redis_client)
+    notifier = peer_notify.Notifier(redis_client, peer_notify.CachedMembership(redis_client),
+                                    lambda: redis_schema.redis_time(redis_client))
+    h1 = liveness.Liveness(redis_client, "h1", peer_notify.CachedMembership(redis_client),
+                           lambda: {A}, notifier.notify, threading.Event())
+    h2 = agent(redis_client, "h2", [], {B, C})
+    h1.round()
+    h2.round()
+    expire(redis_client, "h2")
+    h1.round()
+    deadline = time.monotonic() + 5
+    while len(peer_keys.waiting_notices(redis_client, A)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    states = {n["peer"]: n["state"] for _, n in peer_keys.waiting_notices(redis_client, A)}
+    assert states == {B: peers.UNREACHABLE, C: peers.UNREACHABLE}
