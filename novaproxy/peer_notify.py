@@ -39,7 +39,8 @@ class CachedMembership:
     def member(self, instance: str) -> Member:
         return redis_schema.cached_member(self._redis, instance) or Member(instance, False)
 
-    def group(self, gid: str) -> Group | None:
+    def group(self, gid: str, fresh: bool = False) -> Group | None:
+        """The cached group (there is nothing fresher to read here)."""
         return redis_schema.cached_group(self._redis, gid)
 
     def peers(self, group: Group) -> dict:

@@ -7,12 +7,17 @@ expired has lost its agent (or the agent its Redis): the members it hosted, in t
 groups of the messaging VMs served here, are announced ``unreachable`` to their
 groups, each once per run of that host, whichever agent claims it first
 (:func:`redis_schema.peers.claim_unreachable`).
+
+Every ``REFRESH`` seconds it also reads those groups from Nova again, so that their
+cached membership never lapses: the lost-host search reads it, and so does the proxy,
+which publishes the notices of its negotiations from the cache alone.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -23,6 +28,7 @@ from novaproxy.redis_schema import peers as peer_keys
 
 LOG = logging.getLogger("novaproxy.agent.liveness")
 RENEW = 1.0  # seconds between renewals; well within the key's time to live
+REFRESH = 10.0  # seconds between reads of the served VMs' groups (cached for GROUP_TTL)
 
 
 class Liveness:
@@ -40,6 +46,7 @@ class Liveness:
         self._stopping = stopping
         self.token = uuid.uuid4().hex  # this run's
         self._announced: set = set()  # (member, token) announced or claimed elsewhere
+        self._refreshed = float("-inf")  # time.monotonic() of the last read of the groups
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -54,6 +61,9 @@ class Liveness:
     def round(self) -> list:
         """Renew this host's key and announce what became unreachable; those announced."""
         peer_keys.announce_alive(self._redis, self._host, self.token)
+        if time.monotonic() - self._refreshed >= REFRESH:
+            self._groups(fresh=True)
+            self._refreshed = time.monotonic()
         lost = peer_keys.lost_hosts(self._redis, self._host)
         if not lost:
             return []
@@ -71,19 +81,22 @@ class Liveness:
                 announced.append(member.instance)
         return announced
 
-    def _hosted_by(self, hosts: set) -> list:
-        """``(member, host)`` for each member of the groups of the messaging VMs served
-        here that ``hosts`` host, as the membership cache (or Nova) says."""
+    def _groups(self, fresh: bool = False) -> list:
+        """The groups of the messaging VMs served here (``fresh``: read from Nova)."""
         out, seen = [], set()
         for instance in sorted(self._served()):
             me = self._members.member(instance)
             if not (me.known and me.messaging and me.group) or me.group in seen:
                 continue
             seen.add(me.group)
-            group = self._members.group(me.group)
-            if group is None or len(group.members) > groups.MAX_GROUP:
-                continue
-            for peer in self._members.peers(group).values():
-                if peer.known and peer.host in hosts:
-                    out.append((peer, peer.host))
+            group = self._members.group(me.group, fresh=fresh)
+            if group is not None and len(group.members) <= groups.MAX_GROUP:
+                out.append(group)
         return out
+
+    def _hosted_by(self, hosts: set) -> list:
+        """``(member, host)`` for each member of the groups of the messaging VMs served
+        here that ``hosts`` host, as the membership cache (or Nova) says."""
+        return [(peer, peer.host) for group in self._groups()
+                for peer in self._members.peers(group).values()
+                if peer.known and peer.host in hosts]

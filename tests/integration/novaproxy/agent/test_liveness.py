@@ -75,3 +75,31 @@ def test_announced_members_reach_the_peers_through_the_notifier(redis_client):
         time.sleep(0.02)
     states = {n["peer"]: n["state"] for _, n in peer_keys.waiting_notices(redis_client, A)}
     assert states == {B: peers.UNREACHABLE, C: peers.UNREACHABLE}
+
+
+class Counting(peer_notify.CachedMembership):
+    """The cache, counting the fresh reads of groups (Nova's, in an agent)."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.fresh = []
+
+    def group(self, gid, fresh=False):
+        if fresh:
+            self.fresh.append(gid)
+        return super().group(gid, fresh)
+
+
+def test_the_served_vms_groups_are_read_again_so_their_cache_never_lapses(
+        redis_client, monkeypatch):
+    cache(redis_client)
+    members = Counting(redis_client)
+    h2 = liveness.Liveness(redis_client, "h2", members, lambda: {B, C, D},
+                           lambda *notice: None, threading.Event())
+    h2.round()
+    assert members.fresh == ["g", "solo"]  # once per group, at the first round
+    h2.round()
+    assert members.fresh == ["g", "solo"]  # not again within REFRESH
+    monkeypatch.setattr(liveness, "REFRESH", 0.0)
+    h2.round()
+    assert members.fresh == ["g", "solo", "g", "solo"]
