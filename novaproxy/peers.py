@@ -21,6 +21,7 @@ PHASE = protocol.PEER  # ... of this phase
 PREPARED, ENDED, ABORTED = "prepared", "ended", "aborted"  # "<event> <which>"
 STOPPED, PAUSED, CRASHED = "stopped", "paused", "crashed"  # as libvirt says
 UNREACHABLE = "unreachable"  # its host's agent stopped renewing its liveness key
+REACHABLE = "reachable"  # its host's agent is back after it was announced unreachable
 MAX_CAUSE = 200  # characters of a cause
 
 

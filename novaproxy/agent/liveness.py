@@ -1,12 +1,14 @@
 """The ``liveness`` thread: this host's agent says it is alive, and notices when
 another host's agent stopped saying so.
 
-Every ``RENEW`` seconds the agent sets its liveness key (``LIVENESS_TTL_MS``, a run
+Every ``ROUND`` seconds the agent sets its liveness key (``LIVENESS_TTL_MS``, a run
 token new at each start) and reads the other known hosts' keys. A host whose key
 expired has lost its agent (or the agent its Redis): the members it hosted, in the
 groups of the messaging VMs served here, are announced ``unreachable`` to their
 groups, each once per run of that host, whichever agent claims it first
-(:func:`redis_schema.peers.claim_unreachable`).
+(:func:`redis_schema.peers.claim_unreachable`). An agent that starts after its
+previous run was found lost announces the VMs it serves that were announced
+unreachable ``reachable`` again.
 
 Every ``REFRESH`` seconds it also reads those groups from Nova again, so that their
 cached membership never lapses: the lost-host search reads it, and so does the proxy,
@@ -27,7 +29,8 @@ from novaproxy import groups, peers
 from novaproxy.redis_schema import peers as peer_keys
 
 LOG = logging.getLogger("novaproxy.agent.liveness")
-RENEW = 1.0  # seconds between renewals; well within the key's time to live
+ROUND = 0.5  # seconds between renewals and looks at the others: a loss is seen in
+# at most LIVENESS_TTL_MS + ROUND
 REFRESH = 10.0  # seconds between reads of the served VMs' groups (cached for GROUP_TTL)
 
 
@@ -47,6 +50,7 @@ class Liveness:
         self.token = uuid.uuid4().hex  # this run's
         self._announced: set = set()  # (member, token) announced or claimed elsewhere
         self._refreshed = float("-inf")  # time.monotonic() of the last read of the groups
+        self._started = False  # the first round looks at what the previous run left
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -56,10 +60,13 @@ class Liveness:
                 LOG.warning("liveness: Redis: %s", exc)
             except Exception:  # Nova, while reading a group
                 LOG.exception("liveness round failed; continuing")
-            self._stopping.wait(RENEW)
+            self._stopping.wait(ROUND)
 
     def round(self) -> list:
         """Renew this host's key and announce what became unreachable; those announced."""
+        if not self._started:
+            self._back()
+            self._started = True
         peer_keys.announce_alive(self._redis, self._host, self.token)
         if time.monotonic() - self._refreshed >= REFRESH:
             self._groups(fresh=True)
@@ -80,6 +87,17 @@ class Liveness:
                            f"host {host} stopped answering")
                 announced.append(member.instance)
         return announced
+
+    def _back(self) -> None:
+        """This host's previous run was lost: what was announced unreachable is not."""
+        previous = peer_keys.previous_run(self._redis, self._host)
+        if not previous or previous == self.token:
+            return
+        for instance in peer_keys.announced_unreachable(self._redis, sorted(self._served()),
+                                                        previous):
+            LOG.info("instance %s: announced unreachable; its group is told it is back",
+                     instance)
+            self._tell(instance, peers.REACHABLE, f"host {self._host} answers again")
 
     def _groups(self, fresh: bool = False) -> list:
         """The groups of the messaging VMs served here (``fresh``: read from Nova)."""

@@ -89,6 +89,19 @@ def delivered(client: redis.Redis, instance: str, raw: str, notice: dict) -> Non
 # -- liveness --------------------------------------------------------------------------
 
 
+def previous_run(client: redis.Redis, host: str) -> str:
+    """The run token ``host``'s agent last announced ("" for none)."""
+    return client.hget(HOSTS_KEY, host) or ""
+
+
+def announced_unreachable(client: redis.Redis, instances: list, token: str) -> list:
+    """Those of ``instances`` some agent announced unreachable for the run ``token``."""
+    if not instances:
+        return []
+    found = client.mget([claim_key(i, token) for i in instances])
+    return [i for i, claim in zip(instances, found) if claim is not None]
+
+
 def announce_alive(client: redis.Redis, host: str, token: str) -> None:
     pipe = client.pipeline(transaction=True)
     pipe.set(alive_key(host), token, px=LIVENESS_TTL_MS)

@@ -103,3 +103,22 @@ def test_the_served_vms_groups_are_read_again_so_their_cache_never_lapses(
     monkeypatch.setattr(liveness, "REFRESH", 0.0)
     h2.round()
     assert members.fresh == ["g", "solo", "g", "solo"]
+
+
+def test_an_agent_back_after_its_loss_tells_its_vms_groups_they_are_reachable(redis_client):
+    cache(redis_client)
+    told = []
+    h1 = agent(redis_client, "h1", told, {A})
+    h2 = agent(redis_client, "h2", [], {B, C})
+    h1.round()
+    h2.round()
+    expire(redis_client, "h2")
+    assert sorted(h1.round()) == [B, C]
+    back, told_back = [], []
+    h2_new = agent(redis_client, "h2", told_back, {B, C, D})  # D came meanwhile
+    h2_new.round()
+    assert told_back == [(B, peers.REACHABLE, "host h2 answers again"),
+                         (C, peers.REACHABLE, "host h2 answers again")]
+    h2_new.round()
+    agent(redis_client, "h2", back, {B, C}).round()  # restarted while alive: nothing
+    assert len(told_back) == 2 and back == []
