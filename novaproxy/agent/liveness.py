@@ -6,9 +6,10 @@ token new at each start) and reads the other known hosts' keys. A host whose key
 expired has lost its agent (or the agent its Redis): the members it hosted, in the
 groups of the messaging VMs served here, are announced ``unreachable`` to their
 groups, each once per run of that host, whichever agent claims it first
-(:func:`redis_schema.peers.claim_unreachable`). An agent that starts after its
-previous run was found lost announces the VMs it serves that were announced
-unreachable ``reachable`` again.
+(:func:`redis_schema.peers.claim_unreachable`). An agent back after it was found
+lost (started again, or its own key had expired: it was frozen, or cut off from
+Redis) tells the groups of the VMs it serves that were announced unreachable that
+they are ``reachable`` again.
 
 Every ``REFRESH`` seconds it also reads those groups from Nova again, so that their
 cached membership never lapses: the lost-host search reads it, and so does the proxy,
@@ -50,7 +51,7 @@ class Liveness:
         self.token = uuid.uuid4().hex  # this run's
         self._announced: set = set()  # (member, token) announced or claimed elsewhere
         self._refreshed = float("-inf")  # time.monotonic() of the last read of the groups
-        self._started = False  # the first round looks at what the previous run left
+        self._previous: str | None = None  # the run to look at for announcements, once
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -64,10 +65,11 @@ class Liveness:
 
     def round(self) -> list:
         """Renew this host's key and announce what became unreachable; those announced."""
-        if not self._started:
-            self._back()
-            self._started = True
-        peer_keys.announce_alive(self._redis, self._host, self.token)
+        if self._previous is None:  # first round: the previous run's, if any
+            self._previous = peer_keys.previous_run(self._redis, self._host)
+        if not peer_keys.announce_alive(self._redis, self._host, self.token):
+            self._back(self._previous or self.token)
+        self._previous = self.token
         if time.monotonic() - self._refreshed >= REFRESH:
             self._groups(fresh=True)
             self._refreshed = time.monotonic()
@@ -88,13 +90,11 @@ class Liveness:
                 announced.append(member.instance)
         return announced
 
-    def _back(self) -> None:
-        """This host's previous run was lost: what was announced unreachable is not."""
-        previous = peer_keys.previous_run(self._redis, self._host)
-        if not previous or previous == self.token:
-            return
+    def _back(self, run: str) -> None:
+        """This host's key had expired: what was announced unreachable under ``run``
+        is reachable again."""
         for instance in peer_keys.announced_unreachable(self._redis, sorted(self._served()),
-                                                        previous):
+                                                        run):
             LOG.info("instance %s: announced unreachable; its group is told it is back",
                      instance)
             self._tell(instance, peers.REACHABLE, f"host {self._host} answers again")

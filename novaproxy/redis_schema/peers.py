@@ -102,11 +102,14 @@ def announced_unreachable(client: redis.Redis, instances: list, token: str) -> l
     return [i for i, claim in zip(instances, found) if claim is not None]
 
 
-def announce_alive(client: redis.Redis, host: str, token: str) -> None:
+def announce_alive(client: redis.Redis, host: str, token: str) -> bool:
+    """Renew ``host``'s liveness key; whether it was still there (False: it expired,
+    and others may have found this run lost)."""
     pipe = client.pipeline(transaction=True)
+    pipe.exists(alive_key(host))
     pipe.set(alive_key(host), token, px=LIVENESS_TTL_MS)
     pipe.hset(HOSTS_KEY, host, token)
-    pipe.execute()
+    return bool(pipe.execute()[0])
 
 
 def lost_hosts(client: redis.Redis, except_host: str) -> dict:

@@ -122,3 +122,18 @@ def test_an_agent_back_after_its_loss_tells_its_vms_groups_they_are_reachable(re
     h2_new.round()
     agent(redis_client, "h2", back, {B, C}).round()  # restarted while alive: nothing
     assert len(told_back) == 2 and back == []
+
+
+def test_an_agent_frozen_past_its_key_tells_its_vms_groups_they_are_reachable(redis_client):
+    cache(redis_client)
+    h1, told = agent(redis_client, "h1", [], {A}), []
+    h2 = agent(redis_client, "h2", told, {B, C})
+    h1.round()
+    h2.round()
+    expire(redis_client, "h2")  # h2's agent frozen (SIGSTOP), or cut off from Redis
+    assert sorted(h1.round()) == [B, C]
+    h2.round()  # it resumes
+    assert told == [(B, peers.REACHABLE, "host h2 answers again"),
+                    (C, peers.REACHABLE, "host h2 answers again")]
+    h2.round()
+    assert len(told) == 2
