@@ -11,8 +11,9 @@ lost (started again, or its own key had expired: it was frozen, or cut off from
 Redis) tells the groups of the VMs it serves that were announced unreachable that
 they are ``reachable`` again.
 
-Every ``REFRESH`` seconds it also reads those groups from Nova again, so that their
-cached membership never lapses: the lost-host search reads it, and so does the proxy,
+Every ``REFRESH`` seconds, and as soon as a VM comes to be served here, it also reads
+those groups from Nova again, so that their cached membership never lapses nor lags
+behind a member that just booted: the lost-host search reads it, and so does the proxy,
 which publishes the notices of its negotiations from the cache alone.
 """
 
@@ -51,6 +52,7 @@ class Liveness:
         self.token = uuid.uuid4().hex  # this run's
         self._announced: set = set()  # (member, token) announced or claimed elsewhere
         self._refreshed = float("-inf")  # time.monotonic() of the last read of the groups
+        self._refreshed_for: set = set()  # the VMs served then
         self._previous: str | None = None  # the run to look at for announcements, once
 
     def run(self) -> None:
@@ -70,9 +72,11 @@ class Liveness:
         if not peer_keys.announce_alive(self._redis, self._host, self.token):
             self._back(self._previous or self.token)
         self._previous = self.token
-        if time.monotonic() - self._refreshed >= REFRESH:
-            self._groups(fresh=True)
-            self._refreshed = time.monotonic()
+        served = self._served()
+        if time.monotonic() - self._refreshed >= REFRESH or served - self._refreshed_for:
+            for group in self._groups(fresh=True):
+                self._members.peers(group)  # and each member, from Nova if not cached
+            self._refreshed, self._refreshed_for = time.monotonic(), served
         lost = peer_keys.lost_hosts(self._redis, self._host)
         if not lost:
             return []

@@ -93,16 +93,21 @@ class Counting(peer_notify.CachedMembership):
 def test_the_served_vms_groups_are_read_again_so_their_cache_never_lapses(
         redis_client, monkeypatch):
     cache(redis_client)
-    members = Counting(redis_client)
-    h2 = liveness.Liveness(redis_client, "h2", members, lambda: {B, C, D},
+    members, served = Counting(redis_client), {B, C}
+    h2 = liveness.Liveness(redis_client, "h2", members, lambda: set(served),
                            lambda *notice: None, threading.Event())
     h2.round()
-    assert members.fresh == ["g", "solo"]  # once per group, at the first round
+    assert members.fresh == ["g"]  # once per group, at the first round
     h2.round()
-    assert members.fresh == ["g", "solo"]  # not again within REFRESH
+    served.discard(C)
+    h2.round()
+    assert members.fresh == ["g"]  # not again within REFRESH, a VM gone or not
+    served.add(D)  # a VM just booted here: its group may list it only now
+    h2.round()
+    assert members.fresh == ["g", "g", "solo"]
     monkeypatch.setattr(liveness, "REFRESH", 0.0)
     h2.round()
-    assert members.fresh == ["g", "solo", "g", "solo"]
+    assert members.fresh == ["g", "g", "solo", "g", "solo"]
 
 
 def test_an_agent_back_after_its_loss_tells_its_vms_groups_they_are_reachable(redis_client):
