@@ -74,8 +74,9 @@ class Liveness:
         self._previous = self.token
         served = self._served()
         if time.monotonic() - self._refreshed >= REFRESH or served - self._refreshed_for:
-            for group in self._groups(fresh=True):
-                self._members.peers(group)  # and each member, from Nova if not cached
+            # Groups only: a member read from Nova while it builds would be cached for
+            # GROUP_TTL with no host; each member's own agent caches it once it runs.
+            self._groups(fresh=True)
             self._refreshed, self._refreshed_for = time.monotonic(), served
         lost = peer_keys.lost_hosts(self._redis, self._host)
         if not lost:

@@ -94,8 +94,8 @@ def test_a_frozen_agent_s_members_are_unreachable_to_their_peers_then_reachable(
     agent.signal(signal.SIGSTOP)
     try:
         frozen = time.monotonic()
-        wait_for(lambda: {n.peer for n in ears.notices if n.state == "unreachable"} == set(lost),
-                 10, "the unreachable notices")
+        wait_for(lambda: {n.peer for n in ears.notices if n.state == "unreachable"}
+                 == set(lost), 10, "the unreachable notices")
         took = time.monotonic() - frozen
     finally:
         agent.signal(signal.SIGCONT)
