@@ -32,6 +32,9 @@ application registered for the ``group`` event, which ``on_message`` adds)::
                       on_result=lambda r: r.status == "refused" and print(r.reason)).start()
     seq = app.broadcast({"role": "active"})   # or app.send(member_uuid, body)
 
+``on_peer`` gets each other member's latest state as a :class:`PeerNotice`
+(``failed``, ``reboot prepared``, ``unreachable``...); it also registers for ``group``.
+
 ``broadcast``, ``send`` and ``group_status`` return the entry's seq once guestd has
 queued it, or raise :class:`GroupError` when guestd refuses it (``too-large``,
 ``outbox-full``) or cannot be reached; the host's verdict on each (delivered to whom,
@@ -53,6 +56,7 @@ from dataclasses import dataclass, field
 
 from guestd import group_protocol as gp
 from guestd import protocol
+from guestd.peer_protocol import PEER_NOTICE, PeerNotice
 
 LOG = logging.getLogger(__name__)
 # How long guestd may take to say whether it queued a group message.
@@ -136,15 +140,18 @@ class GroupError(Exception):
 
 class Application:
     def __init__(self, name: str, events=("*",), on_vote=None, on_notice=None,
-                 socket_path: str | None = None, on_message=None, on_result=None) -> None:
+                 socket_path: str | None = None, on_message=None, on_result=None,
+                 on_peer=None) -> None:
         self.name = name
         self.events = list(events)
-        if on_message is not None and not {"*", protocol.GROUP} & set(self.events):
+        wants_group = on_message is not None or on_peer is not None
+        if wants_group and not {"*", protocol.GROUP} & set(self.events):
             self.events.append(protocol.GROUP)
         self.on_vote = on_vote or (lambda notice: Vote.accept())
         self.on_notice = on_notice or (lambda notice: None)
         self.on_message = on_message or (lambda message: None)
         self.on_result = on_result or (lambda result: None)
+        self.on_peer = on_peer or (lambda notice: None)
         self.socket_path = socket_path or os.environ.get("GUESTD_SOCKET", protocol.DEFAULT_SOCKET)
         self.registered = threading.Event()
         self._stop = threading.Event()
@@ -298,6 +305,8 @@ class Application:
                         self._callbacks.put((self._message, message))
                     elif message.get("type") == gp.GROUP_RESULT:
                         self._callbacks.put((self._result, message))
+                    elif message.get("type") == PEER_NOTICE:
+                        self._callbacks.put((self._peer, message))
                     elif message.get("type") == protocol.FAILURE and not self._settle(message):
                         LOG.warning("guestd: %s", message.get("message"))
 
@@ -306,6 +315,9 @@ class Application:
 
     def _result(self, message: dict) -> None:
         self.on_result(GroupResult.of(message))
+
+    def _peer(self, message: dict) -> None:
+        self.on_peer(PeerNotice.of(message))
 
     def _answer(self, sock: socket.socket, message: dict) -> None:
         try:

@@ -44,10 +44,11 @@ def budget(req: dict) -> float:
 
 
 def _remembered(answer: dict) -> bool:
-    """A group message nobody took (no application or hook yet) is not remembered, so
-    that the host's next delivery of it is handed out (:func:`group_protocol.delivered`)."""
-    return answer.get("phase") != protocol.MESSAGE or gp.delivered(answer["result"],
-                                                                  answer["voters"])
+    """A group message or peer notice nobody took (no application or hook yet) is not
+    remembered, so that the host's next delivery of it is handed out
+    (:func:`group_protocol.delivered`)."""
+    return answer.get("phase") not in (protocol.MESSAGE, protocol.PEER) or gp.delivered(
+        answer["result"], answer["voters"])
 
 
 class Dispatcher:

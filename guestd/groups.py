@@ -11,6 +11,9 @@ is answered ``accept`` naming nobody and forgotten: the host delivers it again
 
 ``receipt``: the host took entries of the outbox; :class:`guestd.outbox.Outbox` drops
 them, and each result goes to the application that queued its entry.
+
+``peer``: another member's latest state (:mod:`guestd.peer_protocol`), handed out like
+a message unless a notice of that peer with a higher seq was handed out already.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from guestd import group_protocol as gp
-from guestd import hooks, protocol
+from guestd import hooks, peer_protocol, protocol
 from guestd.dispatch import background, budget
 from guestd.outbox import Outbox
 from guestd.registry import Registry
@@ -43,6 +46,7 @@ class GroupRequests:
         self._outbox = outbox
         self._hooks_dir = hooks_dir
         self._seen: OrderedDict = OrderedDict()  # (from, epoch, seq) handed out
+        self._peer_seqs: dict = {}  # peer -> the highest notice seq handed out
         self._lock = threading.Lock()
 
     def handle(self, req: dict) -> dict:
@@ -52,6 +56,8 @@ class GroupRequests:
                 return self._message(req, gp.parse_message_details(req["details"]))
             if req["phase"] == protocol.RECEIPT:
                 return self._receipt(req, gp.parse_receipt(req["details"]))
+            if req["phase"] == protocol.PEER:
+                return self._peer(req, peer_protocol.parse_peer_details(req["details"]))
             raise protocol.ProtocolError(f"unknown group phase {req['phase']!r:.40}")
         except protocol.ProtocolError as exc:
             LOG.warning("group %s %s refused: %s", req["phase"], req["id"], exc)
@@ -77,20 +83,8 @@ class GroupRequests:
             LOG.info("group message %s from %s (seq %d) already delivered", details["id"],
                      details["from"], details["seq"])
             return protocol.answer(req, protocol.REJECT)
-        message = gp.group_message(details)
-        wait = budget(req)
-        deadline = time.monotonic() + wait
-        ran = [(os.path.basename(path), background(hooks.run_group, path, message, wait))
-               for path in hooks.discover(self._hooks_dir)]
-        voters = [protocol.voter(name, protocol.ACCEPT if sent else protocol.ERROR,
-                                 "" if sent else "disconnected")
-                  for name, sent in self._registry.tell_all(protocol.GROUP, message)]
-        for name, future in ran:
-            try:
-                voters.append(future.result(timeout=max(deadline - time.monotonic(), 0)))
-            except FutureTimeout:
-                voters.append(protocol.voter(name, protocol.TIMEOUT))
-        if not voters:
+        voters = self._hand_out(req, gp.group_message(details), protocol.MESSAGE)
+        if not voters:  # nobody takes group messages yet: the host delivers it again
             with self._lock:
                 self._seen.pop(self._key(details), None)
             LOG.info("group message %s from %s (seq %d): nobody takes group messages yet; "
@@ -100,6 +94,40 @@ class GroupRequests:
             LOG.info("group message %s from %s (seq %d) delivered to %d", details["id"],
                      details["from"], details["seq"], len(voters))
         return protocol.answer(req, protocol.ACCEPT, voters)
+
+    def _peer(self, req: dict, details: dict) -> dict:
+        with self._lock:  # handed out in seq order per peer: a late, older one is stale
+            stale = self._peer_seqs.get(details["peer"], 0) >= details["seq"]
+            if not stale:
+                self._peer_seqs[details["peer"]] = details["seq"]
+        if stale:  # a newer state was handed out: this one counts as had
+            LOG.info("peer notice %s seq %d is stale", details["peer"], details["seq"])
+            return protocol.answer(req, protocol.REJECT)
+        voters = self._hand_out(req, peer_protocol.peer_notice(details), protocol.PEER)
+        if not voters:  # nobody takes it yet: the host tells it again
+            with self._lock:
+                if self._peer_seqs.get(details["peer"]) == details["seq"]:
+                    del self._peer_seqs[details["peer"]]
+        LOG.info("peer %s is %s (seq %d): told %d", details["peer"], details["state"],
+                 details["seq"], len(voters))
+        return protocol.answer(req, protocol.ACCEPT, voters)
+
+    def _hand_out(self, req: dict, message: dict, phase: str) -> list:
+        """Give ``message`` to the group hooks and the applications registered for
+        ``group``, within the request's budget; a voter entry for each."""
+        wait = budget(req)
+        deadline = time.monotonic() + wait
+        ran = [(os.path.basename(path), background(hooks.run_group, path, message, wait, phase))
+               for path in hooks.discover(self._hooks_dir)]
+        voters = [protocol.voter(name, protocol.ACCEPT if sent else protocol.ERROR,
+                                 "" if sent else "disconnected")
+                  for name, sent in self._registry.tell_all(protocol.GROUP, message)]
+        for name, future in ran:
+            try:
+                voters.append(future.result(timeout=max(deadline - time.monotonic(), 0)))
+            except FutureTimeout:
+                voters.append(protocol.voter(name, protocol.TIMEOUT))
+        return voters
 
     def _receipt(self, req: dict, details: dict) -> dict:
         if self._outbox is None:

@@ -129,23 +129,23 @@ def run(path: str, req: dict, timeout: float) -> dict:
     return protocol.voter(name, vote, reason)
 
 
-def run_group(path: str, message: dict, timeout: float) -> dict:
-    """Run one group hook with ``message`` (a group message) on stdin within ``timeout``;
-    its :func:`protocol.voter` entry: accept on exit 0, else an error or a timeout."""
+def run_group(path: str, message: dict, timeout: float, phase: str = protocol.MESSAGE) -> dict:
+    """Run one group hook as ``HOOK group <phase>`` with ``message`` (a group message or
+    a peer notice) on stdin within ``timeout``; its :func:`protocol.voter` entry: accept
+    on exit 0, else an error or a timeout."""
     name = os.path.basename(path)
+    what = message.get("id") or f"peer {message.get('peer')} seq {message.get('seq')}"
     try:
-        returncode, _ = _execute([path, protocol.GROUP, protocol.MESSAGE],
+        returncode, _ = _execute([path, protocol.GROUP, phase],
                                  json.dumps(message).encode(), timeout)
     except OSError as exc:
         LOG.warning("group hook %s could not start: %s", name, exc)
         return protocol.voter(name, protocol.ERROR, str(exc))
     if returncode is None:
-        LOG.warning("group hook %s missed its %.1fs deadline for message %s", name, timeout,
-                    message["id"])
+        LOG.warning("group hook %s missed its %.1fs deadline for %s", name, timeout, what)
         return protocol.voter(name, protocol.TIMEOUT)
     if returncode:
-        LOG.warning("group hook %s: exit status %d for message %s", name, returncode,
-                    message["id"])
+        LOG.warning("group hook %s: exit status %d for %s", name, returncode, what)
         return protocol.voter(name, protocol.ERROR, f"exit status {returncode}")
     return protocol.voter(name, protocol.ACCEPT)
 

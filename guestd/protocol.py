@@ -41,10 +41,11 @@ MAX_APPS = 64  # applications listed in the status file
 VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
 PHASES = (VOTE, PREPARE, END, ABORT)
 # Server-group messaging (guestd.group_protocol): requests of event GROUP, in one of
-# its own phases: a message for this guest's applications, or a receipt for its outbox.
+# its own phases: a message for this guest's applications, a receipt for its outbox, or
+# a peer's latest state (guestd.peer_protocol).
 GROUP = "group"
-MESSAGE, RECEIPT = "message", "receipt"
-GROUP_PHASES = (MESSAGE, RECEIPT)
+MESSAGE, RECEIPT, PEER = "message", "receipt", "peer"
+GROUP_PHASES = (MESSAGE, RECEIPT, PEER)
 
 # Individual votes, and the outcome of a tally.
 ACCEPT, REJECT = "accept", "reject"

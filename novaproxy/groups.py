@@ -58,6 +58,7 @@ class Member:
     status: str = ""
     host: str = ""
     group: str = ""  # its server group's id, "" for none
+    name: str = ""  # its Nova server name (told to its peers in notices)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def member_from(instance: str, server: dict | None, groups: list) -> Member:
     return Member(instance, known=True, messaging=messaging_on(server),
                   status=str(server.get("status", "")),
                   host=str(server.get("OS-EXT-SRV-ATTR:host") or ""),
-                  group=groups[0] if groups else "")
+                  group=groups[0] if groups else "", name=str(server.get("name") or ""))
 
 
 def sender_refusal(sender: Member, group: Group | None) -> str:

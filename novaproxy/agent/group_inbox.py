@@ -24,6 +24,8 @@ import redis
 from guestd import group_protocol as gp
 from guestd import protocol
 from novaproxy import groups, redis_schema
+from novaproxy.agent.peer_relay import PeerDelivery
+from novaproxy.redis_schema import peers as peer_keys
 
 LOG = logging.getLogger("novaproxy.agent.group_inbox")
 BLOCK_MS = 1000  # longest wait for a message; bounds how fast the served set is re-read
@@ -41,6 +43,7 @@ class InboxRelay:
                  redis_now: Callable[[], float], stopping: threading.Event) -> None:
         self._redis = client
         self._deliver = deliver
+        self._peers = PeerDelivery(client, deliver)  # wake-up entries: peer notices
         self._served = served
         self._submit = submit
         self._redis_now = redis_now
@@ -106,6 +109,11 @@ class InboxRelay:
 
     def _deliver_one(self, instance: str, entry_id: str, fields: dict) -> bool:
         """Deliver one message; True when the position may move past it."""
+        if peer_keys.is_wake(fields):
+            if not self._peers.deliver_waiting(instance):
+                return False
+            redis_schema.set_inbox_position(self._redis, instance, entry_id)
+            return True
         gid, message_id = fields.get("group", ""), fields.get("id", "")
         try:
             expires = float(fields["expires"])

@@ -8,7 +8,8 @@ running agent.
 With a ``[nova]`` section it also finishes recorded operations (:mod:`endings`)
 and monitors the guests whose flavor asks for it (:mod:`watcher`), recovering
 the failed ones, and relays server-group messages: out of the guests' outboxes
-(:mod:`group_outbox`) and into their inboxes (:mod:`group_inbox`).
+(:mod:`group_outbox`) and into their inboxes (:mod:`group_inbox`), with the peer state
+notices (:mod:`novaproxy.peer_notify`) of what it sees and of lost hosts (:mod:`liveness`).
 :class:`Agent` builds these parts and hands each exactly what it uses; none of
 them sees the agent itself.
 """
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from novaproxy import redis_schema
+from novaproxy import peer_notify, peers, redis_schema
 from novaproxy.agent import (
     answer,
     deliver,
@@ -35,6 +36,7 @@ from novaproxy.agent import (
     group_send,
     hypervisor,
     lifecycle_events,
+    liveness,
     membership,
     recovery,
     routes,
@@ -85,17 +87,24 @@ class Agent:
         self._operations_now = threading.Event()  # libvirt saw a change: check records now
         host = config.host
         self.routes = routes.Routes(client, host, guests, config.route_interval)
-        self.watcher = None
+        self.watcher = self.notifier = self.liveness = None
+        if nova is not None:  # peer notices: who is told is Nova's server groups
+            readers = membership.Membership(client, nova)
+            self.notifier = peer_notify.Notifier(client, readers, self.routes.redis_now)
+            self.liveness = liveness.Liveness(client, host, readers, self.routes.served,
+                                              self.notifier.notify, self.stopping)
+        tell = self.notifier.notify if self.notifier is not None else None
         if nova is not None and config.monitoring.enabled:
             self.watcher = watcher.Watcher(
                 client, host, nova,
                 recovery.Recovery(client, host, nova, masakari, config.monitoring),
-                config.monitoring, guests, self._pool.submit, self.stopping)
+                config.monitoring, guests, self._pool.submit, self.stopping, tell)
         self.endings = None
         if nova is not None:
             self.endings = endings.Endings(
                 client, host, nova, self.deliverer.deliver, self._pool.submit,
-                self._operations_now.set, self.watcher.saw if self.watcher is not None else None)
+                self._operations_now.set, self.watcher.saw if self.watcher is not None else None,
+                tell)
         self.outbox = self.inbox = None
         if nova is not None:
             members = membership.Membership(client, nova)
@@ -134,6 +143,9 @@ class Agent:
                 self.watcher.crashed(instance, meaning.name)
             elif meaning.silence is not None:  # None: no news about silence
                 self.watcher.libvirt_silence(instance, meaning.silence)
+        state = peers.libvirt_state(meaning.name, meaning.fatal)
+        if state and self.notifier is not None:
+            self.notifier.notify(instance, state, f"libvirt: {meaning.name.lower()}")
         self._operations_now.set()  # an operation may just have completed
 
     def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
@@ -201,6 +213,8 @@ class Agent:
         if self.outbox is not None:
             threading.Thread(target=self.outbox.run, name="group-outbox", daemon=True).start()
             threading.Thread(target=self.inbox.run, name="group-inbox", daemon=True).start()
+        if self.liveness is not None:
+            threading.Thread(target=self.liveness.run, name="liveness", daemon=True).start()
         if self.config.hypervisor == "libvirt":
             events = lifecycle_events.LibvirtEvents(self.config.libvirt_uri,
                                                     self.on_domain_event, self.stopping,

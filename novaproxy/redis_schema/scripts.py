@@ -132,3 +132,40 @@ for i, b in ipairs(buckets) do
 end
 return 'ok'
 """)
+
+PEER_NOTICE = _hashing.register_script("""
+-- Keep a peer's notice for one recipient, coalesced: only the latest per peer is kept,
+-- and the recipient's inbox gets a wake-up entry only when nothing was waiting already
+-- (the relay drains the whole hash on one wake-up, until it is empty).
+-- KEYS[1]: peers_key(recipient), a hash: peer -> notice JSON
+-- KEYS[2]: inbox_key(recipient), the stream the relay reads
+-- ARGV[1]: the peer
+-- ARGV[2]: the notice's seq
+-- ARGV[3]: the notice (JSON)
+-- ARGV[4]: time to live of both keys, seconds
+-- ARGV[5]: the inbox's MAXLEN (~)
+-- Returns 1 if kept, 0 if a notice of that peer with a seq as high was waiting already.
+local old = redis.call('hget', KEYS[1], ARGV[1])
+if old and tonumber(cjson.decode(old)['seq']) >= tonumber(ARGV[2]) then return 0 end
+local waiting = redis.call('hlen', KEYS[1])
+redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+redis.call('expire', KEYS[1], ARGV[4])
+if waiting == 0 then
+  redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'kind', 'peer')
+  redis.call('expire', KEYS[2], ARGV[4])
+end
+return 1
+""")
+
+HASH_COMPARE_AND_DELETE = _hashing.register_script("""
+-- Delete a hash field only while it still holds what the caller read (a delivered
+-- notice, unless a newer one replaced it meanwhile).
+-- KEYS[1]: the hash
+-- ARGV[1]: the field
+-- ARGV[2]: the value the caller read
+-- Returns 1 if deleted, 0 if the field held something else or nothing.
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('hdel', KEYS[1], ARGV[1])
+end
+return 0
+""")

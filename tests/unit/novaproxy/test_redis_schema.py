@@ -41,7 +41,8 @@ def test_every_lua_script_names_each_key_and_argument_it_uses():
     import re
 
     assert set(_scripts()) == {"COMPARE_AND_DELETE", "COMPARE_AND_EXTEND", "CLAIM_RECOVERY",
-                              "UPDATE_OPERATION", "CLAIM_OPERATION", "GROUP_RATE"}
+                              "UPDATE_OPERATION", "CLAIM_OPERATION", "GROUP_RATE",
+                              "PEER_NOTICE", "HASH_COMPARE_AND_DELETE"}
     for name, source in _scripts().items():
         header = "\n".join(line for line in source.splitlines() if line.startswith("--"))
         body = "\n".join(line for line in source.splitlines() if not line.startswith("--"))
