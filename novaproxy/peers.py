@@ -14,7 +14,7 @@ from guestd import protocol
 from novaproxy import groups
 from novaproxy.groups import Group, Member
 
-EVENT = groups.EVENT  # notices travel as group requests ...
+EVENT = protocol.GROUP  # notices travel as group requests ...
 PHASE = protocol.PEER  # ... of this phase
 # States besides the monitor's (suspect, failed, recovering, healthy, left-alone), which
 # are told as the monitor names them.

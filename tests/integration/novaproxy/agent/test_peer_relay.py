@@ -63,8 +63,8 @@ def test_a_recipient_away_gets_the_latest_state_per_peer_not_a_backlog(redis_cli
     assert relay(redis_client, guests).round(None)
     # Oldest change first (C's since 1.0, A's latest since 4.0), then the message.
     assert told(guests) == [(protocol.PEER, "reboot prepared"), (protocol.PEER, "healthy"),
-                            (groups.MESSAGE, 1)]
-    assert all(r["event"] == groups.EVENT for r in guests.asked)
+                            (protocol.MESSAGE, 1)]
+    assert all(r["event"] == protocol.GROUP for r in guests.asked)
     assert peer_keys.waiting_notices(redis_client, B) == []
     # Told again only when something new happens.
     keep(redis_client, C, 2, "reboot ended")
@@ -83,4 +83,4 @@ def test_a_notice_not_taken_waits_and_is_replaced_by_a_newer_one(redis_client):
     keep(redis_client, A, 2, "recovering")
     again = Guests()
     relay(redis_client, again).round(None)  # another round (a restarted agent)
-    assert told(again) == [(protocol.PEER, "recovering"), (groups.MESSAGE, 1)]
+    assert told(again) == [(protocol.PEER, "recovering"), (protocol.MESSAGE, 1)]
