@@ -191,7 +191,8 @@ def cost(stack: Stack, messaging, vms: int, count: int, rate: float, seconds: fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100, help="broadcasts timed")
+    parser.add_argument("--messages", type=int, default=100,
+                        help="broadcasts timed (0: no latency phase)")
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--rate", type=float, default=0.1,
@@ -207,9 +208,10 @@ def main() -> int:
         if args.monitoring:
             specs["guest:monitoring"] = "true"
         messaging = stack.flavor(f"bench-{uuid.uuid4().hex[:6]}", specs)
-        latency(stack, messaging, args.messages)
-        stack.cleanup()
-        if args.vms:
+        if args.messages:
+            latency(stack, messaging, args.messages)
+            stack.cleanup()
+        if args.vms:  # 0: no cost phase
             cost(stack, messaging, args.vms, args.groups, args.rate, args.cost_seconds)
     finally:
         stack.stop()
