@@ -59,8 +59,9 @@ def test_a_stale_notice_is_answered_but_not_handed_out(tmp_path):
     registry.add(app)
     requests = GroupRequests(registry, None, str(tmp_path))
     assert requests.handle(request(3, "healthy"))["result"] == protocol.ACCEPT
-    assert requests.handle(request(2, "failed"))["result"] == protocol.ACCEPT
-    assert requests.handle(request(3, "healthy"))["result"] == protocol.ACCEPT
+    # Stale: a newer state was handed out; reject, which the host counts as had.
+    assert requests.handle(request(2, "failed"))["result"] == protocol.REJECT
+    assert requests.handle(request(3, "healthy"))["result"] == protocol.REJECT
     assert [(m["state"], m["seq"]) for m in app.got] == [("healthy", 3)]
 
 

@@ -14,7 +14,8 @@ A, B, C = (str(uuid.UUID(int=n)) for n in (21, 22, 23))
 
 
 class Guests:
-    """What the guests answer: ``outcomes`` in turn, then accept."""
+    """What the guests answer: ``outcomes`` in turn, then accept; an accept names the
+    application that took it (one naming nobody is not delivered)."""
 
     def __init__(self, *outcomes):
         self.outcomes = list(outcomes)
@@ -23,7 +24,8 @@ class Guests:
     def deliver(self, req, timeout):
         self.asked.append(req)
         outcome = self.outcomes.pop(0) if self.outcomes else "accept"
-        return replies.Reply(req["id"], req["instance"], outcome)
+        voters = [protocol.voter("app", outcome)] if outcome == "accept" else []
+        return replies.Reply(req["id"], req["instance"], outcome, voters=voters)
 
 
 def direct(fn, *args):
