@@ -29,6 +29,9 @@ from novaproxy.redis_schema import peers as peer_keys
 
 LOG = logging.getLogger("novaproxy.agent.group_inbox")
 BLOCK_MS = 1000  # longest wait for a message; bounds how fast the served set is re-read
+# While some VM's deliveries run, the read blocks this long at most, so that the VM is
+# read again soon after they end (a blocked XREAD cannot be told of it).
+BUSY_BLOCK_MS = 20
 PER_ROUND = 16  # messages read per inbox per round
 DELIVER_TIMEOUT = 5.0  # seconds for a guest to take one message
 RETRY = 2.0  # seconds before a guest that did not answer is tried again
@@ -51,12 +54,14 @@ class InboxRelay:
         self._lock = threading.Lock()
         self._busy: set = set()  # VMs whose deliveries run on the pool now
         self._retry_at: dict = {}  # VM -> time.monotonic() before which it is not tried
+        self._freed = threading.Event()  # a VM's deliveries ended: it may be read again
 
     def run(self) -> None:
         while not self._stopping.is_set():
+            self._freed.clear()
             try:
-                if not self.round(BLOCK_MS):
-                    self._stopping.wait(BLOCK_MS / 1000)
+                if not self.round(BLOCK_MS):  # all busy or waiting: until one is freed
+                    self._freed.wait(BLOCK_MS / 1000)
             except (redis.RedisError, OSError) as exc:
                 LOG.warning("group inboxes: Redis: %s", exc)
                 self._stopping.wait(BLOCK_MS / 1000)
@@ -71,6 +76,9 @@ class InboxRelay:
         if not ready:
             return False
         positions = redis_schema.inbox_positions(self._redis, ready)
+        with self._lock:
+            if self._busy and block_ms is not None:
+                block_ms = min(block_ms, BUSY_BLOCK_MS)
         for instance, entries in redis_schema.read_inboxes(
                 self._redis, positions, block_ms, PER_ROUND).items():
             with self._lock:
@@ -106,6 +114,7 @@ class InboxRelay:
         finally:
             with self._lock:
                 self._busy.discard(instance)
+            self._freed.set()
 
     def _deliver_one(self, instance: str, entry_id: str, fields: dict) -> bool:
         """Deliver one message; True when the position may move past it."""
