@@ -27,9 +27,11 @@ import time
 import uuid
 
 from bench._stats import machine, percentile, rss_mb
+from harness.audit import wait_state
 from harness.processes import wait_for
 from harness.stack import Stack
 from novaproxy import audit, redis_schema
+from novaproxy.agent import monitor
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -70,8 +72,7 @@ def induce_hang(stack, client, server) -> tuple:
     wait_for(lambda: stack.instance_actions(server.id).count("reboot") > reboots, 30,
              "the reboot", interval=0.2)
     guest.unhang()
-    wait_for(lambda: redis_schema.monitor_view(client, server.id).get("state") == "healthy",
-             30, "healthy again", interval=0.1)
+    wait_state(stack, server.id, monitor.HEALTHY, timeout=30)
     return float(failure["time"]) - hung_at, float(recovery["time"]) - float(failure["time"])
 
 
