@@ -2,7 +2,9 @@
 
 The host reads the file through qemu-ga (no process started in the guest) and answers
 with a receipt; so the file is rewritten whole (:func:`guestd.atomic.write`) at every
-change, and holds at most :data:`group_protocol.MAX_OUTBOX` entries. ``seq`` counts from
+change, and holds at most :data:`group_protocol.MAX_OUTBOX` entries. It exists only while
+it holds entries: the host polls it twice a second, and a missing file costs the host
+one failed ``guest-file-open`` where an empty one costs an open, a read and a close. ``seq`` counts from
 1 within an epoch, a new one at every guestd start: the host tells a restarted guestd's
 entries from those it already took, and a receipt for an older epoch drops nothing.
 """
@@ -33,9 +35,9 @@ class Outbox:
         self._lock = threading.Lock()  # one writer at a time, and seq in file order
 
     def open(self) -> None:
-        """Start the epoch with an empty outbox (what a previous guestd left was of its own
-        epoch, and its applications are gone). A failure is logged: the next append tries
-        again and is refused if it fails too."""
+        """Start the epoch with an empty outbox: no file (what a previous guestd left was
+        of its own epoch, and its applications are gone). A failure is logged: the next
+        append writes the file and is refused if it cannot."""
         with self._lock:
             try:
                 self._write(self._entries)
@@ -94,5 +96,12 @@ class Outbox:
         return len(self._entries)
 
     def _write(self, entries: list) -> None:
+        """The file for ``entries``; none when there are none."""
+        if not entries:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         atomic.write(self.path, gp.outbox(self.epoch, entries), 0o600)

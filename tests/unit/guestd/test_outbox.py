@@ -23,12 +23,27 @@ def box(tmp_path):
     return box
 
 
-def test_each_start_has_its_own_epoch_and_an_empty_file(box, tmp_path):
-    assert read(box) == {"v": 1, "epoch": box.epoch, "messages": []}
+def test_each_start_has_its_own_epoch_and_no_file_until_something_is_sent(box):
+    assert not os.path.exists(box.path)  # the host's poll: one failed open, nothing read
+    box.send("db", "*", 1)
+    assert read(box)["epoch"] == box.epoch
     assert stat.S_IMODE(os.stat(box.path).st_mode) == 0o600
-    again = Outbox(box.path)
+    again = Outbox(box.path)  # a restarted guestd: the old epoch's entries are dropped
     again.open()
-    assert again.epoch != box.epoch and read(again)["epoch"] == again.epoch
+    assert again.epoch != box.epoch and not os.path.exists(again.path)
+    again.send("db", "*", 2)
+    assert read(again)["epoch"] == again.epoch
+    assert [e["seq"] for e in read(again)["messages"]] == [1]
+
+
+def test_the_file_goes_once_a_receipt_acknowledges_every_entry(box):
+    box.send("db", "*", 1)
+    box.send("db", "*", 2)
+    box.receipt(gp.receipt(box.epoch, 1, [gp.result(1, gp.ACCEPTED)]))
+    assert [e["seq"] for e in read(box)["messages"]] == [2]
+    box.receipt(gp.receipt(box.epoch, 2, [gp.result(2, gp.ACCEPTED)]))
+    assert not os.path.exists(box.path) and len(box) == 0
+    assert box.send("db", "*", 3) == 3  # numbering carries on in the epoch
 
 
 def test_entries_are_numbered_from_one_and_written_at_once(box):
