@@ -4,9 +4,10 @@ The host reads the file through qemu-ga (no process started in the guest) and an
 with a receipt; so the file is rewritten whole (:func:`guestd.atomic.write`) at every
 change, and holds at most :data:`group_protocol.MAX_OUTBOX` entries. It exists only while
 it holds entries: the host polls it twice a second, and a missing file costs the host
-one failed ``guest-file-open`` where an empty one costs an open, a read and a close. ``seq`` counts from
-1 within an epoch, a new one at every guestd start: the host tells a restarted guestd's
-entries from those it already took, and a receipt for an older epoch drops nothing.
+one failed ``guest-file-open`` where an empty one costs an open, a read and a close.
+``seq`` counts from 1 within an epoch, a new one at every guestd start: the host tells a
+restarted guestd's entries from those it already took, and a receipt for an older epoch
+drops nothing.
 """
 
 from __future__ import annotations
