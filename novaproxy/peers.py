@@ -19,7 +19,8 @@ PHASE = protocol.PEER  # ... of this phase
 # States besides the monitor's (suspect, failed, recovering, healthy, left-alone), which
 # are told as the monitor names them.
 PREPARED, ENDED, ABORTED = "prepared", "ended", "aborted"  # "<event> <which>"
-STOPPED, PAUSED, CRASHED = "stopped", "paused", "crashed"  # as libvirt says
+# As libvirt says; running: started or resumed again (after a stop, a pause, a reboot).
+STOPPED, PAUSED, CRASHED, RUNNING = "stopped", "paused", "crashed", "running"
 UNREACHABLE = "unreachable"  # its host's agent stopped renewing its liveness key
 REACHABLE = "reachable"  # its host's agent is back after it was announced unreachable
 MAX_CAUSE = 200  # characters of a cause
@@ -33,15 +34,17 @@ def operation_state(event: str, which: str) -> str:
 def libvirt_state(event_name: str, fatal: bool) -> str:
     """The state told for a libvirt lifecycle event (its Masakari-style name, such as
     ``STOPPED_SHUTDOWN``; ``fatal`` as :mod:`agent.lifecycle_events` means it), or ""
-    for one peers need not hear of (a start, a migration's leg, a definition)."""
+    for one peers need not hear of (a migration's leg, a definition)."""
     if fatal:
         return CRASHED
-    if event_name.endswith("_MIGRATED"):
+    if event_name.endswith("_MIGRATED") or event_name.startswith("RESUMED_POSTCOPY"):
         return ""
     if event_name.startswith("STOPPED_"):
         return STOPPED
     if event_name.startswith(("SUSPENDED_", "PMSUSPENDED_")):
         return PAUSED
+    if event_name.startswith(("STARTED_", "RESUMED_")):
+        return RUNNING
     return ""
 
 

@@ -50,8 +50,11 @@ def test_states():
     assert peers.libvirt_state("SUSPENDED_PAUSED", False) == peers.PAUSED
     assert peers.libvirt_state("STOPPED_MIGRATED", False) == ""
     assert peers.libvirt_state("SUSPENDED_MIGRATED", False) == ""
-    assert peers.libvirt_state("STARTED_BOOTED", False) == ""
-    assert peers.libvirt_state("RESUMED_UNPAUSED", False) == ""
+    assert peers.libvirt_state("STARTED_BOOTED", False) == peers.RUNNING
+    assert peers.libvirt_state("RESUMED_UNPAUSED", False) == peers.RUNNING
+    assert peers.libvirt_state("STARTED_MIGRATED", False) == ""
+    assert peers.libvirt_state("RESUMED_POSTCOPY", False) == ""
+    assert peers.libvirt_state("DEFINED_ADDED", False) == ""
 
 
 def test_a_notice_and_its_request():

@@ -1,20 +1,28 @@
 """Peer state notices end to end: real Nova (a real server group), real Redis, the
 agents and real qemu-ga + guestd guests. A member's monitor transitions reach the
 application of another member through its guestd (``on_peer``), and a member outside
-the group hears nothing; a host whose agent stops answering has its members announced
-unreachable, then reachable once it answers again."""
+the group hears nothing; what libvirt says of a member (test:///default's lifecycle
+events, through an agent of its own for that member's host) is told as it happens; a
+host whose agent stops answering has its members announced unreachable, then reachable
+once it answers again."""
 
 import signal
 import threading
 import time
 import uuid
 
+import libvirt
 import pytest
 
 from guestd.client import Application
 from harness.audit import wait_state
 from harness.processes import wait_for
-from novaproxy import flavor
+from harness.stack import ADMIN_TOKEN
+from novaproxy import flavor, peers, redis_schema
+from novaproxy.agent import config as agent_config
+from novaproxy.agent import hypervisor, lifecycle_events, service
+from novaproxy.agent import nova as nova_client
+from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
 
 
 class Peers:
@@ -76,6 +84,64 @@ def test_a_hung_member_is_told_to_its_peer_as_it_fails_and_recovers(
     assert deaf.of(a.id) == []
     for p in (ears, deaf):
         p.app.stop()
+
+
+def test_what_libvirt_says_of_a_member_is_told_to_its_peer_as_it_happens(
+        stack, group, monitored_messaging, tmp_path):
+    messaging = stack.flavor(f"msg-{uuid.uuid4().hex[:6]}", {flavor.GROUP_MESSAGING: "true"})
+    # The member libvirt reports on: a test:///default domain with its server's UUID, on
+    # the host Nova put it, watched by an agent of its own for that host (the stack's agent
+    # there serves qemu-ga processes, which have no lifecycle events).
+    subject, host = stack.boot("peer-virt", messaging, group=group, with_guest=False)
+    b, _ = stack.boot("peer-b", monitored_messaging, group=group)
+    wait_state(stack, b.id, "healthy")
+    ears = Peers(stack.guests[b.id])
+    path = tmp_path / "agent.ini"
+    path.write_text(f"[agent]\nhost = {host}\nredis_url = {stack.redis.url}\n"
+                    "hypervisor = libvirt\nlibvirt_uri = test:///default\n"
+                    "[monitoring]\nenabled = false\n")
+    config = agent_config.load(str(path))
+    nova = nova_client.from_section({"auth_type": "admin_token", "token": ADMIN_TOKEN,
+                                     "endpoint": f"{stack.nova_url}/v2.1"})
+    guests = hypervisor.Libvirt(config.libvirt_uri)
+    agent = service.Agent(config, guests, redis_schema.connect(stack.redis.url), nova)
+    events = lifecycle_events.LibvirtEvents(config.libvirt_uri, agent.on_domain_event,
+                                            agent.stopping)
+    threading.Thread(target=events.run, daemon=True).start()
+    assert events.listening.wait(5)
+    domain = guests.conn.defineXML(DOMAIN.format(name="peer-virt", uuid=subject.id,
+                                                 channel=CHANNEL.format(name="peer-virt")))
+
+    def told(state, cause):
+        """Wait until the peer's latest notice of the member is ``state``, for ``cause``
+        (each step waits: the host keeps only the latest notice per peer)."""
+        latest = wait_for(lambda: ears.of(subject.id)
+                          and ears.of(subject.id)[-1].state == state
+                          and ears.of(subject.id)[-1], 20, f"the {state} notice")
+        assert (latest.name, latest.cause) == ("peer-virt", f"libvirt: {cause}")
+
+    try:
+        domain.create()
+        told(peers.RUNNING, "started_booted")
+        domain.suspend()
+        told(peers.PAUSED, "suspended_paused")
+        domain.resume()
+        told(peers.RUNNING, "resumed_unpaused")
+        domain.destroy()
+        told(peers.STOPPED, "stopped_destroyed")
+        domain.create()
+        told(peers.RUNNING, "started_booted")
+        domain.coreDump("/dev/null", libvirt.VIR_DUMP_CRASH)  # the test driver's crash
+        told(peers.CRASHED, "stopped_crashed")
+        seqs = [n.seq for n in ears.of(subject.id)]
+        assert seqs == sorted(set(seqs))  # each once, in the order it happened
+    finally:
+        agent.stopping.set()
+        if domain.isActive():
+            domain.destroy()
+        domain.undefine()
+        guests.conn.close()
+        ears.app.stop()
 
 
 def test_a_frozen_agent_s_members_are_unreachable_to_their_peers_then_reachable(
