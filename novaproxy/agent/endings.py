@@ -204,6 +204,8 @@ class Endings:
                 or newer_action is not None
                 for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
             verdict = operations.verdict(op, server, found[i], negotiating(op), superseded, now)
+            if verdict.decided:  # the guest hears it once it runs; its group now
+                self._tell_group(instance, op, verdict.decided, verdict.why)
             if verdict.step == operations.WAIT or not self._close(
                     instance, op, verdict, server, inline, budget):
                 return  # the older one first: the rest wait for it
@@ -229,11 +231,7 @@ class Endings:
             self._finish(instance, op, step, verdict.why)
             return True
         phase = protocol.END if step == operations.END else protocol.ABORT
-        if self._tell is not None and op.get("prepared") and op["id"] not in self._told:
-            self._told.add(op["id"])  # its guest may take long to hear it: its group not
-            self._tell(instance, peers.operation_state(
-                op["event"], peers.ENDED if step == operations.END else peers.ABORTED),
-                verdict.why)
+        self._tell_group(instance, op, step, verdict.why)
         claim = self._host_claims + uuid.uuid4().hex
         timeout = float(op.get("end_timeout", 15))
         if inline:
@@ -248,6 +246,14 @@ class Endings:
             return self._notify(*args)
         self._submit(self._notify, *args)
         return False
+
+    def _tell_group(self, instance: str, op: dict, step: str, why: str) -> None:
+        """Tell the instance's group that a prepared operation ended or was aborted, once
+        per operation (by this agent): its guest may take long to hear it, its group not."""
+        if self._tell is not None and op.get("prepared") and op["id"] not in self._told:
+            self._told.add(op["id"])
+            self._tell(instance, peers.operation_state(
+                op["event"], peers.ENDED if step == operations.END else peers.ABORTED), why)
 
     def _decide(self, instance: str, op: dict, why: str) -> bool:
         """Settle a record its proxy left undecided as refused: atomically, and only while
