@@ -15,13 +15,10 @@ import libvirt
 import pytest
 
 from guestd.client import Application
+from harness import driver_agent
 from harness.audit import wait_state
 from harness.processes import wait_for
-from harness.stack import ADMIN_TOKEN
-from novaproxy import flavor, peers, redis_schema
-from novaproxy.agent import config as agent_config
-from novaproxy.agent import hypervisor, lifecycle_events, service
-from novaproxy.agent import nova as nova_client
+from novaproxy import flavor, peers
 from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
 
 
@@ -96,21 +93,11 @@ def test_what_libvirt_says_of_a_member_is_told_to_its_peer_as_it_happens(
     b, _ = stack.boot("peer-b", monitored_messaging, group=group)
     wait_state(stack, b.id, "healthy")
     ears = Peers(stack.guests[b.id])
-    path = tmp_path / "agent.ini"
-    path.write_text(f"[agent]\nhost = {host}\nredis_url = {stack.redis.url}\n"
-                    "hypervisor = libvirt\nlibvirt_uri = test:///default\n"
-                    "[monitoring]\nenabled = false\n")
-    config = agent_config.load(str(path))
-    nova = nova_client.from_section({"auth_type": "admin_token", "token": ADMIN_TOKEN,
-                                     "endpoint": f"{stack.nova_url}/v2.1"})
-    guests = hypervisor.Libvirt(config.libvirt_uri)
-    agent = service.Agent(config, guests, redis_schema.connect(stack.redis.url), nova)
-    events = lifecycle_events.LibvirtEvents(config.libvirt_uri, agent.on_domain_event,
-                                            agent.stopping)
-    threading.Thread(target=events.run, daemon=True).start()
-    assert events.listening.wait(5)
-    domain = guests.conn.defineXML(DOMAIN.format(name="peer-virt", uuid=subject.id,
-                                                 channel=CHANNEL.format(name="peer-virt")))
+    agent = driver_agent.agent(stack, host, tmp_path, "enabled = false\n")
+    driver_agent.listen(agent)
+    conn = libvirt.open(driver_agent.URI)
+    domain = conn.defineXML(DOMAIN.format(name="peer-virt", uuid=subject.id,
+                                          channel=CHANNEL.format(name="peer-virt")))
 
     def told(state, cause):
         """Wait until the peer's latest notice of the member is ``state``, for ``cause``
@@ -140,7 +127,7 @@ def test_what_libvirt_says_of_a_member_is_told_to_its_peer_as_it_happens(
         if domain.isActive():
             domain.destroy()
         domain.undefine()
-        guests.conn.close()
+        conn.close()
         ears.app.stop()
 
 
