@@ -1,7 +1,9 @@
 """The ``group-outbox`` thread: read the outbox of each messaging VM served here, take
 what is new, and acknowledge it to the guest with a receipt.
 
-Every ``POLL_INTERVAL``, for each served VM whose flavor turns messaging on, on a
+A VM that starts or stops being served here (booted, stopped, deleted, moved) is read
+from Nova into the membership cache at once. Every ``POLL_INTERVAL``, for each served
+VM whose flavor turns messaging on, on a
 worker of the agent's pool (one at a time per VM): one bounded read of guestd's
 outbox file through qemu-ga, parsed strictly (``group_protocol.parse_outbox``); at most
 ``MAX_TAKEN`` new entries go to :class:`~novaproxy.agent.group_send.Sender`; what
@@ -55,9 +57,17 @@ class OutboxPoller:
         self._busy: set = set()  # VMs whose poll runs on the pool now
 
     def run(self) -> None:
+        known: set = set()  # the VMs served here at the last round
         while not self._stopping.is_set():
             started = time.monotonic()
-            for instance in sorted(self._served()):
+            served = self._served()
+            for instance in sorted(served ^ known):
+                try:  # booted or gone: what the group knows of it is read from Nova now
+                    self._submit(self._reread, instance)
+                except RuntimeError:
+                    return
+            known = served
+            for instance in sorted(served):
                 with self._lock:
                     if instance in self._busy:
                         continue  # its last poll still runs (a slow guest)
@@ -67,6 +77,16 @@ class OutboxPoller:
                 except RuntimeError:  # the pool shut down: the agent is stopping
                     return
             self._stopping.wait(max(0.0, groups.POLL_INTERVAL - (time.monotonic() - started)))
+
+    def _reread(self, instance: str) -> None:
+        """Read a VM that came or went from Nova into the membership cache: a member
+        deleted no longer gets messages, a new one is added to its cached group."""
+        try:
+            self._membership.member(instance, fresh=True)
+        except (redis.RedisError, OSError) as exc:
+            self._complain(instance, f"Redis: {exc}")
+        except NovaError as exc:
+            self._complain(instance, f"Nova: {exc}")
 
     def _poll_guarded(self, instance: str) -> None:
         """:meth:`poll` on a pool worker, for a VM whose flavor turns messaging on."""

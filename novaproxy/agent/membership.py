@@ -1,8 +1,11 @@
 """Who is in which server group, as Nova says, cached in Redis for ``GROUP_TTL``.
 
 Every agent reads through the same cache, so a group's members are read from Nova
-about once per ``GROUP_TTL`` whichever host asks; a message naming a member the
-cached group does not hold reads the group again (it may just have grown).
+about once per ``GROUP_TTL`` whichever host asks. A group grows while it is cached:
+a member read from Nova (its agent polls it from its first boot on) whose cached
+group does not list it reads the group again, so a broadcast reaches a new member
+within a poll of its boot, not a ``GROUP_TTL`` later; a message naming a member the
+cached group does not hold reads the group again too.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class Membership:
         gids = self._nova.server_groups(instance) if server is not None else []
         member = groups.member_from(instance, server, gids or [])
         redis_schema.cache_member(self._redis, member)
+        if member.group:
+            group = redis_schema.cached_group(self._redis, member.group)
+            if group is not None and instance not in group.members:
+                self.group(member.group, fresh=True)  # it joined since the group was read
         return member
 
     def group(self, gid: str, fresh: bool = False) -> Group | None:

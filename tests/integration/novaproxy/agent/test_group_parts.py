@@ -5,6 +5,7 @@ an agent restarts in the middle."""
 
 import json
 import os
+import threading
 import time
 import uuid
 
@@ -12,6 +13,7 @@ import pytest
 
 from guestd import group_protocol as gp
 from guestd import protocol
+from harness.processes import wait_for
 from novaproxy import flavor, groups, redis_schema, replies
 from novaproxy.agent import group_inbox, group_outbox, group_send, hypervisor, membership
 from novaproxy.agent.nova import NovaUnavailable
@@ -26,6 +28,7 @@ class Directory:
     def __init__(self, members=(A, B)):
         self.members = list(members)
         self.down = False
+        self.deleted: set = set()
 
     def _check(self):
         if self.down:
@@ -33,6 +36,8 @@ class Directory:
 
     def server(self, instance):
         self._check()
+        if instance in self.deleted:
+            return None
         return {"id": instance, "status": "ACTIVE", "OS-EXT-SRV-ATTR:host": "h1",
                 "flavor": {"extra_specs": {flavor.GROUP_MESSAGING: "true"}}, "metadata": {}}
 
@@ -172,6 +177,49 @@ def test_a_member_that_joined_since_the_cache_is_found_in_nova(redis_client, sen
     poll.poll(A)
     assert guests.asked[-1]["details"]["results"][0]["members"] == {C: groups.PENDING}
     assert inbox(redis_client, C) == [2]
+
+
+def test_a_member_booted_after_its_group_was_cached_gets_the_next_broadcast(
+        redis_client, sender_guest):
+    nova, guests = Directory(), Guests()
+    poll = poller(redis_client, nova, guests, sender_guest)
+    write_outbox(sender_guest, [1])
+    poll.poll(A)  # caches the group of A and B
+    nova.members.append(C)  # C boots into the group; its agent's first poll reads it
+    membership.Membership(redis_client, nova).member(C)
+    write_outbox(sender_guest, [1, 2])
+    poll.poll(A)
+    assert guests.asked[-1]["details"]["results"][-1]["members"] == {
+        B: groups.PENDING, C: groups.PENDING}
+    assert inbox(redis_client, C) == [2]
+
+
+def test_a_member_deleted_stops_being_a_recipient_as_it_leaves_its_host(
+        redis_client, sender_guest):
+    nova, guests = Directory(), Guests()
+    served = {A, B}
+    members = membership.Membership(redis_client, nova)
+    stopping = threading.Event()
+    poller = group_outbox.OutboxPoller(
+        redis_client, hypervisor.QgaSocketDirectory(os.path.dirname(sender_guest.qga_socket)),
+        members, group_send.Sender(redis_client, members,
+                                   lambda: redis_schema.redis_time(redis_client)),
+        guests.deliver, lambda: set(served), direct,
+        os.path.join(sender_guest.workdir, "outbox.json"), stopping)
+    threading.Thread(target=poller.run, daemon=True).start()
+    try:
+        wait_for(lambda: redis_schema.cached_member(redis_client, B) is not None, 5,
+                 "B read as it is served")
+        nova.deleted.add(B)
+        served.discard(B)  # its domain went with it: read again at once, not in 30 s
+        wait_for(lambda: not redis_schema.cached_member(redis_client, B).known, 5,
+                 "B known as deleted")
+        write_outbox(sender_guest, [1])
+        wait_for(lambda: guests.asked, 5, "A's receipt")
+        assert guests.asked[-1]["details"]["results"][0]["members"] == {}
+        assert inbox(redis_client, B) == []
+    finally:
+        stopping.set()
 
 
 # -- the inbox relay ---------------------------------------------------------------------------
