@@ -21,15 +21,18 @@ from novaproxy import redis_schema
 
 
 class Member:
-    """A group application in one guest, recording the messages and results it gets."""
+    """A group application in one guest, recording the messages, results and peer
+    notices it gets."""
 
     def __init__(self, guest, host: str = "", name: str = "db") -> None:
         self.instance, self.host = guest.instance, host
         self.messages: list = []
         self.results: list = []
+        self.notices: list = []  # (time.time() at the callback, PeerNotice)
         self._lock = threading.Lock()
         self.app = Application(name, events=(), on_message=self._message,
-                               on_result=self._result, socket_path=guest.guestd_socket).start()
+                               on_result=self._result, on_peer=self._peer,
+                               socket_path=guest.guestd_socket).start()
         assert self.app.registered.wait(5), f"no group application in {guest.instance}"
 
     def _message(self, message) -> None:
@@ -39,6 +42,23 @@ class Member:
     def _result(self, result) -> None:
         with self._lock:
             self.results.append(result)
+
+    def _peer(self, notice) -> None:
+        with self._lock:
+            self.notices.append((time.time(), notice))
+
+    def of(self, peer: str) -> list:
+        """The notices about ``peer``, in the order they came."""
+        with self._lock:
+            return [n for _, n in self.notices if n.peer == peer]
+
+    def heard(self, peer: str, state: str, timeout: float = 30):
+        """Wait for a notice that ``peer`` is in ``state``; (when it came, the notice)."""
+        def found():
+            with self._lock:
+                return next(((at, n) for at, n in self.notices
+                             if n.peer == peer and n.state == state), None)
+        return wait_for(found, timeout, f"{self.instance} told {peer} is {state!r}")
 
     def from_(self, sender: str) -> list:
         """The bodies ``sender`` sent this application, in the order they arrived."""
@@ -66,6 +86,43 @@ class Member:
 
     def stop(self) -> None:
         self.app.stop()
+
+
+def boot_members(stack, flavor, gid: str, count: int = 3, prefix: str = "g") -> list:
+    """``count`` servers booted into group ``gid`` over both of the stack's hosts, each
+    with a :class:`Member` application (stop them with :meth:`Member.stop`)."""
+    booted = [stack.boot(f"{prefix}-{n}", flavor, group=gid) for n in range(count)]
+    assert {host for _, host in booted} == set(stack.computes), "the group spans both hosts"
+    members = [Member(stack.guests[server.id], host) for server, host in booted]
+    wait_known(stack, gid, {m.instance for m in members})
+    return members
+
+
+def wait_known(stack, gid: str, members: set, timeout: float = 20) -> None:
+    """Wait until the agents' membership cache holds group ``gid`` with ``members``, each
+    taking messages: a member is a recipient from then on (its agent reads it from Nova
+    within a poll of serving it; a message taken before went to the others only, as its
+    delivery report says)."""
+    client = redis_schema.connect(stack.redis.url)
+    try:
+        def known() -> bool:
+            group = redis_schema.cached_group(client, gid)
+            cached = redis_schema.cached_members(client, sorted(members))
+            return (group is not None and members <= set(group.members)
+                    and all(m in cached and cached[m].messaging for m in members))
+        wait_for(known, timeout, f"group {gid} with its {len(members)} members in the cache")
+    finally:
+        client.close()
+
+
+def apart(members: list) -> tuple:
+    """(the two members that share a host, the one alone on the other host)."""
+    by_host: dict = {}
+    for m in members:
+        by_host.setdefault(m.host, []).append(m)
+    pair, = (ms for ms in by_host.values() if len(ms) == 2)
+    alone, = (ms[0] for ms in by_host.values() if len(ms) == 1)
+    return pair, alone
 
 
 def server_group(stack, policy: str = "soft-anti-affinity") -> str:

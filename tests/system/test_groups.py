@@ -20,6 +20,8 @@ from guestd import group_protocol as gp
 from guestd.client import GroupError
 from harness.groups import (
     Member,
+    apart,
+    boot_members,
     delete_group,
     kill_agent,
     log_lines,
@@ -61,22 +63,10 @@ def stack_redis(stack):
 def trio(stack, messaging_flavor, apps):
     """Three members of a new server group, on both hosts: (group id, [Member, ...])."""
     gid = server_group(stack)
-    booted = [stack.boot(f"g-{n}", messaging_flavor, group=gid) for n in range(3)]
-    assert {host for _, host in booted} == set(stack.computes), "the group spans both hosts"
-    members = [Member(stack.guests[server.id], host) for server, host in booted]
+    members = boot_members(stack, messaging_flavor, gid)
     apps.extend(members)
     yield gid, members
     delete_group(stack, gid)  # its servers go after the test (tests/conftest.py)
-
-
-def apart(members):
-    """(the members that share a host, the one alone on the other host)."""
-    by_host: dict = {}
-    for m in members:
-        by_host.setdefault(m.host, []).append(m)
-    pair, = (ms for ms in by_host.values() if len(ms) == 2)
-    alone, = (ms[0] for ms in by_host.values() if len(ms) == 1)
-    return pair, alone
 
 
 def expect_accepted(member, seqs, recipients):

@@ -13,10 +13,10 @@ import pytest
 import webtest
 
 from guestd.client import Application
+from harness.groups import wait_known
 from harness.processes import wait_for
-from novaproxy import flavor, redis_schema
+from novaproxy import flavor
 from novaproxy.api.server import load
-from novaproxy.groups import Group
 
 TOKEN = {"X-Auth-Token": "admin:demo"}
 
@@ -40,17 +40,6 @@ def group(stack):
 def negotiated_messaging(stack):
     return stack.flavor(f"neg-msg-{uuid.uuid4().hex[:6]}",
                         {flavor.GROUP_MESSAGING: "true", "guest:negotiation": "true"})
-
-
-def cached(client, gid, members):
-    """Once the agents' membership cache holds the group with ``members``, each taking
-    messages (the proxy reads the cache alone)."""
-    def there():
-        group = redis_schema.cached_group(client, gid) or Group(gid, "", "", ())
-        known = redis_schema.cached_members(client, sorted(members))
-        return set(group.members) == members and all(
-            m in known and known[m].messaging for m in members)
-    wait_for(there, 20, "the group in the membership cache")
 
 
 class Peer:
@@ -83,8 +72,7 @@ def test_a_stop_through_the_proxy_is_told_prepared_before_nova_acts_then_ended(
         stack, proxy, group, negotiated_messaging):
     a, _ = stack.boot("stop-a", negotiated_messaging, group=group)
     b, _ = stack.boot("stop-b", negotiated_messaging, group=group)
-    client = redis_schema.connect(stack.redis.url)
-    cached(client, group, {a.id, b.id})
+    wait_known(stack, group, {a.id, b.id})  # the proxy reads the cache alone
     ears = Peer(stack.guests[b.id])
     at_prepare = {}
 
@@ -111,15 +99,13 @@ def test_a_stop_through_the_proxy_is_told_prepared_before_nova_acts_then_ended(
     assert ears.states(b.id) == []  # nobody tells a member about itself
     for p in (ears, stopped):
         p.app.stop()
-    client.close()
 
 
 def test_an_operation_nova_refuses_after_the_prepare_is_told_aborted(
         stack, proxy, group, negotiated_messaging):
     a, _ = stack.boot("abort-a", negotiated_messaging, group=group)
     b, _ = stack.boot("abort-b", negotiated_messaging, group=group)
-    client = redis_schema.connect(stack.redis.url)
-    cached(client, group, {a.id, b.id})
+    wait_known(stack, group, {a.id, b.id})  # the proxy reads the cache alone
     ears = Peer(stack.guests[b.id])
     # Nova refuses a resize to the flavor the server already has, after the prepare.
     proxy.post(f"/v2.1/servers/{a.id}/action",
@@ -132,4 +118,3 @@ def test_an_operation_nova_refuses_after_the_prepare_is_told_aborted(
     told = [n for n in ears.notices if n.state == "resize aborted"]
     assert told[0].cause == "Nova answered HTTP 400"
     ears.app.stop()
-    client.close()
