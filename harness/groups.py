@@ -98,17 +98,19 @@ def boot_members(stack, flavor, gid: str, count: int = 3, prefix: str = "g") -> 
     return members
 
 
-def wait_known(stack, gid: str, members: set, timeout: float = 20) -> None:
-    """Wait until the agents' membership cache holds group ``gid`` with ``members``, each
-    taking messages: a member is a recipient from then on (its agent reads it from Nova
-    within a poll of serving it; a message taken before went to the others only, as its
-    delivery report says)."""
+def wait_known(stack, gid: str, members: set, timeout: float = 20,
+               group_cached: bool = False) -> None:
+    """Wait until the agents' membership cache holds ``members``, each taking messages,
+    and group ``gid`` with all of them if it is cached (``group_cached``: it must be, for
+    the proxy, which reads the cache alone). A member is a recipient from then on: its
+    agent reads it from Nova within a poll of serving it, and a message taken before
+    went to the others only, as its delivery report says."""
     client = redis_schema.connect(stack.redis.url)
     try:
         def known() -> bool:
             group = redis_schema.cached_group(client, gid)
             cached = redis_schema.cached_members(client, sorted(members))
-            return (group is not None and members <= set(group.members)
+            return ((members <= set(group.members) if group is not None else not group_cached)
                     and all(m in cached and cached[m].messaging for m in members))
         wait_for(known, timeout, f"group {gid} with its {len(members)} members in the cache")
     finally:

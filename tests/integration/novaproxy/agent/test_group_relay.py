@@ -14,6 +14,7 @@ import pytest
 
 from guestd import group_protocol as gp
 from guestd.client import Application, GroupError
+from harness.groups import wait_known
 from harness.guestd_peers import log_count
 from harness.processes import wait_for
 from novaproxy import flavor, groups, redis_schema
@@ -96,6 +97,7 @@ def test_members_get_what_a_member_sends_and_every_send_gets_its_result(
     c, _ = stack.boot("m-plain", plain_flavor, group=group)
     d, _ = stack.boot("m-outside", messaging_flavor)
     apps = {s.id: member(stack.guests[s.id]) for s in (a, b, c, d)}
+    wait_known(stack, group, {a.id, b.id})
     sender = apps[a.id]
 
     with pytest.raises(GroupError) as too_large:  # guestd refuses it at once
@@ -138,6 +140,7 @@ def test_a_sender_past_its_rate_is_refused_and_peers_get_the_rest_once_in_order(
         stack, group, messaging_flavor, member):
     (a, _), (b, _) = (stack.boot(f"r-{i}", messaging_flavor, group=group) for i in "ab")
     sender, peer = member(stack.guests[a.id]), member(stack.guests[b.id])
+    wait_known(stack, group, {a.id, b.id})  # a broadcast taken before reaches nobody
     # As many as an outbox holds, queued at once: far more than the sender's burst plus
     # what its bucket refills while the host takes them (MAX_TAKEN a poll).
     seqs = [sender.app.broadcast(n) for n in range(gp.MAX_OUTBOX)]

@@ -17,6 +17,7 @@ import pytest
 from guestd.client import Application
 from harness import driver_agent
 from harness.audit import wait_state
+from harness.groups import wait_known
 from harness.processes import wait_for
 from novaproxy import flavor, peers
 from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
@@ -65,6 +66,7 @@ def test_what_libvirt_says_of_a_member_is_told_to_its_peer_as_it_happens(
     subject, host = stack.boot("peer-virt", messaging, group=group, with_guest=False)
     b, _ = stack.boot("peer-b", monitored_messaging, group=group)
     wait_state(stack, b.id, "healthy")
+    wait_known(stack, group, {b.id})  # b is told from then on
     ears = Peers(stack.guests[b.id])
     agent = driver_agent.agent(stack, host, tmp_path, "enabled = false\n")
     driver_agent.listen(agent)
@@ -115,6 +117,7 @@ def test_a_frozen_agent_s_members_are_unreachable_to_their_peers_then_reachable(
         pytest.skip("the scheduler put every member on one host")
     for instance in hosts:
         wait_state(stack, instance, "healthy")
+    wait_known(stack, group, set(hosts))
     ears = Peers(stack.guests[survivors[0]])
     agent = stack.agents[frozen_host]
     agent.signal(signal.SIGSTOP)

@@ -72,7 +72,7 @@ def test_a_stop_through_the_proxy_is_told_prepared_before_nova_acts_then_ended(
         stack, proxy, group, negotiated_messaging):
     a, _ = stack.boot("stop-a", negotiated_messaging, group=group)
     b, _ = stack.boot("stop-b", negotiated_messaging, group=group)
-    wait_known(stack, group, {a.id, b.id})  # the proxy reads the cache alone
+    wait_known(stack, group, {a.id, b.id}, group_cached=True)  # the proxy reads it
     ears = Peer(stack.guests[b.id])
     at_prepare = {}
 
@@ -105,7 +105,7 @@ def test_an_operation_nova_refuses_after_the_prepare_is_told_aborted(
         stack, proxy, group, negotiated_messaging):
     a, _ = stack.boot("abort-a", negotiated_messaging, group=group)
     b, _ = stack.boot("abort-b", negotiated_messaging, group=group)
-    wait_known(stack, group, {a.id, b.id})  # the proxy reads the cache alone
+    wait_known(stack, group, {a.id, b.id}, group_cached=True)  # the proxy reads it
     ears = Peer(stack.guests[b.id])
     # Nova refuses a resize to the flavor the server already has, after the prepare.
     proxy.post(f"/v2.1/servers/{a.id}/action",
