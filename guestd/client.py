@@ -37,8 +37,9 @@ application registered for the ``group`` event, which ``on_message`` adds)::
 
 ``broadcast``, ``send`` and ``group_status`` return the entry's seq once guestd has
 queued it, or raise :class:`GroupError` when guestd refuses it (``too-large``,
-``outbox-full``) or cannot be reached; the host's verdict on each (delivered to whom,
-or refused and why; the group status) comes later to ``on_result``. Callbacks run one
+``outbox-full``) or cannot be reached; the host's verdict on each (accepted for whom,
+or refused and why; the group status) comes later to ``on_result``, and for an
+accepted message a final result too (``delivered`` to all, or ``expired``). Callbacks run one
 at a time in one thread of their own, in the order guestd handed them over.
 """
 
@@ -112,8 +113,11 @@ class GroupMessage:
 @dataclass(frozen=True)
 class GroupResult:
     """The host's verdict on one entry this application queued (its ``seq``):
-    ``accepted`` with the ``message`` id and each member's delivery, or the ``group``
-    status asked for; or ``refused`` with a ``reason``."""
+    ``accepted`` with the ``message`` id and each member's delivery (``pending``), or the
+    ``group`` status asked for; or ``refused`` with a ``reason``. An accepted message with
+    recipients gets a second, final result: ``delivered`` once every recipient had it,
+    or ``expired`` (with a ``reason``) when some did not before its TTL; ``members`` then
+    says who had it (``delivered``) and who did not (``expired``)."""
 
     seq: int
     status: str

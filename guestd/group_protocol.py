@@ -18,6 +18,7 @@ from guestd.protocol import ACCEPT, FAILURE, MAX_NAME, MAX_REASON, REJECT, VERSI
 from guestd.protocol import GROUP as GROUP  # re-exported: the request vocabulary
 from guestd.protocol import MESSAGE as MESSAGE
 from guestd.protocol import RECEIPT as RECEIPT
+from guestd.protocol import REPORT as REPORT
 
 # Where guestd keeps its outbox unless told otherwise (guestd --outbox), as the host's
 # configuration defaults to as well.
@@ -30,8 +31,12 @@ MAX_RESULTS = 64  # results in one receipt
 # Outbox entry kinds, and who a message goes to.
 KIND_MESSAGE, KIND_STATUS = "message", "status"
 BROADCAST = "*"
-# A result's status, and the refusals guestd decides itself.
+# A result's status: the host took the entry or refused it; then, for an accepted
+# message, its final report: every recipient had it, or some did not before it expired.
 ACCEPTED, REFUSED = "accepted", "refused"
+DELIVERED, EXPIRED = "delivered", "expired"  # also a report's states, per member
+PENDING = "pending"
+# And the refusals guestd decides itself.
 TOO_LARGE, OUTBOX_FULL, INVALID, DISABLED = "too-large", "outbox-full", "invalid", "disabled"
 
 # Socket message types: application -> guestd, then guestd -> application.
@@ -176,6 +181,37 @@ def parse_receipt(details: dict) -> dict:
         clean.append(result(_count(item.get("seq"), "seq"), item["status"], reason, **extra))
     return receipt(epoch_of(details.get("epoch")), _count(details.get("acked"), "acked", 0),
                    clean)
+
+
+# Final reports (host -> the sender's guestd): a REPORT request's details, once no
+# recipient of an accepted message is pending any more.
+
+def report_details(message_id: str, group: str, members: dict) -> dict:
+    return {"message": message_id, "group": group, "members": dict(members)}
+
+
+def parse_report_details(details: dict) -> dict:
+    """A REPORT request's details, checked: every member delivered or expired."""
+    members = details.get("members")
+    if not isinstance(members, dict) or len(members) > MAX_RESULTS:
+        raise ProtocolError(f"members must map at most {MAX_RESULTS} members to a state")
+    clean = {}
+    for uuid, state in members.items():
+        if state not in (DELIVERED, EXPIRED):
+            raise ProtocolError("a final report's states are delivered or expired")
+        clean[member(uuid)] = state
+    return report_details(_word(details.get("message"), "message"),
+                          _word(details.get("group"), "group"), clean)
+
+
+def final_result(seq: int, report: dict) -> dict:
+    """The second :func:`result` of an accepted message: ``delivered`` when every
+    recipient had it, else ``expired`` (the report says who did not)."""
+    missed = sorted(m for m, state in report["members"].items() if state == EXPIRED)
+    if not missed:
+        return result(seq, DELIVERED, message=report["message"], members=report["members"])
+    return result(seq, EXPIRED, f"not delivered to {len(missed)} member(s) before it expired",
+                  message=report["message"], members=report["members"])
 
 
 # Delivery (host -> a recipient's guestd): a MESSAGE request's details.

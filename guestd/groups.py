@@ -12,6 +12,12 @@ is answered ``accept`` naming nobody and forgotten: the host delivers it again
 ``receipt``: the host took entries of the outbox; :class:`guestd.outbox.Outbox` drops
 them, and each result goes to the application that queued its entry.
 
+``report``: a message this guest sent reached every recipient, or expired before some
+did; the application that sent it gets a second result for its seq
+(:func:`group_protocol.final_result`). guestd remembers which application sent which
+accepted message (the last ``REMEMBERED``); a report for one it does not know (sent
+before guestd restarted) is answered naming nobody, and the host drops it.
+
 ``peer``: another member's latest state (:mod:`guestd.peer_protocol`), handed out like
 a message unless a notice of that peer with a higher seq was handed out already.
 """
@@ -47,6 +53,7 @@ class GroupRequests:
         self._hooks_dir = hooks_dir
         self._seen: OrderedDict = OrderedDict()  # (from, epoch, seq) handed out
         self._peer_seqs: dict = {}  # peer -> the highest notice seq handed out
+        self._senders: OrderedDict = OrderedDict()  # message id -> (application, seq)
         self._lock = threading.Lock()
 
     def handle(self, req: dict) -> dict:
@@ -56,6 +63,8 @@ class GroupRequests:
                 return self._message(req, gp.parse_message_details(req["details"]))
             if req["phase"] == protocol.RECEIPT:
                 return self._receipt(req, gp.parse_receipt(req["details"]))
+            if req["phase"] == protocol.REPORT:
+                return self._report(req, gp.parse_report_details(req["details"]))
             if req["phase"] == protocol.PEER:
                 return self._peer(req, peer_protocol.parse_peer_details(req["details"]))
             raise protocol.ProtocolError(f"unknown group phase {req['phase']!r:.40}")
@@ -134,9 +143,33 @@ class GroupRequests:
             raise protocol.ProtocolError("this guestd keeps no outbox")
         routed = self._outbox.receipt(details)
         for app, result in routed:
+            if result["status"] == gp.ACCEPTED and result.get("members"):
+                self._remember_sender(result.get("message"), app, result["seq"])
             if not self._registry.tell(app, gp.group_result(result)):
                 LOG.info("result of seq %d not told: application %s is gone", result["seq"],
                          app)
         LOG.info("receipt up to seq %d: %d results, %d entries left", details["acked"],
                  len(routed), len(self._outbox))
         return protocol.answer(req, protocol.ACCEPT)
+
+    def _remember_sender(self, message_id: object, app: str, seq: int) -> None:
+        if not isinstance(message_id, str):
+            return
+        with self._lock:
+            self._senders[message_id] = (app, seq)
+            while len(self._senders) > REMEMBERED:
+                self._senders.popitem(last=False)
+
+    def _report(self, req: dict, report: dict) -> dict:
+        with self._lock:
+            app, seq = self._senders.pop(report["message"], (None, 0))
+        if app is None:
+            LOG.info("report of message %s: not sent from here since guestd started",
+                     report["message"])
+            return protocol.answer(req, protocol.ACCEPT)
+        result = gp.final_result(seq, report)
+        told = self._registry.tell(app, gp.group_result(result))
+        LOG.info("message %s (seq %d of %s): %s%s", report["message"], seq, app,
+                 result["status"], "" if told else "; the application is gone")
+        voters = [protocol.voter(app, protocol.ACCEPT)] if told else []
+        return protocol.answer(req, protocol.ACCEPT, voters)

@@ -41,11 +41,11 @@ MAX_APPS = 64  # applications listed in the status file
 VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
 PHASES = (VOTE, PREPARE, END, ABORT)
 # Server-group messaging (guestd.group_protocol): requests of event GROUP, in one of
-# its own phases: a message for this guest's applications, a receipt for its outbox, or
-# a peer's latest state (guestd.peer_protocol).
+# its own phases: a message for this guest's applications, a receipt for its outbox, a
+# sent message's final delivery report, or a peer's latest state (guestd.peer_protocol).
 GROUP = "group"
-MESSAGE, RECEIPT, PEER = "message", "receipt", "peer"
-GROUP_PHASES = (MESSAGE, RECEIPT, PEER)
+MESSAGE, RECEIPT, REPORT, PEER = "message", "receipt", "report", "peer"
+GROUP_PHASES = (MESSAGE, RECEIPT, REPORT, PEER)
 
 # Individual votes, and the outcome of a tally.
 ACCEPT, REJECT = "accept", "reject"

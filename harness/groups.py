@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+from guestd import group_protocol as gp
 from guestd.client import Application
 from harness.processes import wait_for
 from novaproxy import redis_schema
@@ -79,10 +80,21 @@ class Member:
     def told(self, seqs, timeout: float = 30) -> dict:
         """seq -> result, once every one of ``seqs`` has its result."""
         def ready():
-            with self._lock:
-                by_seq = {r.seq: r for r in self.results}
+            with self._lock:  # the first result of each seq: accepted or refused
+                by_seq = {r.seq: r for r in reversed(self.results)}
             return set(seqs) <= set(by_seq) and by_seq
         return wait_for(ready, timeout, f"{self.instance}'s results of {sorted(seqs)}")
+
+    def final(self, seqs, timeout: float = 30) -> dict:
+        """seq -> final result (delivered or expired), once every one of ``seqs`` has
+        it; each seq's final result came once."""
+        def ready():
+            with self._lock:
+                finals = [r for r in self.results if r.status in (gp.DELIVERED, gp.EXPIRED)]
+            by_seq = {r.seq: r for r in finals}
+            assert len(by_seq) == len(finals), "a final result told twice"
+            return set(seqs) <= set(by_seq) and by_seq
+        return wait_for(ready, timeout, f"{self.instance}'s final results of {sorted(seqs)}")
 
     def stop(self) -> None:
         self.app.stop()

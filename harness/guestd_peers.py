@@ -75,6 +75,10 @@ def group_request(guest, phase, details, rid=None, timeout=2.0):
 
 
 def outbox(guest):
-    """``guest``'s outbox file, parsed as the host parses it."""
-    with open(guest.outbox_file, "rb") as f:
-        return group_protocol.parse_outbox(f.read())
+    """``guest``'s outbox file, parsed as the host parses it; None when there is none
+    (guestd holds nothing to send)."""
+    try:
+        with open(guest.outbox_file, "rb") as f:
+            return group_protocol.parse_outbox(f.read())
+    except FileNotFoundError:
+        return None

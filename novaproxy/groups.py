@@ -41,7 +41,7 @@ NOT_A_MEMBER = "not-a-member"  # ``to`` names no other member of the sender's gr
 PEER_GONE = "peer-gone"  # ``to`` is a member Nova no longer knows
 PEER_NOT_ENABLED = "peer-not-enabled"  # ``to`` is a member that does not take messages
 # A delivery report's states, per member.
-PENDING, DELIVERED, EXPIRED = "pending", "delivered", "expired"
+PENDING, DELIVERED, EXPIRED = gp.PENDING, gp.DELIVERED, gp.EXPIRED
 
 # Room kept in a receipt request's frame for everything but the results: the request's
 # envelope (id, instance, event...) and the receipt's epoch and acked.
@@ -176,6 +176,21 @@ def receipt_request(instance: str, details: dict, timeout: float) -> dict:
     """The spool request acknowledging what the host took from ``instance``'s outbox."""
     rid = f"rcpt-{details['epoch']}-{details['acked']}"
     return protocol.request(rid, instance, gp.GROUP, gp.RECEIPT, timeout, details)
+
+
+def final_report(states: dict) -> dict | None:
+    """A sent message's final report (member -> delivered or expired), from its report
+    as :func:`redis_schema.report` reads it; None while a recipient is still pending."""
+    if any(state == PENDING for state in states.values()):
+        return None
+    return {m: s for m, s in states.items() if s in (DELIVERED, EXPIRED)}
+
+
+def report_request(instance: str, gid: str, message_id: str, members: dict,
+                   timeout: float) -> dict:
+    """The spool request telling ``instance`` (the sender) how its message ended."""
+    return protocol.request(f"rpt-{message_id}", instance, gp.GROUP, gp.REPORT, timeout,
+                            gp.report_details(message_id, gid, members))
 
 
 def message_request(instance: str, fields: dict, body: object, timeout: float) -> dict:

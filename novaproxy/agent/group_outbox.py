@@ -11,6 +11,10 @@ was taken (epoch, seq) and the receipt are stored before the receipt is delivere
 so a restarted agent neither sends a message twice nor forgets a receipt: a receipt
 the guest has not acted on (its outbox still holds what was taken) is sent again
 before anything new is taken. A hostile outbox costs one bounded read and parse.
+
+Each round also looks (one Redis round trip for all of them) at the final reports the
+served VMs are owed: a message of theirs that every recipient had, or that expired
+before some did, is reported to its sender (a ``report`` request) within a round.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from novaproxy.agent.nova import NovaError
 
 LOG = logging.getLogger("novaproxy.agent.group_outbox")
 READ_TIMEOUT = 2.0  # seconds for one read of an outbox
-RECEIPT_TIMEOUT = 5.0  # seconds for the guest to take a receipt
+RECEIPT_TIMEOUT = 5.0  # seconds for the guest to take a receipt, or a final report
 
 
 class OutboxPoller:
@@ -42,7 +46,8 @@ class OutboxPoller:
 
     def __init__(self, client: redis.Redis, guests: Guests, membership: Membership,
                  sender: Sender, deliver: Callable, served: Callable[[], set],
-                 submit: Callable, outbox_file: str, stopping: threading.Event) -> None:
+                 submit: Callable, outbox_file: str, stopping: threading.Event,
+                 redis_now: Callable[[], float] = time.time) -> None:
         self._redis = client
         self._guests = guests
         self._membership = membership
@@ -52,6 +57,8 @@ class OutboxPoller:
         self._submit = submit
         self._outbox_file = outbox_file
         self._stopping = stopping
+        self._redis_now = redis_now
+        self._reporting = threading.Event()  # a round of final reports runs on the pool
         self._complaints: dict = {}  # instance -> the last problem logged, said once
         self._lock = threading.Lock()
         self._busy: set = set()  # VMs whose poll runs on the pool now
@@ -67,15 +74,18 @@ class OutboxPoller:
                 except RuntimeError:
                     return
             known = served
-            for instance in sorted(served):
-                with self._lock:
-                    if instance in self._busy:
-                        continue  # its last poll still runs (a slow guest)
-                    self._busy.add(instance)
-                try:
+            try:
+                for instance in sorted(served):
+                    with self._lock:
+                        if instance in self._busy:
+                            continue  # its last poll still runs (a slow guest)
+                        self._busy.add(instance)
                     self._submit(self._poll_guarded, instance)
-                except RuntimeError:  # the pool shut down: the agent is stopping
-                    return
+                if served and not self._reporting.is_set():
+                    self._reporting.set()
+                    self._submit(self.deliver_reports, sorted(served))
+            except RuntimeError:  # the pool shut down: the agent is stopping
+                return
             self._stopping.wait(max(0.0, groups.POLL_INTERVAL - (time.monotonic() - started)))
 
     def _reread(self, instance: str) -> None:
@@ -126,6 +136,40 @@ class OutboxPoller:
         if self._send_receipts(instance, receipts):
             redis_schema.set_outbox_progress(self._redis, instance, outbox["epoch"],
                                              entries[-1]["seq"], [])
+
+    def deliver_reports(self, instances: list) -> None:
+        """Deliver the final reports due to ``instances`` (those not being polled now)."""
+        try:
+            for instance, owed in redis_schema.open_reports(self._redis, instances).items():
+                with self._lock:
+                    if instance in self._busy:
+                        continue  # next round
+                    self._busy.add(instance)
+                try:
+                    self._report(instance, owed)
+                finally:
+                    with self._lock:
+                        self._busy.discard(instance)
+        except (redis.RedisError, OSError) as exc:
+            LOG.warning("group messaging: final reports: Redis: %s", exc)
+        finally:
+            self._reporting.clear()
+
+    def _report(self, instance: str, owed: list) -> None:
+        now = self._redis_now()
+        for gid, message_id, _expires in owed:
+            states = redis_schema.report(self._redis, gid, message_id, now)
+            members = groups.final_report(states) if states else {}
+            if members is None:
+                continue  # still on its way to someone
+            if members:
+                reply = self._deliver(groups.report_request(
+                    instance, gid, message_id, members, RECEIPT_TIMEOUT), RECEIPT_TIMEOUT)
+                if reply.outcome not in groups.ANSWERED:
+                    self._complain(instance, f"final report not delivered: {reply.outcome} "
+                                             f"{reply.detail}")
+                    return  # the guest does not answer: the next round tries again
+            redis_schema.close_report(self._redis, instance, gid, message_id)
 
     def _read(self, instance: str) -> dict | None:
         """The parsed outbox, None when there is none or it cannot be read or parsed."""

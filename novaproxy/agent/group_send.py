@@ -67,6 +67,8 @@ class Sender:
                   "epoch": epoch, "seq": seq, "body": json.dumps(entry["body"]),
                   "sent_at": repr(now), "expires": repr(expires)}
         redis_schema.open_report(self._redis, group.gid, message_id, to, expires)
+        if to:  # its final report is owed to the sender (group_outbox.OutboxPoller)
+            redis_schema.track_report(self._redis, sender, group.gid, message_id, expires)
         redis_schema.note_sent(self._redis, group.gid, message_id, sender, entry["to"],
                                gp.body_size(entry["body"]), now)
         for recipient in to:

@@ -111,7 +111,7 @@ class Agent:
             sender = group_send.Sender(client, members, self.routes.redis_now)
             self.outbox = group_outbox.OutboxPoller(
                 client, guests, members, sender, self.deliverer.deliver, self.routes.served,
-                self._pool.submit, config.outbox_file, self.stopping)
+                self._pool.submit, config.outbox_file, self.stopping, self.routes.redis_now)
             self.inbox = group_inbox.InboxRelay(
                 client, self.deliverer.deliver, self.routes.served,
                 self._pool.submit, self.routes.redis_now, self.stopping)

@@ -10,6 +10,9 @@ rate buckets (``docs/group-messaging.md``).
   ``expires``), at most about ``QUEUE_MAX``; it goes away ``INBOX_TTL`` after the last
   message came
 - ``novaproxy:{<uuid>}:inbox-pos`` string: the last inbox entry delivered
+- ``novaproxy:{<uuid>}:reports`` sorted set: ``<gid> <message id>`` of each message the
+  instance sent that has recipients and whose final report it has not had yet, scored by
+  the message's ``expires``
 - ``novaproxy:{<uuid>}:outbox`` hash: ``epoch``, ``seq`` (the last outbox entry the host
   took) and ``receipts`` (JSON: the receipt details not yet acknowledged by the guest)
 - ``novaproxy:{group:<gid>}:report:<message id>`` hash: member -> pending / delivered /
@@ -57,6 +60,10 @@ def inbox_key(instance: str) -> str:
 
 def inbox_pos_key(instance: str) -> str:
     return keyspace.instance_key(instance, "inbox-pos")
+
+
+def reports_key(instance: str) -> str:
+    return keyspace.instance_key(instance, "reports")
 
 
 def outbox_key(instance: str) -> str:
@@ -207,6 +214,36 @@ def open_report(client: redis.Redis, gid: str, message_id: str, members: list,
                             **{m: groups.PENDING for m in members}})
     pipe.expire(key, REPORT_TTL)
     pipe.execute()
+
+
+def track_report(client: redis.Redis, sender: str, gid: str, message_id: str,
+                 expires: float) -> None:
+    """Owe ``sender`` the final report of its message (:func:`open_reports`)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.zadd(reports_key(sender), {f"{gid} {message_id}": expires})
+    pipe.expire(reports_key(sender), REPORT_TTL)
+    pipe.execute()
+
+
+def open_reports(client: redis.Redis, senders: list) -> dict:
+    """sender -> ``[(gid, message id, expires)]`` of the final reports it is owed, for
+    each of ``senders`` owed any (one round trip)."""
+    if not senders:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for sender in senders:
+        pipe.zrange(reports_key(sender), 0, -1, withscores=True)
+    out = {}
+    for sender, entries in zip(senders, pipe.execute()):
+        owed = [(*name.split(" ", 1), score) for name, score in entries if " " in name]
+        if owed:
+            out[sender] = owed
+    return out
+
+
+def close_report(client: redis.Redis, sender: str, gid: str, message_id: str) -> None:
+    """``sender`` had its final report of the message (or it can never have it)."""
+    client.zrem(reports_key(sender), f"{gid} {message_id}")
 
 
 def mark_report(client: redis.Redis, gid: str, message_id: str, member: str,

@@ -110,6 +110,11 @@ def test_three_members_on_two_hosts_exchange_broadcasts_and_unicasts_once_in_ord
         assert all(m.group == gid for m in member.messages)
     for mid, recipients in to_whom.items():
         wait_reported(stack_redis, gid, [mid], dict.fromkeys(recipients, groups.DELIVERED))
+    for sender in members:  # and each sender is told so, once per message
+        seqs = queued[sender.instance]
+        finals = sender.final(list(seqs))
+        assert {s: (finals[s].status, finals[s].members) for s in seqs} == {
+            s: (gp.DELIVERED, dict.fromkeys(seqs[s], groups.DELIVERED)) for s in seqs}
     # Every message delivered, so no retry is left: still once each, nothing to outsiders.
     for member in members:
         member.got(sent[member.instance])
@@ -168,9 +173,12 @@ def test_an_agent_killed_with_messages_queued_loses_none_and_none_arrives_twice(
         m.got({alone.instance: list(range(12)) + [f"while down to {m.instance}"],
                other.instance: [f"{other.instance} {n}" for n in range(2)]})
     alone.got({m.instance: [f"{m.instance} {n}" for n in range(2)] for m in pair})
-    for m in pair:  # each sender told once per entry, all accepted
+    for m in pair:  # each sender told once per entry, all accepted, then all delivered
         results = m.told(from_pair[m.instance])
-        assert len(m.results) == 2 and {r.status for r in results.values()} == {gp.ACCEPTED}
+        taken = [r for r in m.results if r.status in (gp.ACCEPTED, gp.REFUSED)]
+        assert len(taken) == 2 and {r.status for r in results.values()} == {gp.ACCEPTED}
+        finals = m.final(from_pair[m.instance])
+        assert {r.status for r in finals.values()} == {gp.DELIVERED}
     for mid in first.values():
         wait_reported(stack_redis, gid, [mid],
                       {m.instance: groups.DELIVERED for m in pair})

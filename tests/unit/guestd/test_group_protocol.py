@@ -162,3 +162,17 @@ def test_socket_messages():
     assert refused["type"] == protocol.FAILURE and refused["reason"] == gp.OUTBOX_FULL
     assert gp.group_result(gp.result(2, gp.REFUSED, "expired")) == {
         "v": 1, "type": gp.GROUP_RESULT, "seq": 2, "status": "refused", "reason": "expired"}
+
+
+def test_a_final_result_is_delivered_or_says_how_many_it_missed():
+    report = gp.parse_report_details(gp.report_details(
+        "m1", "g", {"6f1c9a52-54b1-4a43-9a3c-2f9d51c7f0e1": gp.DELIVERED}))
+    assert gp.final_result(4, report) == gp.result(4, gp.DELIVERED, message="m1",
+                                                   members=report["members"])
+    missed = {**report["members"], "0b7e3c1d-9a2f-4e55-8c61-5d4a3b2c1f00": gp.EXPIRED}
+    assert gp.final_result(4, {**report, "members": missed}) == gp.result(
+        4, gp.EXPIRED, "not delivered to 1 member(s) before it expired", message="m1",
+        members=missed)
+    with pytest.raises(gp.ProtocolError):  # a report is final: nobody is pending
+        gp.parse_report_details(gp.report_details("m1", "g", {"6f1c9a52-54b1-4a43-9a3c-"
+                                                              "2f9d51c7f0e1": gp.PENDING}))

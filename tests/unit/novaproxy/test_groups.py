@@ -122,3 +122,9 @@ def test_a_message_request_carries_the_stored_fields_and_the_decoded_body():
     assert req["details"] == {"id": mid, "from": A, "group": "g", "to": "*", "epoch": EPOCH,
                               "seq": 7, "sent_at": 100.5, "expires": 160.5, "body": {"k": [1]}}
     protocol.spool_name(req["id"])
+
+
+def test_a_final_report_waits_while_anyone_is_pending():
+    assert groups.final_report({"a": groups.DELIVERED, "b": groups.PENDING}) is None
+    assert groups.final_report({"a": groups.DELIVERED, "b": groups.EXPIRED}) == {
+        "a": groups.DELIVERED, "b": groups.EXPIRED}

@@ -222,6 +222,53 @@ def test_a_member_deleted_stops_being_a_recipient_as_it_leaves_its_host(
         stopping.set()
 
 
+def test_each_message_s_end_is_reported_to_its_sender_delivered_or_expired(
+        redis_client, sender_guest):
+    nova, guests = Directory(), Guests()
+    members = membership.Membership(redis_client, nova)
+    now = lambda: redis_schema.redis_time(redis_client)  # noqa: E731
+    sent_long_ago = group_send.Sender(redis_client, members,
+                                      lambda: now() - 2 * groups.MESSAGE_TTL)
+    poll = group_outbox.OutboxPoller(
+        redis_client, hypervisor.QgaSocketDirectory(os.path.dirname(sender_guest.qga_socket)),
+        members, sent_long_ago, guests.deliver, lambda: {A}, direct,
+        os.path.join(sender_guest.workdir, "outbox.json"), None, now)
+    write_outbox(sender_guest, [1, 2])
+    poll.poll(A)
+    first, second = guests.asked[-1]["details"]["results"]
+    redis_schema.mark_report(redis_client, GID, first["message"], B, groups.DELIVERED)
+    poll.deliver_reports([A])
+    reports = [r for r in guests.asked if r["phase"] == protocol.REPORT]
+    assert [(r["id"], r["instance"], r["details"]) for r in reports] == [
+        (f"rpt-{first['message']}", A, gp.report_details(first["message"], GID,
+                                                          {B: groups.DELIVERED})),
+        (f"rpt-{second['message']}", A, gp.report_details(second["message"], GID,
+                                                           {B: groups.EXPIRED}))]
+    assert redis_schema.open_reports(redis_client, [A]) == {}
+    poll.deliver_reports([A])  # each told once
+    assert len([r for r in guests.asked if r["phase"] == protocol.REPORT]) == 2
+
+
+def test_a_final_report_waits_for_every_recipient_and_for_a_guest_that_answers(
+        redis_client, sender_guest):
+    nova, guests = Directory(members=(A, B, C)), Guests()
+    poll = poller(redis_client, nova, guests, sender_guest)
+    write_outbox(sender_guest, [1])
+    poll.poll(A)
+    mid = guests.asked[-1]["details"]["results"][0]["message"]
+    redis_schema.mark_report(redis_client, GID, mid, B, groups.DELIVERED)
+    poll.deliver_reports([A])  # C is still pending: nothing to report
+    assert [r for r in guests.asked if r["phase"] == protocol.REPORT] == []
+    redis_schema.mark_report(redis_client, GID, mid, C, groups.DELIVERED)
+    guests.outcomes = [replies.TIMEOUT]
+    poll.deliver_reports([A])  # the guest does not answer: owed still
+    assert redis_schema.open_reports(redis_client, [A])
+    poll.deliver_reports([A])
+    assert guests.asked[-1]["details"]["members"] == {B: groups.DELIVERED,
+                                                      C: groups.DELIVERED}
+    assert redis_schema.open_reports(redis_client, [A]) == {}
+
+
 # -- the inbox relay ---------------------------------------------------------------------------
 
 

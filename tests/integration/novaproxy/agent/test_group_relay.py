@@ -46,8 +46,8 @@ class Member:
     def told(self, seqs, timeout=20):
         """seq -> result, once every one of ``seqs`` has its result."""
         def ready():
-            with self._lock:
-                by_seq = {r.seq: r for r in self.results}
+            with self._lock:  # the first result of each seq: accepted or refused
+                by_seq = {r.seq: r for r in reversed(self.results)}
             return set(seqs) <= set(by_seq) and by_seq
         return wait_for(ready, timeout, f"the results of {sorted(seqs)}")
 
@@ -131,8 +131,12 @@ def test_members_get_what_a_member_sends_and_every_send_gets_its_result(
     assert all(m.group == group for m in got)
     for seq in (1, 2):
         reported(stack_redis, group, results[seq].message, {b.id: groups.DELIVERED})
+    # Both reached b: a's application is told so, a second result for each seq.
+    wait_for(lambda: len(sender.results) == 8, 10, "the final reports")
+    assert [(r.seq, r.status, r.members) for r in sender.results[6:]] == [
+        (seq, gp.DELIVERED, {b.id: groups.DELIVERED}) for seq in (1, 2)]
     time.sleep(1.0)  # the outbox is read again meanwhile: nothing is taken or told twice
-    assert len(apps[b.id].messages) == 2 and len(sender.results) == 6
+    assert len(apps[b.id].messages) == 2 and len(sender.results) == 8
     assert not apps[c.id].messages and not apps[d.id].messages and not sender.messages
 
 
