@@ -43,6 +43,8 @@ def send(to: str, body: object) -> dict:
     verdict: dict = {}
 
     def result(r) -> None:
+        if told.is_set():  # the final report (delivered or expired): not waited for here
+            return
         verdict.update(seq=r.seq, status=r.status, reason=r.reason, message=r.message,
                        members=r.members)
         told.set()
