@@ -179,7 +179,11 @@ class OutboxPoller:
             data = guest_agent.read_file(qga, self._outbox_file, gp.MAX_OUTBOX_BYTES,
                                          deadline)
         except guest_agent.NotOpened:
-            return None  # no outbox yet: nothing sent
+            return None  # no outbox: nothing to send
+        except guest_agent.GuestAgentUnavailable as exc:  # booting, stopping: the monitor's
+            LOG.debug("instance %s: no guest agent to read the outbox from: %s",
+                      instance, exc)
+            return None
         except guest_agent.GuestAgentError as exc:
             self._complain(instance, f"outbox unreadable: {exc}")
             return None
