@@ -77,6 +77,13 @@ class Member:
                 for m in seen} == {s: b for s, b in expected.items() if b}
         assert len({m.id for m in seen}) == len(seen), "a message seen twice"
 
+    def arrived(self, count: int, timeout: float = 30) -> list:
+        """The first ``count`` messages, once that many arrived."""
+        def enough():
+            with self._lock:
+                return len(self.messages) >= count and self.messages[:count]
+        return wait_for(enough, timeout, f"{count} message(s) to {self.instance}")
+
     def told(self, seqs, timeout: float = 30) -> dict:
         """seq -> result, once every one of ``seqs`` has its result."""
         def ready():

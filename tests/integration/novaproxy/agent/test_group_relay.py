@@ -6,50 +6,17 @@ checks every entry, and what comes back is seen where an application sees it, in
 at once).
 """
 
-import threading
 import time
 import uuid
 
 import pytest
 
 from guestd import group_protocol as gp
-from guestd.client import Application, GroupError
-from harness.groups import wait_known
+from guestd.client import GroupError
+from harness.groups import Member, wait_known
 from harness.guestd_peers import log_count
 from harness.processes import wait_for
 from novaproxy import flavor, groups, redis_schema
-
-
-class Member:
-    """A group application in one guest, recording the messages and results it gets."""
-
-    def __init__(self, guest, name="db"):
-        self.messages, self.results = [], []
-        self._lock = threading.Lock()
-        self.app = Application(name, events=(), on_message=self._message,
-                               on_result=self._result, socket_path=guest.guestd_socket).start()
-        assert self.app.registered.wait(5)
-
-    def _message(self, message):
-        with self._lock:
-            self.messages.append(message)
-
-    def _result(self, result):
-        with self._lock:
-            self.results.append(result)
-
-    def got(self, count, what, timeout=20):
-        """The first ``count`` messages, once that many arrived."""
-        return wait_for(lambda: len(self.messages) >= count and self.messages[:count],
-                        timeout, what)
-
-    def told(self, seqs, timeout=20):
-        """seq -> result, once every one of ``seqs`` has its result."""
-        def ready():
-            with self._lock:  # the first result of each seq: accepted or refused
-                by_seq = {r.seq: r for r in reversed(self.results)}
-            return set(seqs) <= set(by_seq) and by_seq
-        return wait_for(ready, timeout, f"the results of {sorted(seqs)}")
 
 
 @pytest.fixture
@@ -57,7 +24,7 @@ def member():
     made = []
 
     def make(guest, name="db"):
-        made.append(Member(guest, name))
+        made.append(Member(guest, name=name))
         return made[-1]
 
     yield make
@@ -123,7 +90,7 @@ def test_members_get_what_a_member_sends_and_every_send_gets_its_result(
     refusal = apps[d.id].told([outsider])[outsider]
     assert (refusal.status, refusal.reason) == (gp.REFUSED, groups.NOT_IN_GROUP)
 
-    got = apps[b.id].got(2, "b's messages")
+    got = apps[b.id].arrived(2)
     assert [(m.sender, m.seq, m.body) for m in got] == [
         (a.id, 1, {"hello": 1, "from": d.id}), (a.id, 2, "just you")]
     assert [m.to for m in got] == ["*", b.id]
@@ -153,7 +120,7 @@ def test_a_sender_past_its_rate_is_refused_and_peers_get_the_rest_once_in_order(
     refused = [s for s in seqs if results[s].status == gp.REFUSED]
     assert len(accepted) >= groups.SENDER_BURST and refused
     assert {results[s].reason for s in refused} == {groups.RATE_LIMITED}
-    got = peer.got(len(accepted), "the accepted messages")
+    got = peer.arrived(len(accepted))
     assert [m.seq for m in got] == accepted and [m.body for m in got] == [
         s - 1 for s in accepted]
     time.sleep(1.0)
@@ -171,7 +138,7 @@ def test_a_member_with_no_application_yet_gets_the_message_once_one_registers(
              "a delivery to b while nothing takes group messages there")
     assert redis_schema.report(stack_redis, group, mid, time.time()) == {b.id: groups.PENDING}
     late = member(stack.guests[b.id])
-    got = late.got(1, "the message, to the application that registered late")
+    got = late.arrived(1)
     assert [(m.id, m.sender, m.body) for m in got] == [(mid, a.id, "early")]
     reported(stack_redis, group, mid, {b.id: groups.DELIVERED})
     time.sleep(2.5)  # longer than the host's retry: still once

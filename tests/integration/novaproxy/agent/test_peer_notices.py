@@ -7,39 +7,18 @@ monitor transitions, a stop and a killed agent are told on the system tier
 (tests/system/test_peer_notices.py)."""
 
 import signal
-import threading
 import time
 import uuid
 
 import libvirt
 import pytest
 
-from guestd.client import Application
 from harness import driver_agent
 from harness.audit import wait_state
-from harness.groups import wait_known
+from harness.groups import Member, wait_known
 from harness.processes import wait_for
 from novaproxy import flavor, peers
 from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
-
-
-class Peers:
-    """A guest application that records the peer notices it gets."""
-
-    def __init__(self, guest):
-        self.notices = []
-        self._lock = threading.Lock()
-        self.app = Application(f"peers-{uuid.uuid4().hex[:6]}", events=[],
-                               on_peer=self._peer, socket_path=guest.guestd_socket).start()
-        assert self.app.registered.wait(5)
-
-    def _peer(self, notice):
-        with self._lock:
-            self.notices.append(notice)
-
-    def of(self, peer):
-        with self._lock:
-            return [n for n in self.notices if n.peer == peer]
 
 
 @pytest.fixture
@@ -67,7 +46,7 @@ def test_what_libvirt_says_of_a_member_is_told_to_its_peer_as_it_happens(
     b, _ = stack.boot("peer-b", monitored_messaging, group=group)
     wait_state(stack, b.id, "healthy")
     wait_known(stack, group, {b.id})  # b is told from then on
-    ears = Peers(stack.guests[b.id])
+    ears = Member(stack.guests[b.id])
     agent = driver_agent.agent(stack, host, tmp_path, "enabled = false\n")
     driver_agent.listen(agent)
     conn = libvirt.open(driver_agent.URI)
@@ -118,12 +97,12 @@ def test_a_frozen_agent_s_members_are_unreachable_to_their_peers_then_reachable(
     for instance in hosts:
         wait_state(stack, instance, "healthy")
     wait_known(stack, group, set(hosts))
-    ears = Peers(stack.guests[survivors[0]])
+    ears = Member(stack.guests[survivors[0]])
     agent = stack.agents[frozen_host]
     agent.signal(signal.SIGSTOP)
     try:
         frozen = time.monotonic()
-        wait_for(lambda: {n.peer for n in ears.notices if n.state == "unreachable"}
+        wait_for(lambda: {n.peer for _, n in ears.notices if n.state == "unreachable"}
                  == set(lost), 10, "the unreachable notices")
         took = time.monotonic() - frozen
     finally:
@@ -132,7 +111,7 @@ def test_a_frozen_agent_s_members_are_unreachable_to_their_peers_then_reachable(
     # Back: reachable, or a newer state that replaced it before the peer took it.
     wait_for(lambda: all(ears.of(i)[-1].state != "unreachable" for i in lost), 10,
              "the notices that the members are back")
-    assert any(n.state == "reachable" for n in ears.notices)
+    assert any(n.state == "reachable" for _, n in ears.notices)
     assert all(n.cause == f"host {frozen_host} stopped answering"
-               for n in ears.notices if n.state == "unreachable")
+               for _, n in ears.notices if n.state == "unreachable")
     ears.app.stop()
