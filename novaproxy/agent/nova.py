@@ -99,33 +99,35 @@ class Nova:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return _object(what, resp).get("server")
 
-    def server_groups(self, instance: str) -> list[str] | None:
-        """The ids of the server groups the server is in (Nova allows one); None once
-        Nova no longer knows the server. Any other failure is NovaUnavailable."""
-        what = f"GET /servers/{instance}"
-        resp = self._request("GET", f"/servers/{instance}", what,
-                             microversion=GROUPS_MICROVERSION)
+    def _at_groups_microversion(self, path: str, key: str) -> object:
+        """``key`` of the object at ``path`` read at :data:`GROUPS_MICROVERSION`; None
+        once Nova no longer knows it. Any other failure is NovaUnavailable."""
+        what = f"GET {path}"
+        resp = self._request("GET", path, what, microversion=GROUPS_MICROVERSION)
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
-        server = _object(what, resp).get("server")
+        return _object(what, resp).get(key)
+
+    def server_groups(self, instance: str) -> list[str] | None:
+        """The ids of the server groups the server is in (Nova allows one); None once
+        Nova no longer knows the server. Any other failure is NovaUnavailable."""
+        server = self._at_groups_microversion(f"/servers/{instance}", "server")
+        if server is None:
+            return None
         gids = server.get("server_groups") if isinstance(server, dict) else None
         return [g for g in gids if isinstance(g, str)] if isinstance(gids, list) else []
 
     def server_group(self, gid: str) -> dict | None:
         """The server group: ``id``, ``name``, ``policy``, ``members`` (server ids); None
         once Nova no longer knows it. Any other failure is NovaUnavailable."""
-        what = f"GET /os-server-groups/{gid}"
-        resp = self._request("GET", f"/os-server-groups/{gid}", what,
-                             microversion=GROUPS_MICROVERSION)
-        if resp.status_code == 404:
+        path = f"/os-server-groups/{gid}"
+        group = self._at_groups_microversion(path, "server_group")
+        if group is None:
             return None
-        if resp.status_code != 200:
-            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
-        group = _object(what, resp).get("server_group")
         if not isinstance(group, dict):
-            raise NovaUnavailable(what, resp.status_code, "no server_group in the answer")
+            raise NovaUnavailable(f"GET {path}", 200, "no server_group in the answer")
         members = group.get("members")
         return {"id": str(group.get("id", gid)), "name": str(group.get("name") or ""),
                 "policy": str(group.get("policy") or ""),

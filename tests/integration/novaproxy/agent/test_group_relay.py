@@ -13,7 +13,7 @@ import pytest
 
 from guestd import group_protocol as gp
 from guestd.client import GroupError
-from harness.groups import Member, wait_known
+from harness.groups import Member, delete_group, server_group, wait_known
 from harness.guestd_peers import log_count
 from harness.processes import wait_for
 from novaproxy import flavor, groups, redis_schema
@@ -34,11 +34,9 @@ def member():
 
 @pytest.fixture
 def group(stack):
-    admin = stack.nova(direct=True)
-    made = admin.server_groups.create(f"relay-{uuid.uuid4().hex[:6]}",
-                                      policy="soft-anti-affinity")
-    yield made.id
-    admin.server_groups.delete(made.id)
+    gid = server_group(stack)
+    yield gid
+    delete_group(stack, gid)
 
 
 @pytest.fixture

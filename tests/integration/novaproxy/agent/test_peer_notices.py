@@ -15,7 +15,7 @@ import pytest
 
 from harness import driver_agent
 from harness.audit import wait_state
-from harness.groups import Member, wait_known
+from harness.groups import Member, delete_group, server_group, wait_known
 from harness.processes import wait_for
 from novaproxy import flavor, peers
 from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
@@ -23,11 +23,9 @@ from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
 
 @pytest.fixture
 def group(stack):
-    admin = stack.nova(direct=True)
-    made = admin.server_groups.create(f"peers-{uuid.uuid4().hex[:6]}",
-                                      policy="soft-anti-affinity")
-    yield made.id
-    admin.server_groups.delete(made.id)
+    gid = server_group(stack)
+    yield gid
+    delete_group(stack, gid)
 
 
 @pytest.fixture(scope="module")

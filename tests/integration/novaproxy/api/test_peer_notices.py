@@ -13,7 +13,7 @@ import pytest
 import webtest
 
 from guestd.client import Application
-from harness.groups import wait_known
+from harness.groups import delete_group, server_group, wait_known
 from harness.processes import wait_for
 from novaproxy import flavor
 from novaproxy.api.server import load
@@ -30,10 +30,9 @@ def proxy(stack, session_dir):
 
 @pytest.fixture
 def group(stack):
-    admin = stack.nova(direct=True)
-    made = admin.server_groups.create(f"peers-{uuid.uuid4().hex[:6]}", policy="affinity")
-    yield made.id
-    admin.server_groups.delete(made.id)
+    gid = server_group(stack, "affinity")
+    yield gid
+    delete_group(stack, gid)
 
 
 @pytest.fixture(scope="module")
