@@ -96,7 +96,7 @@ def arrivals(peers: list, n: int) -> list | None:
 
 
 def latency(stack: Stack, messaging, count: int) -> None:
-    _, peers, hosts = members(stack, "latency", 3, messaging)
+    gid, peers, hosts = members(stack, "latency", 3, messaging)
     print(f"latency group: 3 members on {', '.join(sorted(set(hosts.values())))}", flush=True)
     to_each, to_all, calls, pickups, deliveries = [], [], [], [], []
     for n in range(-WARM_UP, count):
@@ -127,6 +127,8 @@ def latency(stack: Stack, messaging, count: int) -> None:
     print(f"         taken -> on_message {ms(deliveries)}")
     for peer in peers:
         peer.app.stop()
+    # Nova's quota allows 10 server groups: the cost phase needs as many.
+    stack.nova(direct=True).server_groups.delete(gid)
 
 
 def agent_cpu(stack: Stack, seconds: float) -> dict:

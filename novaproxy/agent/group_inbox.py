@@ -4,8 +4,12 @@ here to their guests, in order, each until guestd had it or it expired.
 One blocking ``XREAD`` over the inboxes of those VMs, from each one's stored
 position; a VM's messages are then delivered on a worker of the agent's pool (one
 worker per VM at a time, so a slow guest holds up only itself), each as a spool
-request. The position moves past a message once guestd has it (or it expired), so
-an agent restarted mid-delivery delivers again from there: at least once, and
+request. A VM being delivered to is left out of the next read; when its deliveries
+end, the worker wakes the read (an entry in the host's ``inbox-wake`` stream, which
+every read also waits on), so its next message waits for no block to time out.
+
+The position moves past a message once guestd has it (or it expired), so an agent
+restarted mid-delivery delivers again from there: at least once, and
 guestd hands each message id to its applications once. A guest that does not answer,
 or whose answer names nobody that took the message (no application registered yet,
 early in a boot), is tried again after ``RETRY`` seconds, until its messages expire.
@@ -29,9 +33,6 @@ from novaproxy.redis_schema import peers as peer_keys
 
 LOG = logging.getLogger("novaproxy.agent.group_inbox")
 BLOCK_MS = 1000  # longest wait for a message; bounds how fast the served set is re-read
-# While some VM's deliveries run, the read blocks this long at most, so that the VM is
-# read again soon after they end (a blocked XREAD cannot be told of it).
-BUSY_BLOCK_MS = 20
 PER_ROUND = 16  # messages read per inbox per round
 DELIVER_TIMEOUT = 5.0  # seconds for a guest to take one message
 RETRY = 2.0  # seconds before a guest that did not answer is tried again
@@ -41,10 +42,11 @@ class InboxRelay:
     """Delivers the inboxes of the messaging VMs that ``served`` lists (as the membership
     cache knows them); ``submit`` runs a VM's deliveries on the agent's pool."""
 
-    def __init__(self, client: redis.Redis, deliver: Callable,
+    def __init__(self, client: redis.Redis, host: str, deliver: Callable,
                  served: Callable[[], set], submit: Callable,
                  redis_now: Callable[[], float], stopping: threading.Event) -> None:
         self._redis = client
+        self._host = host
         self._deliver = deliver
         self._peers = PeerDelivery(client, deliver)  # wake-up entries: peer notices
         self._served = served
@@ -58,7 +60,6 @@ class InboxRelay:
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            self._freed.clear()
             try:
                 if not self.round(BLOCK_MS):  # all busy or waiting: until one is freed
                     self._freed.wait(BLOCK_MS / 1000)
@@ -72,15 +73,15 @@ class InboxRelay:
     def round(self, block_ms: int | None) -> bool:
         """Read the inboxes once (waiting up to ``block_ms``) and start their deliveries;
         False when no inbox was ready to read."""
+        self._freed.clear()  # from now on, a VM whose deliveries end sets it
         ready = self._ready()
         if not ready:
             return False
         positions = redis_schema.inbox_positions(self._redis, ready)
-        with self._lock:
-            if self._busy and block_ms is not None:
-                block_ms = min(block_ms, BUSY_BLOCK_MS)
+        if self._freed.is_set():  # ended since this round began: its wake may be gone
+            block_ms = None
         for instance, entries in redis_schema.read_inboxes(
-                self._redis, positions, block_ms, PER_ROUND).items():
+                self._redis, positions, block_ms, PER_ROUND, self._host).items():
             with self._lock:
                 self._busy.add(instance)
             try:
@@ -115,6 +116,10 @@ class InboxRelay:
             with self._lock:
                 self._busy.discard(instance)
             self._freed.set()
+            try:
+                redis_schema.wake_inbox_reader(self._redis, self._host)
+            except (redis.RedisError, OSError):
+                pass  # the read returns within BLOCK_MS anyway
 
     def _deliver_one(self, instance: str, entry_id: str, fields: dict) -> bool:
         """Deliver one message; True when the position may move past it."""

@@ -26,7 +26,8 @@ class Membership:
     def member(self, instance: str, fresh: bool = False) -> Member:
         """The instance as a group member (raises NovaError when Nova cannot be read)."""
         if not fresh:
-            cached = redis_schema.cached_member(self._redis, instance)
+            cached = redis_schema.cached_member(self._redis, instance,
+                                                max_age=redis_schema.GROUP_TTL)
             if cached is not None:
                 return cached
         server = self._nova.server(instance)

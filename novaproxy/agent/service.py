@@ -113,7 +113,7 @@ class Agent:
                 client, guests, members, sender, self.deliverer.deliver, self.routes.served,
                 self._pool.submit, config.outbox_file, self.stopping, self.routes.redis_now)
             self.inbox = group_inbox.InboxRelay(
-                client, self.deliverer.deliver, self.routes.served,
+                client, host, self.deliverer.deliver, self.routes.served,
                 self._pool.submit, self.routes.redis_now, self.stopping)
         self._answerer = answer.Answerer(client, host, self.deliverer.deliver, self.endings,
                                          self.routes.redis_now, self.stopping)

@@ -46,6 +46,7 @@ from novaproxy.redis_schema.events import EVENTS_MAXLEN, EVENTS_STREAM, audit, r
 from novaproxy.redis_schema.groups import (
     GROUP_TTL,
     INBOX_TTL,
+    MEMBER_TTL,
     OUTBOX_TTL,
     RATE_OK,
     REPORT_TTL,
@@ -64,6 +65,7 @@ from novaproxy.redis_schema.groups import (
     inbox_key,
     inbox_pos_key,
     inbox_positions,
+    inbox_wake_key,
     mark_report,
     member_key,
     note_sent,
@@ -82,6 +84,7 @@ from novaproxy.redis_schema.groups import (
     set_outbox_progress,
     take_tokens,
     track_report,
+    wake_inbox_reader,
 )
 from novaproxy.redis_schema.locks import (
     acquire_lock,
@@ -148,7 +151,8 @@ from novaproxy.redis_schema.routes import (
 
 __all__ = [
     "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
-    "EVENTS_STREAM", "GROUP_TTL", "INBOX_TTL", "OUTBOX_TTL", "POOL_TIMEOUT", "RATE_OK",
+    "EVENTS_STREAM", "GROUP_TTL", "MEMBER_TTL", "INBOX_TTL", "OUTBOX_TTL", "POOL_TIMEOUT",
+    "RATE_OK",
     "REPORT_TTL", "RATE_LIMITED", "SENT_MAX", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
     "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT",
     "acknowledge", "acquire_lock", "all_locks", "all_members", "all_monitored",
@@ -161,6 +165,7 @@ __all__ = [
     "inbox_pos_key", "inbox_positions", "is_missing_group", "lock_key", "lock_owner",
     "mark_report", "member_key", "note_sent", "monitor_key", "monitor_view", "open_report",
     "open_reports", "close_report", "reports_key", "track_report",
+    "inbox_wake_key", "wake_inbox_reader",
     "operations_of", "ops_key", "outbox_key", "outbox_progress", "publish_monitor",
     "publish_routes", "read_events", "read_inboxes", "read_replies", "record_operation",
     "recorded_on", "recoveries_key", "recovery_key", "recovery_under_way", "redact",

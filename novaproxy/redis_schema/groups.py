@@ -2,7 +2,8 @@
 rate buckets (``docs/group-messaging.md``).
 
 - ``novaproxy:{<uuid>}:member`` string (JSON): Nova's view of the instance as a group
-  member (:class:`novaproxy.groups.Member`), cached for ``GROUP_TTL``
+  member (:class:`novaproxy.groups.Member`) and when it was read (``read_at``); read
+  again once ``GROUP_TTL`` old, kept ``MEMBER_TTL``
 - ``novaproxy:{group:<gid>}:members`` string (JSON): the server group's name, policy
   and members, cached for ``GROUP_TTL``
 - ``novaproxy:{<uuid>}:inbox`` stream: the messages for the instance (fields: ``id``,
@@ -10,6 +11,9 @@ rate buckets (``docs/group-messaging.md``).
   ``expires``), at most about ``QUEUE_MAX``; it goes away ``INBOX_TTL`` after the last
   message came
 - ``novaproxy:{<uuid>}:inbox-pos`` string: the last inbox entry delivered
+- ``novaproxy:{agent:<host>}:inbox-wake`` stream: a ``woke`` entry when one of the host's
+  deliveries ends, so that the host's blocked inbox read returns and reads that VM's
+  inbox again at once (only the last entry is kept)
 - ``novaproxy:{<uuid>}:reports`` sorted set: ``<gid> <message id>`` of each message the
   instance sent that has recipients and whose final report it has not had yet, scored by
   the message's ``expires``
@@ -29,6 +33,7 @@ Times are Redis's (the caller passes ``redis_time``), so agents' clocks never di
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 
 import redis
@@ -39,6 +44,10 @@ from novaproxy.redis_schema import keyspace, scripts
 from novaproxy.redis_schema.connection import check_block
 
 GROUP_TTL = 30  # seconds a membership read from Nova is trusted
+# A member record is read from Nova again once GROUP_TTL old (its own agent polls it
+# twice a second), but kept three times as long: whoever reads the cache alone (the
+# proxy's notices, the inbox relay) never finds a served member missing meanwhile.
+MEMBER_TTL = 3 * GROUP_TTL
 INBOX_TTL = groups.MESSAGE_TTL + 60  # an inbox (and its position) outlives its last message
 REPORT_TTL = groups.MESSAGE_TTL + 60
 OUTBOX_TTL = 24 * 3600  # what was taken from an outbox is remembered this long
@@ -66,6 +75,18 @@ def reports_key(instance: str) -> str:
     return keyspace.instance_key(instance, "reports")
 
 
+def inbox_wake_key(host: str) -> str:
+    return f"{keyspace.PREFIX}:{{agent:{host}}}:inbox-wake"
+
+
+def wake_inbox_reader(client: redis.Redis, host: str) -> None:
+    """End ``host``'s blocked :func:`read_inboxes` now (its relay has a VM to read again)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(inbox_wake_key(host), {"woke": "1"}, maxlen=1, approximate=False)
+    pipe.expire(inbox_wake_key(host), INBOX_TTL)
+    pipe.execute()
+
+
 def outbox_key(instance: str) -> str:
     return keyspace.instance_key(instance, "outbox")
 
@@ -89,17 +110,30 @@ def sender_bucket_key(gid: str, sender: str) -> str:
 # -- the membership cache ---------------------------------------------------------------------
 
 
-def cache_member(client: redis.Redis, member: Member, ttl: int = GROUP_TTL) -> None:
-    client.set(member_key(member.instance), json.dumps(asdict(member)), ex=ttl)
+def cache_member(client: redis.Redis, member: Member, ttl: int = MEMBER_TTL) -> None:
+    """Cache ``member`` as read from Nova now (``read_at``: this host's clock)."""
+    client.set(member_key(member.instance),
+               json.dumps({**asdict(member), "read_at": time.time()}), ex=ttl)
 
 
-def cached_member(client: redis.Redis, instance: str) -> Member | None:
-    """The cached member, None when not cached (or unreadable: read Nova again)."""
-    raw = client.get(member_key(instance))
-    try:
-        return Member(**json.loads(raw)) if raw else None
-    except (ValueError, TypeError):
+def _member(raw: str | None, max_age: float | None = None) -> Member | None:
+    if not raw:
         return None
+    try:
+        data = json.loads(raw)
+        read_at = float(data.pop("read_at", 0.0))
+        if max_age is not None and time.time() - read_at > max_age:
+            return None
+        return Member(**data)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def cached_member(client: redis.Redis, instance: str,
+                  max_age: float | None = None) -> Member | None:
+    """The cached member, None when not cached, unreadable or (``max_age``) read from
+    Nova longer ago than that: read Nova again."""
+    return _member(client.get(member_key(instance)), max_age)
 
 
 def cached_members(client: redis.Redis, instances: list) -> dict:
@@ -108,11 +142,9 @@ def cached_members(client: redis.Redis, instances: list) -> dict:
         return {}
     out = {}
     for instance, raw in zip(instances, client.mget([member_key(i) for i in instances])):
-        try:
-            if raw:
-                out[instance] = Member(**json.loads(raw))
-        except (ValueError, TypeError):
-            continue
+        member = _member(raw)
+        if member is not None:
+            out[instance] = member
     return out
 
 
@@ -169,15 +201,20 @@ def set_inbox_position(client: redis.Redis, instance: str, entry_id: str) -> Non
 
 
 def read_inboxes(client: redis.Redis, positions: dict, block_ms: int | None,
-                 count: int) -> dict:
+                 count: int, host: str | None = None) -> dict:
     """instance -> ``[(entry_id, fields)]`` after each position, at most ``count`` each;
-    waits up to ``block_ms`` for one (None: no wait)."""
+    waits up to ``block_ms`` for one (None: no wait), or until :func:`wake_inbox_reader`
+    for ``host``."""
     if not positions:
         return {}
     check_block(client, block_ms)
     streams = {inbox_key(i): p for i, p in positions.items()}
+    wake = inbox_wake_key(host) if host is not None else None
+    if wake is not None:
+        streams[wake] = "$"  # only an entry added while this read waits
     answer = client.xread(streams, count=count, block=block_ms) or []
-    return {keyspace.instance_of(key): entries for key, entries in answer if entries}
+    return {keyspace.instance_of(key): entries for key, entries in answer
+            if entries and key != wake}
 
 
 # -- outbox progress ------------------------------------------------------------------------

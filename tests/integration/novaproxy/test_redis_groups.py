@@ -1,6 +1,7 @@
 """Server-group messaging's Redis keys on a real redis-server: the rate buckets (one
 atomic script), inbox bounds and expiry, positions, outbox progress, reports, caches."""
 
+import json
 import threading
 import uuid
 
@@ -109,6 +110,21 @@ def test_a_blocking_read_wakes_for_a_new_message(redis_server, redis_client):
     assert list(got[0]) == [B] and got[0][B][0][1]["seq"] == "7"
 
 
+def test_a_blocking_read_is_woken_for_its_host_only(redis_server, redis_client):
+    got = []
+    reader = threading.Thread(target=lambda: got.append(redis_schema.read_inboxes(
+        redis_schema.connect(redis_server.url, socket_timeout=30), {A: "$"}, 20_000, 10,
+        "h1")))
+    reader.start()
+    threading.Event().wait(0.2)
+    redis_schema.wake_inbox_reader(redis_client, "h2")  # another host's relay
+    reader.join(0.5)
+    assert reader.is_alive()
+    redis_schema.wake_inbox_reader(redis_client, "h1")
+    reader.join(5)  # long before its 20 s block
+    assert not reader.is_alive() and got == [{}]
+
+
 def test_outbox_progress_and_receipts_pending(redis_client):
     assert redis_schema.outbox_progress(redis_client, A) == ("", 0, [])
     receipt = {"epoch": "a" * 16, "acked": 3, "results": []}
@@ -144,6 +160,21 @@ def test_memberships_are_cached_for_group_ttl(redis_client):
     redis_client.set(redis_schema.member_key(B), "not json")
     assert redis_schema.cached_member(redis_client, B) is None
     assert redis_schema.all_members(redis_client) == {A: member}
+
+
+def test_a_member_is_read_again_when_group_ttl_old_but_kept_for_the_cache_s_readers(
+        redis_client):
+    member = Member(A, known=True, messaging=True, status="ACTIVE", host="c1", group=G)
+    redis_schema.cache_member(redis_client, member)
+    assert 2 * redis_schema.GROUP_TTL < redis_client.ttl(redis_schema.member_key(A)) \
+        <= redis_schema.MEMBER_TTL
+    raw = json.loads(redis_client.get(redis_schema.member_key(A)))
+    raw["read_at"] -= redis_schema.GROUP_TTL + 1  # read from Nova 31 s ago
+    redis_client.set(redis_schema.member_key(A), json.dumps(raw))
+    assert redis_schema.cached_member(redis_client, A,
+                                      max_age=redis_schema.GROUP_TTL) is None  # the agent
+    assert redis_schema.cached_member(redis_client, A) == member  # the proxy, the relay
+    assert redis_schema.cached_members(redis_client, [A]) == {A: member}
 
 
 def test_what_a_group_sent_is_kept_bounded_without_bodies(redis_client):

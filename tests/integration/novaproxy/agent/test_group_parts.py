@@ -284,13 +284,13 @@ def queue(client, recipient, seq, ttl=60.0):
 
 def relay(client, guests):
     membership.Membership(client, Directory()).member(B)  # as the outbox poller caches it
-    return group_inbox.InboxRelay(client, guests.deliver, lambda: {B}, direct,
+    return group_inbox.InboxRelay(client, "h1", guests.deliver, lambda: {B}, direct,
                                   lambda: redis_schema.redis_time(client), None)
 
 
 def test_only_vms_the_membership_cache_knows_to_take_messages_are_read(redis_client):
     queue(redis_client, B, 1)
-    relayed = group_inbox.InboxRelay(redis_client, Guests().deliver, lambda: {B}, direct,
+    relayed = group_inbox.InboxRelay(redis_client, "h1", Guests().deliver, lambda: {B}, direct,
                                      lambda: redis_schema.redis_time(redis_client), None)
     assert not relayed.round(None)  # not cached yet: not read, Nova not asked
     redis_schema.cache_member(redis_client, groups.Member(B, known=True, messaging=False))

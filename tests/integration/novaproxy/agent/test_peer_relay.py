@@ -34,7 +34,7 @@ def direct(fn, *args):
 
 def relay(client, guests):
     redis_schema.cache_member(client, groups.Member(B, known=True, messaging=True))
-    return group_inbox.InboxRelay(client, guests.deliver, lambda: {B}, direct,
+    return group_inbox.InboxRelay(client, "h1", guests.deliver, lambda: {B}, direct,
                                   lambda: redis_schema.redis_time(client), None)
 
 
