@@ -180,8 +180,9 @@ def wake_ups(client, recipient: str, start: float, end: float) -> list:
 
 
 def report(title: str, client, ears: list, taken: SeqTaken, start: float, end: float,
-           states: tuple) -> None:
-    """Latencies of the notices published between ``start`` and ``end``, by state."""
+           expected: dict) -> None:
+    """Latencies of the notices published between ``start`` and ``end``, by state
+    (``expected``: state -> how many the run caused at least)."""
     hosts = {e.instance: e.host for e in ears}
     notices: dict = {}  # (peer, seq) -> {recipient: (at, notice)}
     for e in ears:
@@ -194,10 +195,11 @@ def report(title: str, client, ears: list, taken: SeqTaken, start: float, end: f
     print("  p50 / p90 / p99 / max")
     rows = collections.defaultdict(lambda: collections.defaultdict(list))
     slowest = []  # (latency, what)
-    missed = collections.Counter()
+    missed, counted = collections.Counter(), collections.Counter()
     for (peer, seq), got in sorted(notices.items()):
         state = next(iter(got.values()))[1].state
-        state = state if state in states else "other"
+        state = state if state in expected else "other"
+        counted[state] += 1
         row = rows[state]
         since = next(iter(got.values()))[1].since
         for recipient, (at, notice) in got.items():
@@ -217,15 +219,17 @@ def report(title: str, client, ears: list, taken: SeqTaken, start: float, end: f
             row["published"].append(taken.at[(peer, seq)] - since)
             row["delivered"] += [at - taken.at[(peer, seq)] for at, _ in got.values()]
     everything = collections.defaultdict(list)
-    for state in (*states, "other"):
+    for state in (*expected, "other"):
         row = rows.get(state)
         if not row:
             continue
         for part, samples in row.items():
             everything[part] += samples
         print(f"  {state}: event -> a peer's on_peer {ms(row['each'])}")
-        print(f"  {' ' * len(state)}  event -> the last peer's {ms(row['last'])}; "
-              f"not received at {missed[state]} recipient(s)")
+        print(f"  {' ' * len(state)}  event -> the last peer's {ms(row['last'])}")
+        print(f"  {' ' * len(state)}  {counted[state]} notice(s) received"
+              + (f" (the run caused at least {expected[state]})" if state in expected else "")
+              + f"; not received at {missed[state]} recipient(s) of those")
     print(f"  all: event -> a peer's on_peer {ms(everything['each'])}")
     print(f"       (recipient on the subject's host {ms(everything['same host'])}; "
           f"on the other host {ms(everything['other host'])})")
@@ -284,7 +288,7 @@ def main() -> int:
                 print(f"  failure {n + 1}/{args.failures} ({time.time() - start:.0f}s)",
                       flush=True)
             report(f"monitor transitions, {args.failures} hangs", client, ears, taken, start,
-                   time.time(), MONITOR_STATES)
+                   time.time(), dict.fromkeys(MONITOR_STATES, args.failures))
         if args.operations:
             nova = stack.nova()  # through novaproxy-api
             for n in range(WARM_UP):
@@ -296,7 +300,8 @@ def main() -> int:
                     print(f"  reboot {n + 1}/{args.operations} ({time.time() - start:.0f}s)",
                           flush=True)
             report(f"negotiated reboots through the proxy, {args.operations}", client, ears,
-                   taken, start, time.time(), (PREPARED, ENDED))
+                   taken, start, time.time(),
+                   dict.fromkeys((PREPARED, ENDED), args.operations))
         for e in ears:
             e.app.stop()
         client.close()
