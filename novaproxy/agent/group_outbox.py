@@ -75,12 +75,22 @@ class OutboxPoller:
                     return
             known = served
             try:
+                # One read for all (the pool reads Nova for those not cached or old).
+                members = redis_schema.cached_members(self._redis, sorted(served),
+                                                      max_age=redis_schema.GROUP_TTL)
+            except (redis.RedisError, OSError) as exc:
+                LOG.warning("group messaging: outbox polls: Redis: %s", exc)
+                members = {}
+            try:
                 for instance in sorted(served):
+                    member = members.get(instance)
+                    if member is not None and not member.messaging:
+                        continue  # its flavor does not turn messaging on
                     with self._lock:
                         if instance in self._busy:
                             continue  # its last poll still runs (a slow guest)
                         self._busy.add(instance)
-                    self._submit(self._poll_guarded, instance)
+                    self._submit(self._poll_guarded, instance, member is not None)
                 if served and not self._reporting.is_set():
                     self._reporting.set()
                     self._submit(self.deliver_reports, sorted(served))
@@ -98,10 +108,11 @@ class OutboxPoller:
         except NovaError as exc:
             self._complain(instance, f"Nova: {exc}")
 
-    def _poll_guarded(self, instance: str) -> None:
-        """:meth:`poll` on a pool worker, for a VM whose flavor turns messaging on."""
+    def _poll_guarded(self, instance: str, messaging: bool) -> None:
+        """:meth:`poll` on a pool worker, for a VM whose flavor turns messaging on
+        (``messaging``: the cache says so; else Nova is asked through the cache)."""
         try:
-            if self._membership.member(instance).messaging:
+            if messaging or self._membership.member(instance).messaging:
                 self.poll(instance)
         except (redis.RedisError, OSError) as exc:
             self._complain(instance, f"Redis: {exc}")

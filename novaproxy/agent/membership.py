@@ -30,9 +30,8 @@ class Membership:
                                                 max_age=redis_schema.GROUP_TTL)
             if cached is not None:
                 return cached
-        server = self._nova.server(instance)
-        gids = self._nova.server_groups(instance) if server is not None else []
-        member = groups.member_from(instance, server, gids or [])
+        server = self._nova.server_with_groups(instance)  # one read: flavor and groups
+        member = groups.member_from(instance, server, (server or {}).get("server_groups", []))
         redis_schema.cache_member(self._redis, member)
         if member.group:
             group = redis_schema.cached_group(self._redis, member.group)

@@ -110,14 +110,18 @@ class Nova:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return _object(what, resp).get(key)
 
-    def server_groups(self, instance: str) -> list[str] | None:
-        """The ids of the server groups the server is in (Nova allows one); None once
-        Nova no longer knows the server. Any other failure is NovaUnavailable."""
+    def server_with_groups(self, instance: str) -> dict | None:
+        """The server (as :meth:`server`) with ``server_groups``, the ids of the server
+        groups it is in (Nova allows one), in one read; None once Nova no longer knows
+        it. Any other failure is NovaUnavailable."""
         server = self._at_groups_microversion(f"/servers/{instance}", "server")
         if server is None:
             return None
-        gids = server.get("server_groups") if isinstance(server, dict) else None
-        return [g for g in gids if isinstance(g, str)] if isinstance(gids, list) else []
+        if not isinstance(server, dict):
+            raise NovaUnavailable(f"GET /servers/{instance}", 200, "no server in the answer")
+        gids = server.get("server_groups")
+        return {**server, "server_groups": [g for g in gids if isinstance(g, str)]
+                if isinstance(gids, list) else []}
 
     def server_group(self, gid: str) -> dict | None:
         """The server group: ``id``, ``name``, ``policy``, ``members`` (server ids); None

@@ -136,13 +136,15 @@ def cached_member(client: redis.Redis, instance: str,
     return _member(client.get(member_key(instance)), max_age)
 
 
-def cached_members(client: redis.Redis, instances: list) -> dict:
-    """instance -> cached :class:`Member` for those cached (one MGET)."""
+def cached_members(client: redis.Redis, instances: list,
+                   max_age: float | None = None) -> dict:
+    """instance -> cached :class:`Member` for those cached (one MGET), and read from
+    Nova no longer than ``max_age`` ago if given."""
     if not instances:
         return {}
     out = {}
     for instance, raw in zip(instances, client.mget([member_key(i) for i in instances])):
-        member = _member(raw)
+        member = _member(raw, max_age)
         if member is not None:
             out[instance] = member
     return out

@@ -34,16 +34,13 @@ class Directory:
         if self.down:
             raise NovaUnavailable("GET", 503, "down for the test")
 
-    def server(self, instance):
+    def server_with_groups(self, instance):
         self._check()
         if instance in self.deleted:
             return None
         return {"id": instance, "status": "ACTIVE", "OS-EXT-SRV-ATTR:host": "h1",
-                "flavor": {"extra_specs": {flavor.GROUP_MESSAGING: "true"}}, "metadata": {}}
-
-    def server_groups(self, instance):
-        self._check()
-        return [GID] if instance in self.members else []
+                "flavor": {"extra_specs": {flavor.GROUP_MESSAGING: "true"}}, "metadata": {},
+                "server_groups": [GID] if instance in self.members else []}
 
     def server_group(self, gid):
         self._check()

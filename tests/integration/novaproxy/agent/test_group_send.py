@@ -15,14 +15,11 @@ A, B, C = (str(uuid.UUID(int=n)) for n in (21, 22, 23))
 class Directory:
     """Nova's answers: A and B take messages, C's flavor does not turn messaging on."""
 
-    def server(self, instance):
+    def server_with_groups(self, instance):
         specs = {flavor.GROUP_MESSAGING: "true"} if instance != C else {}
         return {"id": instance, "status": "SHUTOFF" if instance == C else "ACTIVE",
                 "OS-EXT-SRV-ATTR:host": "h1" if instance == A else "h2",
-                "flavor": {"extra_specs": specs}, "metadata": {}}
-
-    def server_groups(self, instance):
-        return [GID]
+                "flavor": {"extra_specs": specs}, "metadata": {}, "server_groups": [GID]}
 
     def server_group(self, gid):
         return {"id": gid, "name": "pair", "policy": "anti-affinity", "members": [A, B, C]}

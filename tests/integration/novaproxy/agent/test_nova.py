@@ -148,9 +148,11 @@ def test_server_groups_and_their_members(stack, nova, plain_flavor):
                    for i in range(2)]
         loner, _ = stack.boot(f"{name}-alone", plain_flavor, with_guest=False)
         for server in members:
-            assert nova.server_groups(server.id) == [group.id]
-        assert nova.server_groups(loner.id) == []
-        assert nova.server_groups(str(uuid.uuid4())) is None
+            read = nova.server_with_groups(server.id)
+            assert read["server_groups"] == [group.id] and read["id"] == server.id
+            assert "extra_specs" in read["flavor"]  # what messaging_on reads, in one read
+        assert nova.server_with_groups(loner.id)["server_groups"] == []
+        assert nova.server_with_groups(str(uuid.uuid4())) is None
         read = nova.server_group(group.id)
         assert read == {"id": group.id, "name": name, "policy": "soft-anti-affinity",
                         "members": read["members"]}
