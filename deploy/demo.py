@@ -214,12 +214,12 @@ def pair_of_vms(stack: Stack, nova, client) -> None:
     step("An active/standby pair in a server group: no network needed to talk")
     pair = stack.flavor("ha.pair", {"guest:negotiation": "true", "guest:monitoring": "true",
                                     "guest:group_messaging": "true"})
-    gid = server_group(stack)
+    gid = server_group(stack, name="pair")
     say(f"$ openstack server group create --policy soft-anti-affinity pair   → {gid}")
     active, standby = boot_members(stack, pair, gid, count=2, prefix="pair")
     say(f"pair-0 (active)  {active.instance} on {active.host}")
     say(f"pair-1 (standby) {standby.instance} on {standby.host}")
-    seq = active.app.broadcast({"role": "active", "since": time.time()})
+    seq = active.app.broadcast({"role": "active"})
     got, = standby.arrived(1)
     say(f"pair-1 got {got.body} from {got.sender} (the host says who sent it)")
     final = active.final([seq])[seq]

@@ -146,10 +146,10 @@ def apart(members: list) -> tuple:
     return pair, alone
 
 
-def server_group(stack, policy: str = "soft-anti-affinity") -> str:
+def server_group(stack, policy: str = "soft-anti-affinity", name: str = "") -> str:
     """A new Nova server group (delete it with ``delete_group``); its id."""
     admin = stack.nova(direct=True)
-    return admin.server_groups.create(f"sys-{uuid.uuid4().hex[:6]}", policy=policy).id
+    return admin.server_groups.create(name or f"sys-{uuid.uuid4().hex[:6]}", policy=policy).id
 
 
 def delete_group(stack, gid: str) -> None:
