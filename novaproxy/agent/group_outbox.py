@@ -167,9 +167,12 @@ class OutboxPoller:
             self._reporting.clear()
 
     def _report(self, instance: str, owed: list) -> None:
+        """``owed``: the reports that expire first (a bounded read a round; a report
+        waiting for a member that is away holds back none after it for longer than its
+        TTL)."""
         now = self._redis_now()
-        for gid, message_id, _expires in owed:
-            states = redis_schema.report(self._redis, gid, message_id, now)
+        states_of = redis_schema.reports(self._redis, [(g, m) for g, m, _ in owed], now)
+        for (gid, message_id, _expires), states in zip(owed, states_of):
             members = groups.final_report(states) if states else {}
             if members is None:
                 continue  # still on its way to someone

@@ -264,14 +264,14 @@ def track_report(client: redis.Redis, sender: str, gid: str, message_id: str,
     pipe.execute()
 
 
-def open_reports(client: redis.Redis, senders: list) -> dict:
-    """sender -> ``[(gid, message id, expires)]`` of the final reports it is owed, for
-    each of ``senders`` owed any (one round trip)."""
+def open_reports(client: redis.Redis, senders: list, limit: int = 64) -> dict:
+    """sender -> ``[(gid, message id, expires)]`` of the final reports it is owed, the
+    ``limit`` that expire first, for each of ``senders`` owed any (one round trip)."""
     if not senders:
         return {}
     pipe = client.pipeline(transaction=False)
     for sender in senders:
-        pipe.zrange(reports_key(sender), 0, -1, withscores=True)
+        pipe.zrange(reports_key(sender), 0, limit - 1, withscores=True)
     out = {}
     for sender, entries in zip(senders, pipe.execute()):
         owed = [(*name.split(" ", 1), score) for name, score in entries if " " in name]
@@ -295,7 +295,18 @@ def mark_report(client: redis.Redis, gid: str, message_id: str, member: str,
 
 def report(client: redis.Redis, gid: str, message_id: str, now: float) -> dict:
     """member -> state; a member still pending after the message expired is expired."""
-    raw = client.hgetall(report_key(gid, message_id))
+    return _states(client.hgetall(report_key(gid, message_id)), now)
+
+
+def reports(client: redis.Redis, messages: list, now: float) -> list:
+    """:func:`report` of each ``(gid, message id)``, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for gid, message_id in messages:
+        pipe.hgetall(report_key(gid, message_id))
+    return [_states(raw, now) for raw in pipe.execute()] if messages else []
+
+
+def _states(raw: dict, now: float) -> dict:
     expires = float(raw.pop("expires", "inf"))
     return {m: groups.EXPIRED if s == groups.PENDING and now > expires else s
             for m, s in raw.items()}

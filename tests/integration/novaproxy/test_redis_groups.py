@@ -188,3 +188,16 @@ def test_what_a_group_sent_is_kept_bounded_without_bodies(redis_client):
     assert [f["id"] for f in redis_schema.sent_messages(redis_client, G, 2)] == [
         f"m{redis_schema.SENT_MAX + 3}", f"m{redis_schema.SENT_MAX + 4}"]
     assert 0 < redis_client.ttl(redis_schema.sent_key(G)) <= redis_schema.REPORT_TTL
+
+
+def test_the_reports_owed_are_read_first_to_expire_and_bounded(redis_client):
+    for n in range(5):
+        redis_schema.track_report(redis_client, A, G, f"m{n}", 1000.0 - n)
+    owed = redis_schema.open_reports(redis_client, [A, B], limit=3)
+    assert owed == {A: [(G, f"m{n}", 1000.0 - n) for n in (4, 3, 2)]}  # B is owed none
+    redis_schema.open_report(redis_client, G, "m4", [B], 1000.0)
+    assert redis_schema.reports(redis_client, [(G, "m4"), (G, "gone")], 999.0) == [
+        {B: "pending"}, {}]
+    redis_schema.close_report(redis_client, A, G, "m4")
+    assert [m for _, m, _ in redis_schema.open_reports(redis_client, [A])[A]] == [
+        "m3", "m2", "m1", "m0"]
