@@ -42,3 +42,11 @@ def test_groups_benchmark_runs():
     assert out.count("idle (messaging on, nothing sent) on compute") == 2
     assert out.count("sending 1 msg/s per VM on compute") == 2
     assert "host verdicts on every broadcast: {'accepted'" in out
+
+
+@pytest.mark.system
+def test_peer_notices_benchmark_runs():
+    out = run("bench.peer_notices", "--failures", "1", "--operations", "1")
+    assert out.count("event -> the last peer's on_peer") >= 2  # hangs, then reboots
+    assert "[negotiated reboots through the proxy" in out
+    assert "reached somebody" in out
