@@ -52,8 +52,10 @@ class Member(VMGuest):
     """One member's guest: what its group hook logged, and group-app runs."""
 
     def logged(self) -> list:
-        """The group messages the hook got, in order."""
-        return [json.loads(line) for line in self.read(GROUP_LOG).splitlines() if line]
+        """The group messages the hook got, in order (it gets the peer notices too: the
+        other member's libvirt events, such as its start, are told as they happen)."""
+        lines = [json.loads(line) for line in self.read(GROUP_LOG).splitlines() if line]
+        return [m for m in lines if m.get("type") == gp.GROUP_MESSAGE]
 
     def group_app(self, command: str, target: str, arg: str, out: str) -> None:
         """Start ``group-app COMMAND TARGET ARG OUT`` in the background."""
