@@ -10,7 +10,10 @@ application. Then a real python-novaclient, pointed at the proxy, plays:
    and the start whose end notice the guest gets once it answers again;
 3. the guest hangs: the agent declares the failure within seconds and Nova
    hard-reboots the VM, once;
-4. a VM whose flavor does not ask for negotiation: its reboot passes untouched.
+4. a VM whose flavor does not ask for negotiation: its reboot passes untouched;
+5. an active/standby pair in a Nova server group, on both hosts, with no network: a
+   message from one reaches the other through their hosts, and the standby hears of
+   the active's reboot before Nova acts, then of its end.
 
 Everything is torn down at the end, also on Ctrl-C or a failure (whose logs
 are then kept). Run it with: ./deploy/demo.sh
@@ -28,6 +31,7 @@ import time
 
 from novaclient import exceptions
 
+from harness.groups import boot_members, server_group
 from harness.guest import REPO
 from harness.processes import wait_for
 from harness.stack import Stack
@@ -185,6 +189,8 @@ def play(stack: Stack, workdir: str, apps: list[subprocess.Popen]) -> None:
     say(f"web-1's actions in Nova: {', '.join(stack.instance_actions(web.id))}; "
         "its application was not asked")
 
+    pair_of_vms(stack, nova, client)
+
     step("Everything else is plain Nova: GET /servers/detail through the proxy")
     for server in nova.servers.list():
         say(f"{server.name:<6} {server.status:<8} {server.id}")
@@ -193,14 +199,42 @@ def play(stack: Stack, workdir: str, apps: list[subprocess.Popen]) -> None:
     for _, fields in redis_schema.read_events(client, 20):
         say(format_event(fields))
 
-    step("The operator's CLI: novaproxy status, novaproxy operations")
-    for command in ("status", "operations"):
+    step("The operator's CLI: novaproxy status, novaproxy operations, novaproxy groups")
+    for command in ("status", "operations", "groups"):
         say(f"$ novaproxy {command}")
         done = subprocess.run([sys.executable, "-m", "novaproxy.cli", "--redis-url",
                                stack.redis.url, command], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": REPO}, timeout=30)
         for line in done.stdout.splitlines():
             say(line)
+
+
+def pair_of_vms(stack: Stack, nova, client) -> None:
+    """Server-group messaging and peer notices between two VMs on both hosts."""
+    step("An active/standby pair in a server group: no network needed to talk")
+    pair = stack.flavor("ha.pair", {"guest:negotiation": "true", "guest:monitoring": "true",
+                                    "guest:group_messaging": "true"})
+    gid = server_group(stack, name="pair")
+    say(f"$ openstack server group create --policy soft-anti-affinity pair   → {gid}")
+    active, standby = boot_members(stack, pair, gid, count=2, prefix="pair")
+    say(f"pair-0 (active)  {active.instance} on {active.host}")
+    say(f"pair-1 (standby) {standby.instance} on {standby.host}")
+    seq = active.app.broadcast({"role": "active"})
+    got, = standby.arrived(1)
+    say(f"pair-1 got {got.body} from {got.sender} (the host says who sent it)")
+    final = active.final([seq])[seq]
+    say(f"pair-0 is told: {final.status} to {', '.join(final.members)}")
+
+    step("Reboot the active: the standby hears of it before Nova acts, then of its end")
+    say("(the prepare notice is sent before the request goes to Nova: time to take over)")
+    say("$ nova reboot pair-0")
+    nova.servers.reboot(active.instance)
+    for state in ("reboot prepared", "reboot ended"):
+        at, notice = standby.heard(active.instance, state)
+        say(f"pair-1 hears: pair-0 {notice.state} ({notice.cause}), "
+            f"{(at - notice.since) * 1000:.0f} ms after it happened")
+    for member in (active, standby):
+        member.stop()
 
 
 def main() -> int:

@@ -24,19 +24,45 @@ An application reports its health whenever it changes (from any thread)::
 
 guestd publishes the latest report to the host until the application reports
 again or disconnects; the client re-sends it after reconnecting.
+
+Server-group messaging: the other members of this VM's Nova server group (each
+application registered for the ``group`` event, which ``on_message`` adds)::
+
+    app = Application("db", on_message=lambda m: print(m.sender, m.body),
+                      on_result=lambda r: r.status == "refused" and print(r.reason)).start()
+    seq = app.broadcast({"role": "active"})   # or app.send(member_uuid, body)
+
+``on_peer`` gets each other member's latest state as a :class:`PeerNotice`
+(``failed``, ``reboot prepared``, ``unreachable``...); it also registers for ``group``.
+
+``broadcast``, ``send`` and ``group_status`` return the entry's seq once guestd has
+queued it, or raise :class:`GroupError` when guestd refuses it (``too-large``,
+``outbox-full``) or cannot be reached; the host's verdict on each (accepted for whom,
+or refused and why; the group status) comes later to ``on_result``, and for an
+accepted message a final result too (``delivered`` to all, or ``expired``). Callbacks run one
+at a time in one thread of their own, in the order guestd handed them over.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import queue
 import socket
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+from guestd import group_protocol as gp
 from guestd import protocol
+from guestd.peer_protocol import PEER_NOTICE, PeerNotice
 
 LOG = logging.getLogger(__name__)
+# How long guestd may take to say whether it queued a group message.
+QUEUE_TIMEOUT = 5.0
+NOT_CONNECTED, NO_ANSWER = "not-connected", "no-answer"
 
 
 @dataclass(frozen=True)
@@ -65,13 +91,71 @@ class Vote:
         return cls(False, reason)
 
 
+@dataclass(frozen=True)
+class GroupMessage:
+    """A message from another member of this VM's server group (``sender``, its Nova
+    UUID, as the host read it from that VM's channel)."""
+
+    id: str
+    sender: str
+    group: str
+    to: str
+    seq: int
+    body: object
+    sent_at: float
+
+    @classmethod
+    def of(cls, message: dict) -> GroupMessage:
+        return cls(message["id"], message["from"], message["group"], message["to"],
+                   message["seq"], message["body"], message["sent_at"])
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """The host's verdict on one entry this application queued (its ``seq``):
+    ``accepted`` with the ``message`` id and each member's delivery (``pending``), or the
+    ``group`` status asked for; or ``refused`` with a ``reason``. An accepted message with
+    recipients gets a second, final result: ``delivered`` once every recipient had it,
+    or ``expired`` (with a ``reason``) when some did not before its TTL; ``members`` then
+    says who had it (``delivered``) and who did not (``expired``)."""
+
+    seq: int
+    status: str
+    reason: str = ""
+    message: str | None = None
+    members: dict = field(default_factory=dict)
+    group: dict | None = None
+
+    @classmethod
+    def of(cls, message: dict) -> GroupResult:
+        return cls(message["seq"], message["status"], message.get("reason") or "",
+                   message.get("message"), message.get("members") or {},
+                   message.get("group"))
+
+
+class GroupError(Exception):
+    """guestd did not queue a group message; ``reason`` says why (``too-large``,
+    ``outbox-full``, ``invalid``, ``disabled``, ``not-connected``, ``no-answer``)."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+
+
 class Application:
     def __init__(self, name: str, events=("*",), on_vote=None, on_notice=None,
-                 socket_path: str | None = None) -> None:
+                 socket_path: str | None = None, on_message=None, on_result=None,
+                 on_peer=None) -> None:
         self.name = name
         self.events = list(events)
+        wants_group = on_message is not None or on_peer is not None
+        if wants_group and not {"*", protocol.GROUP} & set(self.events):
+            self.events.append(protocol.GROUP)
         self.on_vote = on_vote or (lambda notice: Vote.accept())
         self.on_notice = on_notice or (lambda notice: None)
+        self.on_message = on_message or (lambda message: None)
+        self.on_result = on_result or (lambda result: None)
+        self.on_peer = on_peer or (lambda notice: None)
         self.socket_path = socket_path or os.environ.get("GUESTD_SOCKET", protocol.DEFAULT_SOCKET)
         self.registered = threading.Event()
         self._stop = threading.Event()
@@ -80,6 +164,9 @@ class Application:
         # report from slipping in between a new connection and its register.
         self._send_lock = threading.Lock()
         self._health: bytes | None = None  # the latest report, re-sent on every connection
+        self._refs = itertools.count(1)
+        self._queued: dict = {}  # ref -> Future of guestd's group-queued or error
+        self._callbacks: queue.Queue = queue.Queue()  # (handler, argument), None to end
 
     def start(self) -> Application:
         threading.Thread(target=self.run, name=f"guestd-app-{self.name}", daemon=True).start()
@@ -87,6 +174,7 @@ class Application:
 
     def stop(self) -> None:
         self._stop.set()
+        self._callbacks.put(None)
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -115,15 +203,83 @@ class Application:
                 except OSError as exc:  # sent again once reconnected
                     LOG.debug("health report not sent now: %s", exc)
 
+    def broadcast(self, body: object) -> int:
+        """Queue ``body`` (any JSON value) for every other member of the group; its seq."""
+        return self._queue(gp.group_send(gp.BROADCAST, body))
+
+    def send(self, member: str, body: object) -> int:
+        """Queue ``body`` for one member (its Nova UUID); its seq."""
+        try:
+            to = gp.member(member)
+        except protocol.ProtocolError as exc:
+            raise GroupError(gp.INVALID, str(exc)) from None
+        return self._queue(gp.group_send(to, body))
+
+    def group_status(self) -> int:
+        """Ask for the group's status; its seq (the status comes to ``on_result``)."""
+        return self._queue(gp.group_status())
+
+    def _queue(self, message: dict) -> int:
+        ref = str(next(self._refs))
+        try:
+            frame = protocol.encode({**message, "ref": ref})
+        except protocol.ProtocolError as exc:  # over one frame: far over MAX_BODY
+            raise GroupError(gp.TOO_LARGE, str(exc)) from None
+        answered: Future = Future()
+        self._queued[ref] = answered
+        try:
+            with self._send_lock:
+                if self._sock is None:
+                    raise GroupError(NOT_CONNECTED, f"guestd at {self.socket_path}")
+                try:
+                    self._sock.sendall(frame)
+                except OSError as exc:
+                    raise GroupError(NOT_CONNECTED, str(exc)) from None
+            try:
+                reply = answered.result(timeout=QUEUE_TIMEOUT)
+            except FutureTimeout:
+                raise GroupError(NO_ANSWER, f"guestd did not answer in {QUEUE_TIMEOUT:g}s") \
+                    from None
+        finally:
+            self._queued.pop(ref, None)
+        if reply.get("type") != gp.GROUP_QUEUED:
+            raise GroupError(str(reply.get("reason") or gp.INVALID), str(reply.get("message")))
+        return reply["seq"]
+
     def run(self) -> None:
         """Serve notices until :meth:`stop`; reconnect (1 s apart) when guestd goes away."""
+        threading.Thread(target=self._call_back, name=f"guestd-app-{self.name}-group",
+                         daemon=True).start()
         while not self._stop.is_set():
             try:
                 self._session()
             except OSError as exc:
                 LOG.debug("guestd at %s not reachable: %s", self.socket_path, exc)
             self.registered.clear()
+            with self._send_lock:
+                self._sock = None
+            for ref in list(self._queued):
+                future = self._queued.pop(ref, None)
+                if future is not None and not future.done():
+                    future.set_exception(GroupError(NOT_CONNECTED, "guestd went away"))
             self._stop.wait(1.0)
+
+    def _call_back(self) -> None:
+        """Run group callbacks one at a time, in order, until :meth:`stop`."""
+        for item in iter(self._callbacks.get, None):
+            handler, argument = item
+            try:
+                handler(argument)
+            except Exception:
+                LOG.exception("group callback %s failed", handler)
+
+    def _settle(self, message: dict) -> bool:
+        """Hand guestd's answer to a group-send to whoever waits for it (by ``ref``)."""
+        future = self._queued.get(gp.parse_ref(message))
+        if future is None or future.done():
+            return False
+        future.set_result(message)
+        return True
 
     def _session(self) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -147,8 +303,25 @@ class Application:
                         # One thread per notice: a slow handler never delays another answer.
                         threading.Thread(target=self._answer, args=(sock, message),
                                          daemon=True).start()
-                    elif message.get("type") == protocol.FAILURE:
+                    elif message.get("type") == gp.GROUP_QUEUED:
+                        self._settle(message)
+                    elif message.get("type") == gp.GROUP_MESSAGE:
+                        self._callbacks.put((self._message, message))
+                    elif message.get("type") == gp.GROUP_RESULT:
+                        self._callbacks.put((self._result, message))
+                    elif message.get("type") == PEER_NOTICE:
+                        self._callbacks.put((self._peer, message))
+                    elif message.get("type") == protocol.FAILURE and not self._settle(message):
                         LOG.warning("guestd: %s", message.get("message"))
+
+    def _message(self, message: dict) -> None:
+        self.on_message(GroupMessage.of(message))
+
+    def _result(self, message: dict) -> None:
+        self.on_result(GroupResult.of(message))
+
+    def _peer(self, message: dict) -> None:
+        self.on_peer(PeerNotice.of(message))
 
     def _answer(self, sock: socket.socket, message: dict) -> None:
         try:

@@ -6,6 +6,9 @@ guestd's parts, each in a module of its own, wired together here:
   relays the host's requests;
 - :mod:`guestd.registry`: the registered applications, their notices and health;
 - :mod:`guestd.dispatch`: one request handed to every application and hook, the answer;
+- :mod:`guestd.outbox` and :mod:`guestd.groups`: server-group messaging, the messages
+  applications send (the outbox file the host reads) and the host's deliveries and
+  receipts;
 - :mod:`guestd.spool`: requests the host drops in as files through qemu-ga, answered
   as relayed ones are;
 - :mod:`guestd.status`: the status file rewritten every ``--status-interval``, a
@@ -27,8 +30,10 @@ import signal
 import sys
 import threading
 
-from guestd import health, protocol
+from guestd import group_protocol, health, protocol
 from guestd.dispatch import Dispatcher
+from guestd.groups import GroupRequests
+from guestd.outbox import Outbox
 from guestd.registry import Registry
 from guestd.server import Server
 from guestd.spool import Spool
@@ -37,6 +42,7 @@ from guestd.status import StatusFile
 LOG = logging.getLogger("guestd")
 DEFAULT_HOOKS_DIR = "/etc/guestd/hooks.d"
 DEFAULT_HEALTH_DIR = "/etc/guestd/health.d"
+DEFAULT_GROUP_HOOKS_DIR = "/etc/guestd/group.d"
 DEFAULT_STATUS_INTERVAL = 1.0
 DEFAULT_HEALTH_INTERVAL = 5.0
 # A health hook's deadline when not given: its interval, at most this.
@@ -49,13 +55,17 @@ class Guestd:
     def __init__(self, socket_path: str, hooks_dir: str | None, status_file: str | None = None,
                  status_interval: float = DEFAULT_STATUS_INTERVAL, health_dir: str | None = None,
                  health_interval: float = DEFAULT_HEALTH_INTERVAL,
-                 health_timeout: float | None = None, spool_dir: str | None = None) -> None:
+                 health_timeout: float | None = None, spool_dir: str | None = None,
+                 outbox: str | None = None, group_hooks_dir: str | None = None) -> None:
         """``status_file`` None: no status file (and so no health hooks either);
-        ``spool_dir`` None: no spool, requests come through the socket only."""
+        ``spool_dir`` None: no spool, requests come through the socket only;
+        ``outbox`` None: applications cannot send group messages (they still get them)."""
         registry = Registry()
-        handle = Dispatcher(registry, hooks_dir).handle
+        self.outbox = Outbox(outbox) if outbox else None
+        group = GroupRequests(registry, self.outbox, group_hooks_dir)
+        handle = Dispatcher(registry, hooks_dir, group.handle).handle
         self.hooks_dir = hooks_dir
-        self.server = Server(socket_path, registry, handle)
+        self.server = Server(socket_path, registry, handle, self.outbox)
         self.health_hooks: health.HealthHooks | None = None
         self.status: StatusFile | None = None
         if status_file:  # the status file is where health hooks report
@@ -82,6 +92,8 @@ class Guestd:
             self.spool.open()
             threading.Thread(target=self.spool.run, args=(self._stopping,), name="spool",
                              daemon=True).start()
+        if self.outbox is not None:
+            self.outbox.open()
         LOG.info("vote and notice hooks in %s", self.hooks_dir)
         # The socket last: whoever waits for it finds the status file and the spool.
         self.server.serve(ready)
@@ -124,13 +136,18 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--spool-dir", default=protocol.DEFAULT_SPOOL_DIR,
                         help="where the host drops requests through qemu-ga's file RPCs "
                              "(default %(default)s; empty: none)")
+    parser.add_argument("--outbox", default=group_protocol.DEFAULT_OUTBOX,
+                        help="the group messages applications send, for the host to read "
+                             "(default %(default)s; empty: none)")
+    parser.add_argument("--group-hooks-dir", default=DEFAULT_GROUP_HOOKS_DIR,
+                        help="hooks run with each group message (default %(default)s)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s guestd %(levelname)s %(message)s")
     daemon = Guestd(args.socket, args.hooks_dir, args.status_file, args.status_interval,
                     args.health_dir, args.health_interval, args.health_timeout,
-                    args.spool_dir or None)
+                    args.spool_dir or None, args.outbox or None, args.group_hooks_dir)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         daemon.serve()

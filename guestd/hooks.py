@@ -6,6 +6,10 @@ with the first line of stdout as the reason, and anything else (another status,
 a crash, a missed deadline) is an error, counted as the host's policy says.
 For other phases the exit status is only logged.
 
+Group hooks (``group.d``): every executable file is run as ``HOOK group message``
+with a group message (:func:`guestd.group_protocol.group_message`) as JSON on stdin;
+the exit status is only logged.
+
 Health hooks (``health.d``): every executable file is run with no arguments
 and nothing on stdin. Exit 0 is healthy; another status, or a missed deadline,
 unhealthy. The last non-empty line of stdout is the reason, unless it is a JSON
@@ -123,6 +127,27 @@ def run(path: str, req: dict, timeout: float) -> dict:
     vote, reason = _ballot(returncode, stdout[:MAX_OUTPUT])
     LOG.info("hook %s: %s %s -> %s %s", name, req["event"], req["phase"], vote, reason)
     return protocol.voter(name, vote, reason)
+
+
+def run_group(path: str, message: dict, timeout: float, phase: str = protocol.MESSAGE) -> dict:
+    """Run one group hook as ``HOOK group <phase>`` with ``message`` (a group message or
+    a peer notice) on stdin within ``timeout``; its :func:`protocol.voter` entry: accept
+    on exit 0, else an error or a timeout."""
+    name = os.path.basename(path)
+    what = message.get("id") or f"peer {message.get('peer')} seq {message.get('seq')}"
+    try:
+        returncode, _ = _execute([path, protocol.GROUP, phase],
+                                 json.dumps(message).encode(), timeout)
+    except OSError as exc:
+        LOG.warning("group hook %s could not start: %s", name, exc)
+        return protocol.voter(name, protocol.ERROR, str(exc))
+    if returncode is None:
+        LOG.warning("group hook %s missed its %.1fs deadline for %s", name, timeout, what)
+        return protocol.voter(name, protocol.TIMEOUT)
+    if returncode:
+        LOG.warning("group hook %s: exit status %d for %s", name, returncode, what)
+        return protocol.voter(name, protocol.ERROR, f"exit status {returncode}")
+    return protocol.voter(name, protocol.ACCEPT)
 
 
 def verdict(returncode: int | None, stdout: bytes, timeout: float) -> tuple:

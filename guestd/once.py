@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -29,9 +30,12 @@ class AtMostOnce:
         self._remembered = remembered
         self._lock = threading.Lock()
 
-    def answer(self, req: dict, handle, wait: float) -> dict:
+    def answer(self, req: dict, handle, wait: float,
+               keep: Callable[[dict], bool] = lambda answer: True) -> dict:
         """``handle(req)`` the first time ``req`` is seen; after that, its first answer
-        (waited for at most ``wait`` seconds while it is still being worked out)."""
+        (waited for at most ``wait`` seconds while it is still being worked out). An
+        answer ``keep`` declines is not remembered: the request's next delivery is
+        handled afresh (a group message nobody in the guest took yet)."""
         key = (req["id"], req["instance"])
         with self._lock:
             future = self._answers.get(key)
@@ -42,11 +46,16 @@ class AtMostOnce:
                     self._answers.popitem(last=False)
         if first:
             try:
-                future.set_result(handle(req))
+                answer = handle(req)
             except BaseException as exc:
                 future.set_exception(exc)
                 raise
-            return future.result()
+            future.set_result(answer)
+            if not keep(answer):
+                with self._lock:
+                    if self._answers.get(key) is future:
+                        del self._answers[key]
+            return answer
         try:
             return future.result(timeout=wait)
         except FutureTimeout:

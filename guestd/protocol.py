@@ -32,11 +32,20 @@ MAX_REASON = 512
 MAX_NAME = 64
 MAX_VOTERS = 64
 MAX_DETAILS = 8 * 1024
+# A group request's details carry a message body or a receipt's results: the frame
+# bounds them instead (guestd.group_protocol bounds what is inside).
+MAX_GROUP_DETAILS = MAX_FRAME
 MAX_APPS = 64  # applications listed in the status file
 
 # Phases of a lifecycle operation, in the order the guest sees them.
 VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
 PHASES = (VOTE, PREPARE, END, ABORT)
+# Server-group messaging (guestd.group_protocol): requests of event GROUP, in one of
+# its own phases: a message for this guest's applications, a receipt for its outbox, a
+# sent message's final delivery report, or a peer's latest state (guestd.peer_protocol).
+GROUP = "group"
+MESSAGE, RECEIPT, REPORT, PEER = "message", "receipt", "report", "peer"
+GROUP_PHASES = (MESSAGE, RECEIPT, REPORT, PEER)
 
 # Individual votes, and the outcome of a tally.
 ACCEPT, REJECT = "accept", "reject"
@@ -116,8 +125,9 @@ def parse_request(message: dict) -> dict:
 
     details = message.get("details")
     details = {} if details is None else details
-    if not isinstance(details, dict) or len(json.dumps(details)) > MAX_DETAILS:
-        raise ProtocolError(f"details must be an object under {MAX_DETAILS} bytes")
+    limit = MAX_GROUP_DETAILS if message.get("event") == GROUP else MAX_DETAILS
+    if not isinstance(details, dict) or len(json.dumps(details)) > limit:
+        raise ProtocolError(f"details must be an object under {limit} bytes")
     silence = message.get("silence", ACCEPT)
     if silence not in (ACCEPT, REJECT):
         raise ProtocolError("silence must be accept or reject")

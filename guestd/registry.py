@@ -89,6 +89,19 @@ class Registry:
         with self._lock:
             return [app.health for app in self._apps.values() if app.health is not None]
 
+    def tell(self, name: str, message: dict) -> bool:
+        """Send ``message`` to the application registered as ``name``; False if it is gone."""
+        with self._lock:
+            app = self._apps.get(name)
+        return app is not None and app.send(message)
+
+    def tell_all(self, event: str, message: dict) -> list:
+        """Send ``message`` to every application registered for ``event``:
+        (name, whether it was sent) for each."""
+        with self._lock:
+            apps = [app for app in self._apps.values() if app.wants(event)]
+        return [(app.name, app.send(message)) for app in apps]
+
     def ask(self, req: dict) -> list:
         """Send ``req``'s notice to every application registered for its event:
         (name, Future of its :func:`protocol.voter` entry) for each."""

@@ -1,7 +1,8 @@
 """guestd's unix socket, which serves both kinds of peer; the first message says which.
 
 ``register``: an application, which then stays connected, receives notices, answers
-them and may report its health (:mod:`guestd.registry` keeps it). ``request``:
+them, may report its health (:mod:`guestd.registry` keeps it) and queue group messages
+in the outbox (:mod:`guestd.outbox`). ``request``:
 ``guestd-ctl`` relaying one request from the host, which gets one ``answer`` from
 ``handle``. A thread per connection, no asyncio: guestd runs in every VM, and asyncio
 (which pulls in ssl) would cost more memory than all the rest.
@@ -16,7 +17,9 @@ import struct
 import threading
 from collections.abc import Callable
 
+from guestd import group_protocol as gp
 from guestd import protocol
+from guestd.outbox import Outbox
 from guestd.registry import Application, Registry
 
 LOG = logging.getLogger(__name__)
@@ -25,12 +28,15 @@ FIRST_MESSAGE_TIMEOUT = 10.0
 
 
 class Server:
-    """The socket at ``path``: applications join ``registry``, requests go to ``handle``."""
+    """The socket at ``path``: applications join ``registry`` and queue group messages in
+    ``outbox`` (None: refused as ``disabled``), requests go to ``handle``."""
 
-    def __init__(self, path: str, registry: Registry, handle: Callable[[dict], dict]) -> None:
+    def __init__(self, path: str, registry: Registry, handle: Callable[[dict], dict],
+                 outbox: Outbox | None) -> None:
         self.path = path
         self._registry = registry
         self._handle = handle
+        self._outbox = outbox
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
 
@@ -120,11 +126,33 @@ class Server:
             elif kind == protocol.HEALTH:
                 self._registry.report(
                     app, protocol.app_health(app.name, *protocol.parse_health(message)))
+            elif kind in (gp.GROUP_SEND, gp.GROUP_STATUS):
+                self._queue(app, message)
             else:
                 raise protocol.ProtocolError(f"unexpected {kind!r} from an application")
         except protocol.ProtocolError as exc:
             LOG.warning("application %s: %s", app.name, exc)
             app.send(protocol.failure(str(exc)))
+
+    def _queue(self, app: Application, message: dict) -> None:
+        """A group-send or group-status into the outbox: group-queued, or an error with
+        the reason (the ``ref`` echoed either way)."""
+        ref = gp.parse_ref(message)
+        try:
+            if self._outbox is None:
+                raise gp.Refused(gp.DISABLED, "this guestd keeps no outbox")
+            if message.get("type") == gp.GROUP_STATUS:
+                seq = self._outbox.status(app.name)
+            else:
+                seq = self._outbox.send(app.name, *gp.parse_group_send(message))
+        except gp.Refused as exc:
+            LOG.info("application %s: group message refused: %s", app.name, exc)
+            app.send(gp.group_refused(exc.reason, str(exc), ref))
+        except protocol.ProtocolError as exc:
+            LOG.warning("application %s: %s", app.name, exc)
+            app.send(gp.group_refused(gp.INVALID, str(exc), ref))
+        else:
+            app.send(gp.group_queued(seq, ref))
 
     def _relay(self, message: dict, conn: socket.socket) -> dict:
         if not _peer_may_request(conn):

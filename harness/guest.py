@@ -37,6 +37,8 @@ GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys
 STATUS_FILE = "guestd-status.json"
 # guestd's spool, relative to the guest's work directory too.
 SPOOL_DIR = "guestd-spool"
+# guestd's outbox of group messages, relative to the guest's work directory too.
+OUTBOX_FILE = "guestd-outbox.json"
 STATUS_INTERVAL = 0.2
 HEALTH_INTERVAL = 0.5
 # Allowed in a real guest (see make-qga-config.py ALLOWED), blocked on host processes:
@@ -100,9 +102,12 @@ class Guest:
         self.guestd_socket = os.path.join(workdir, "guestd.sock")
         self.status_file = os.path.join(workdir, STATUS_FILE)
         self.spool_dir = os.path.join(workdir, SPOOL_DIR)
+        self.outbox_file = os.path.join(workdir, OUTBOX_FILE)
+        self.group_hooks_dir = os.path.join(workdir, "group.d")
         self.qga_socket = ""
         os.makedirs(self.hooks_dir, exist_ok=True)
         os.makedirs(self.health_dir, exist_ok=True)
+        os.makedirs(self.group_hooks_dir, exist_ok=True)
         os.makedirs(os.path.join(workdir, "qga-state"), exist_ok=True)
         env = {**os.environ, "GUESTD_SOCKET": self.guestd_socket, "PYTHONPATH": REPO}
         self.qga_config = write_qga_config(os.path.join(workdir, "qemu-ga.conf"), qemu_ga)
@@ -110,7 +115,8 @@ class Guest:
             GUEST_PYTHON, "-m", "guestd.daemon", "--socket", self.guestd_socket,
             "--hooks-dir", self.hooks_dir, "--status-file", self.status_file,
             "--status-interval", str(STATUS_INTERVAL), "--health-dir", self.health_dir,
-            "--health-interval", str(HEALTH_INTERVAL), "--spool-dir", self.spool_dir]
+            "--health-interval", str(HEALTH_INTERVAL), "--spool-dir", self.spool_dir,
+            "--outbox", self.outbox_file, "--group-hooks-dir", self.group_hooks_dir]
         self._qemu_ga_binary, self._env = qemu_ga, env
         self.guestd = self._start_guestd()
         self.state = "off"
@@ -221,6 +227,10 @@ class Guest:
     def add_health_hook(self, name: str, script: str) -> str:
         """A health hook script (in the status file as ``hook:<name>``); its path."""
         return _write_script(self.health_dir, name, script)
+
+    def add_group_hook(self, name: str, script: str) -> str:
+        """A group hook script, run with each group message on stdin; its path."""
+        return _write_script(self.group_hooks_dir, name, script)
 
     def stop(self) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """A test guest's guestd as its peers see it: guestd-ctl run as the agent runs it,
 requests dropped into the spool as qemu-ga drops them, applications registered with
-the client library, and guestd's own log.
+the client library, the outbox the host reads, and guestd's own log.
 
 The guest is a :class:`harness.guest.Guest` (``guestd_ctl_argv`` set for :func:`ctl`).
 """
@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 
-from guestd import protocol
+from guestd import group_protocol, protocol
 from guestd.client import Application
 
 
@@ -31,10 +31,11 @@ def ctl(guest, phase="vote", event="reboot", timeout=2.0, silence="accept", sock
     return done.returncode, json.loads(done.stdout)
 
 
-def app(guest, name, vote=None, notice=None, events=("*",)):
+def app(guest, name, vote=None, notice=None, events=("*",), message=None, result=None):
     """An application registered with ``guest``'s guestd (stop it when done)."""
     application = Application(name, events, on_vote=vote, on_notice=notice,
-                              socket_path=guest.guestd_socket).start()
+                              socket_path=guest.guestd_socket, on_message=message,
+                              on_result=result).start()
     assert application.registered.wait(5)
     return application
 
@@ -65,3 +66,19 @@ def wait_answer(path, timeout=5.0):
         data = f.read()
     assert data.endswith(b"\n") and data.count(b"\n") == 1  # one frame
     return protocol.decode(data)
+
+
+def group_request(guest, phase, details, rid=None, timeout=2.0):
+    """A host request of server-group messaging (``phase``: message or receipt)."""
+    return protocol.request(rid or f"g{time.monotonic_ns()}", guest.instance,
+                            protocol.GROUP, phase, timeout, details)
+
+
+def outbox(guest):
+    """``guest``'s outbox file, parsed as the host parses it; None when there is none
+    (guestd holds nothing to send)."""
+    try:
+        with open(guest.outbox_file, "rb") as f:
+            return group_protocol.parse_outbox(f.read())
+    except FileNotFoundError:
+        return None

@@ -21,7 +21,7 @@ from keystoneauth1.token_endpoint import Token
 from novaclient import client as nova_client
 
 from guestd import protocol
-from harness.guest import REPO, SPOOL_DIR, Guest, write_guestd_ctl
+from harness.guest import OUTBOX_FILE, REPO, SPOOL_DIR, Guest, write_guestd_ctl
 from harness.processes import Process, free_port, wait_for
 from harness.recording_http import RecordingEndpoint
 from harness.redis_server import RedisServer
@@ -159,7 +159,8 @@ class Stack:
         uri, monitoring = self.libvirt.get(host), self.monitoring
         if uri is None:
             guests = (f"hypervisor = qga-socket\nqga_socket_dir = {self.socket_dir(host)}\n"
-                      f"guestd_ctl = {' '.join(self.guestd_ctl)}\nspool_dir = {SPOOL_DIR}\n")
+                      f"guestd_ctl = {' '.join(self.guestd_ctl)}\nspool_dir = {SPOOL_DIR}\n"
+                      f"outbox_file = {OUTBOX_FILE}\n")
         else:  # the VM image's guestd spools in the default spool_dir
             guests = f"hypervisor = libvirt\nlibvirt_uri = {uri}\nguestd_ctl = {GUEST_GUESTD_CTL}\n"
             monitoring = {**monitoring, "status_file": protocol.DEFAULT_STATUS_FILE}
@@ -199,10 +200,13 @@ class Stack:
             flavor.set_keys(extra_specs)
         return flavor
 
-    def boot(self, name: str, flavor, with_guest: bool = True, token: str = ADMIN_TOKEN):
-        """Create a server through Nova and, on its host, its qemu-ga + guestd guest."""
+    def boot(self, name: str, flavor, with_guest: bool = True, token: str = ADMIN_TOKEN,
+             group: str | None = None):
+        """Create a server through Nova and, on its host, its qemu-ga + guestd guest;
+        ``group``: a server group's id to boot it into."""
         nova = self.nova(token, direct=True)
-        server = nova.servers.create(name, IMAGE, flavor, nics="none")
+        hints = {"group": group} if group else None
+        server = nova.servers.create(name, IMAGE, flavor, nics="none", scheduler_hints=hints)
         server = self.wait_for_server(server.id, "ACTIVE")
         host = getattr(self.nova(direct=True).servers.get(server.id), "OS-EXT-SRV-ATTR:host")
         self.booted.append(server.id)

@@ -9,6 +9,12 @@
                                      prepare has been open longer than S seconds
     novaproxy events [-n N] [-f]     the audit trail, newest last; -f follows it
     novaproxy negotiations [-n N]    only negotiations and their outcome
+    novaproxy groups                 the server groups in the membership cache
+    novaproxy group SERVER_OR_GROUP [-n N]
+                                     a group's members (host, Nova status, monitor
+                                     state, messaging on or off) and its last N
+                                     messages: sender, recipients, size and report,
+                                     never the body; exits 1 if the group is unknown
 
 Redis is found with --redis-url, or NOVAPROXY_REDIS_URL.
 """
@@ -24,7 +30,7 @@ from collections import defaultdict
 
 import redis
 
-from novaproxy import audit, redis_schema
+from novaproxy import audit, cli_groups, redis_schema
 from novaproxy import operations as lifecycle
 from novaproxy.monitor_view import MonitorView
 
@@ -200,6 +206,12 @@ def main(argv: list | None = None) -> int:
                              else "negotiations and their outcome")
         cmd.add_argument("-n", "--count", type=int, default=50)
         cmd.add_argument("-f", "--follow", action="store_true")
+    sub.add_parser("groups", help="the server groups in the membership cache")
+    group = sub.add_parser("group", help="a group's members and recent messages")
+    group.add_argument("name", metavar="SERVER_OR_GROUP",
+                       help="a member's Nova UUID or the server group's id")
+    group.add_argument("-n", "--count", type=int, default=20,
+                       help=f"recent messages shown (at most {redis_schema.SENT_MAX} kept)")
     args = parser.parse_args(argv)
     if not args.redis_url:
         parser.error("say where Redis is: --redis-url URL or NOVAPROXY_REDIS_URL")
@@ -209,6 +221,10 @@ def main(argv: list | None = None) -> int:
             return cmd_status(client, args)
         if args.command == "operations":
             return cmd_operations(client, args)
+        if args.command == "groups":
+            return cli_groups.cmd_groups(client, args)
+        if args.command == "group":
+            return cli_groups.cmd_group(client, args)
         kinds = (audit.NEGOTIATION,) if args.command == "negotiations" else ()
         return cmd_events(client, args, kinds)
     except redis.RedisError as exc:

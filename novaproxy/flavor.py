@@ -21,6 +21,9 @@ operator's default applies, and the agent logs the invalid monitoring specs.
 - ``guest:recovery`` (:data:`RECOVERY`): what the agent does about a failure,
   one of :data:`novaproxy.agent.monitor.RECOVERIES` (the agent's actions, which
   its own configuration picks from too).
+- ``guest:group_messaging`` (:data:`GROUP_MESSAGING`): a true word: the VM may
+  message the members of its Nova server group (``docs/group-messaging.md``). As
+  server metadata, a false word opts that one server out.
 
 True and false words are matched in any case.
 """
@@ -35,6 +38,7 @@ MONITORING = "guest:monitoring"
 MONITORING_INTERVAL = "guest:monitoring_interval"
 MONITORING_THRESHOLD = "guest:monitoring_threshold"
 RECOVERY = "guest:recovery"
+GROUP_MESSAGING = "guest:group_messaging"
 
 TRUE_WORDS = ("true", "yes", "1", "on")
 FALSE_WORDS = ("false", "no", "0", "off")
@@ -70,6 +74,11 @@ def enabled(specs: dict, name: str) -> bool:
 def opted_out(metadata: dict) -> bool:
     """The server's metadata turns negotiation off for it (a false word)."""
     return str(metadata.get(NEGOTIATION, "")).lower() in FALSE_WORDS
+
+
+def messaging_opted_out(metadata: dict) -> bool:
+    """The server's metadata turns group messaging off for it (a false word)."""
+    return str(metadata.get(GROUP_MESSAGING, "")).lower() in FALSE_WORDS
 
 
 def number(specs: dict, name: str, default: float | None) -> float | None:

@@ -206,6 +206,9 @@ def running(action: dict | None) -> bool:
 class Verdict:
     step: str  # WAIT; END or ABORT: that notice is due; GONE, COMPLETE, FAILED: no notice
     why: str
+    # WAIT for the guest to run again, for an operation already decided: END. Its group
+    # may hear of the end now (a stopped member's peers need not wait for its start).
+    decided: str = ""
 
 
 def verdict(record: dict, server: dict | None, action: dict | None, negotiating: bool,
@@ -231,7 +234,7 @@ def verdict(record: dict, server: dict | None, action: dict | None, negotiating:
     # it) is announced: once the guest runs to hear it, before any newer notice.
     if record.get("prepared") or LIFECYCLES[event].end:
         return outcome if running else Verdict(
-            WAIT, f"{outcome.why}; its end notice waits for the guest to run again")
+            WAIT, f"{outcome.why}; its end notice waits for the guest to run again", END)
     return Verdict(COMPLETE, f"{outcome.why}; nothing to tell the guest")
 
 

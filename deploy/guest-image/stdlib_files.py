@@ -64,7 +64,8 @@ def exercise(repo: str) -> set:
         daemon = subprocess.Popen(
             [*python, "-m", "guestd.daemon", "--socket", sock, "--hooks-dir", hooks,
              "--status-file", status, "--status-interval", "0.1", "--health-dir", health,
-             "--health-interval", "0.2", "--spool-dir", os.path.join(tmp, "spool")],
+             "--health-interval", "0.2", "--spool-dir", os.path.join(tmp, "spool"),
+             "--outbox", os.path.join(tmp, "outbox.json")],
             cwd=repo, env=env, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 20

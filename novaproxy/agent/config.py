@@ -8,6 +8,7 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 
+from guestd import group_protocol
 from guestd.protocol import DEFAULT_SPOOL_DIR, DEFAULT_STATUS_FILE
 from novaproxy.agent import monitor
 
@@ -46,6 +47,8 @@ class AgentConfig:
     monitoring: MonitoringConfig = MonitoringConfig()
     # guestd's spool in the guest, tried before guest-exec; empty: guest-exec only.
     spool_dir: str = DEFAULT_SPOOL_DIR
+    # guestd's group-messaging outbox in the guest (relative paths are qemu-ga's cwd's).
+    outbox_file: str = group_protocol.DEFAULT_OUTBOX
 
 
 def _positive(section, key: str, default: float, kind=float) -> float:
@@ -122,6 +125,10 @@ def load(path: str) -> AgentConfig:
     if any(c in spool_dir for c in "\0\n"):
         raise ConfigError(f"[agent] spool_dir = {spool_dir!r}: must be a path in the guest "
                           "(guestd's --spool-dir), or empty for guest-exec only")
+    outbox_file = section.get("outbox_file", group_protocol.DEFAULT_OUTBOX).strip()
+    if not outbox_file or any(c in outbox_file for c in "\0\n"):
+        raise ConfigError(f"[agent] outbox_file = {outbox_file!r}: must be the path of "
+                          "guestd's group-messaging outbox in the guest")
     return AgentConfig(
         # Must match the compute host name Nova knows the host by (its CONF.host).
         host=section.get("host", "").strip() or socket.gethostname(),
@@ -137,4 +144,5 @@ def load(path: str) -> AgentConfig:
         masakari=dict(parser["masakari"]) if parser.has_section("masakari") else {},
         monitoring=_monitoring(parser),
         spool_dir=spool_dir,
+        outbox_file=outbox_file,
     )

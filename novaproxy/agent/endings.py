@@ -31,7 +31,7 @@ from typing import Callable
 import redis
 
 from guestd import protocol
-from novaproxy import audit, operations, redis_schema, replies
+from novaproxy import audit, operations, peers, redis_schema, replies
 from novaproxy.agent.nova import NovaUnavailable
 
 LOG = logging.getLogger("novaproxy.agent.endings")
@@ -41,10 +41,12 @@ class Endings:
     def __init__(self, client: redis.Redis, host: str, nova,
                  deliver: Callable[[dict, float], replies.Reply], submit: Callable,
                  wake: Callable[[], None],
-                 saw: Callable[[str, dict | None], None] | None = None) -> None:
+                 saw: Callable[[str, dict | None], None] | None = None,
+                 tell: Callable[[str, str, str], None] | None = None) -> None:
         """``deliver(req, timeout)`` takes a request to the guest; ``submit(fn, *args)``
         runs on the agent's worker pool; ``wake()`` asks for the next round now;
-        ``saw(instance, server)`` passes each read of a server on to the monitor."""
+        ``saw(instance, server)`` passes each read of a server on to the monitor;
+        ``tell(instance, state, cause)`` tells its group a prepared operation closed."""
         self.redis = client
         self.host = host
         self.nova = nova
@@ -52,6 +54,8 @@ class Endings:
         self._submit = submit
         self._wake = wake
         self._saw = saw
+        self._tell = tell
+        self._told: set = set()  # op ids whose closing the group heard of (once each)
         self._busy: set = set()  # (instance, op id) of the notices being delivered now
         self._delivering: set = set()  # op ids whose vote or prepare is being delivered
         # This host's claims: one found for a record not being delivered here is a
@@ -200,6 +204,8 @@ class Endings:
                 or newer_action is not None
                 for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
             verdict = operations.verdict(op, server, found[i], negotiating(op), superseded, now)
+            if verdict.decided:  # the guest hears it once it runs; its group now
+                self._tell_group(instance, op, verdict.decided, verdict.why)
             if verdict.step == operations.WAIT or not self._close(
                     instance, op, verdict, server, inline, budget):
                 return  # the older one first: the rest wait for it
@@ -225,6 +231,7 @@ class Endings:
             self._finish(instance, op, step, verdict.why)
             return True
         phase = protocol.END if step == operations.END else protocol.ABORT
+        self._tell_group(instance, op, step, verdict.why)
         claim = self._host_claims + uuid.uuid4().hex
         timeout = float(op.get("end_timeout", 15))
         if inline:
@@ -239,6 +246,14 @@ class Endings:
             return self._notify(*args)
         self._submit(self._notify, *args)
         return False
+
+    def _tell_group(self, instance: str, op: dict, step: str, why: str) -> None:
+        """Tell the instance's group that a prepared operation ended or was aborted, once
+        per operation (by this agent): its guest may take long to hear it, its group not."""
+        if self._tell is not None and op.get("prepared") and op["id"] not in self._told:
+            self._told.add(op["id"])
+            self._tell(instance, peers.operation_state(
+                op["event"], peers.ENDED if step == operations.END else peers.ABORTED), why)
 
     def _decide(self, instance: str, op: dict, why: str) -> bool:
         """Settle a record its proxy left undecided as refused: atomically, and only while
@@ -278,6 +293,7 @@ class Endings:
     def _finish(self, instance: str, op: dict, outcome: str, why: str,
                 reply: replies.Reply | None = None) -> None:
         client = self.redis
+        self._told.discard(op["id"])
         if not redis_schema.finish_operation(client, instance, op["id"]):
             return  # another agent finished it
         # A prepare left open is worth a warning; an announcement nobody heard is not.

@@ -27,6 +27,8 @@ from novaproxy import headers
 MICROVERSION = "2.47"
 # 2.58: instance actions can be listed from a time on (``changes-since``).
 ACTIONS_MICROVERSION = "2.58"
+# 2.71: a server lists its server groups (``server_groups``); 2.64: a group has one policy.
+GROUPS_MICROVERSION = "2.71"
 SESSION_KEYS = ("endpoint_override", "region_name", "interface", "cafile", "insecure", "timeout")
 MESSAGE_LIMIT = 500  # characters of a service's error message kept in exceptions and results
 
@@ -96,6 +98,45 @@ class Nova:
         if resp.status_code != 200:
             raise NovaUnavailable(what, resp.status_code, fault_message(resp))
         return _object(what, resp).get("server")
+
+    def _at_groups_microversion(self, path: str, key: str) -> object:
+        """``key`` of the object at ``path`` read at :data:`GROUPS_MICROVERSION`; None
+        once Nova no longer knows it. Any other failure is NovaUnavailable."""
+        what = f"GET {path}"
+        resp = self._request("GET", path, what, microversion=GROUPS_MICROVERSION)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise NovaUnavailable(what, resp.status_code, fault_message(resp))
+        return _object(what, resp).get(key)
+
+    def server_with_groups(self, instance: str) -> dict | None:
+        """The server (as :meth:`server`) with ``server_groups``, the ids of the server
+        groups it is in (Nova allows one), in one read; None once Nova no longer knows
+        it. Any other failure is NovaUnavailable."""
+        server = self._at_groups_microversion(f"/servers/{instance}", "server")
+        if server is None:
+            return None
+        if not isinstance(server, dict):
+            raise NovaUnavailable(f"GET /servers/{instance}", 200, "no server in the answer")
+        gids = server.get("server_groups")
+        return {**server, "server_groups": [g for g in gids if isinstance(g, str)]
+                if isinstance(gids, list) else []}
+
+    def server_group(self, gid: str) -> dict | None:
+        """The server group: ``id``, ``name``, ``policy``, ``members`` (server ids); None
+        once Nova no longer knows it. Any other failure is NovaUnavailable."""
+        path = f"/os-server-groups/{gid}"
+        group = self._at_groups_microversion(path, "server_group")
+        if group is None:
+            return None
+        if not isinstance(group, dict):
+            raise NovaUnavailable(f"GET {path}", 200, "no server_group in the answer")
+        members = group.get("members")
+        return {"id": str(group.get("id", gid)), "name": str(group.get("name") or ""),
+                "policy": str(group.get("policy") or ""),
+                "members": [m for m in members if isinstance(m, str)]
+                if isinstance(members, list) else []}
 
     def actions(self, instance: str, since: float) -> list[dict]:
         """The server's instance actions updated since ``since`` (a Unix time): each

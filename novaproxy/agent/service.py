@@ -7,8 +7,11 @@ back without its data gets the group and the routes back at once, from the
 running agent.
 With a ``[nova]`` section it also finishes recorded operations (:mod:`endings`)
 and monitors the guests whose flavor asks for it (:mod:`watcher`), recovering
-the failed ones. :class:`Agent` builds these parts and hands each exactly what
-it uses; none of them sees the agent itself.
+the failed ones, and relays server-group messages: out of the guests' outboxes
+(:mod:`group_outbox`) and into their inboxes (:mod:`group_inbox`), with the peer state
+notices (:mod:`novaproxy.peer_notify`) of what it sees and of lost hosts (:mod:`liveness`).
+:class:`Agent` builds these parts and hands each exactly what it uses; none of
+them sees the agent itself.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from novaproxy import redis_schema
+from novaproxy import peer_notify, peers, redis_schema
 from novaproxy.agent import (
     answer,
     deliver,
     endings,
+    group_inbox,
+    group_outbox,
+    group_send,
     hypervisor,
     lifecycle_events,
+    liveness,
+    membership,
     recovery,
     routes,
     watcher,
@@ -78,18 +86,35 @@ class Agent:
         self._routes_now = threading.Event()  # a domain came or went: refresh at once
         self._operations_now = threading.Event()  # libvirt saw a change: check records now
         host = config.host
-        self.watcher = None
+        self.routes = routes.Routes(client, host, guests, config.route_interval)
+        self.watcher = self.notifier = self.liveness = None
+        if nova is not None:  # peer notices: who is told is Nova's server groups
+            readers = membership.Membership(client, nova)
+            self.notifier = peer_notify.Notifier(client, readers, self.routes.redis_now)
+            self.liveness = liveness.Liveness(client, host, readers, self.routes.served,
+                                              self.notifier.notify, self.stopping)
+        tell = self.notifier.notify if self.notifier is not None else None
         if nova is not None and config.monitoring.enabled:
             self.watcher = watcher.Watcher(
                 client, host, nova,
                 recovery.Recovery(client, host, nova, masakari, config.monitoring),
-                config.monitoring, guests, self._pool.submit, self.stopping)
+                config.monitoring, guests, self._pool.submit, self.stopping, tell)
         self.endings = None
         if nova is not None:
             self.endings = endings.Endings(
                 client, host, nova, self.deliverer.deliver, self._pool.submit,
-                self._operations_now.set, self.watcher.saw if self.watcher is not None else None)
-        self.routes = routes.Routes(client, host, guests, config.route_interval)
+                self._operations_now.set, self.watcher.saw if self.watcher is not None else None,
+                tell)
+        self.outbox = self.inbox = None
+        if nova is not None:
+            members = membership.Membership(client, nova)
+            sender = group_send.Sender(client, members, self.routes.redis_now)
+            self.outbox = group_outbox.OutboxPoller(
+                client, guests, members, sender, self.deliverer.deliver, self.routes.served,
+                self._pool.submit, config.outbox_file, self.stopping, self.routes.redis_now)
+            self.inbox = group_inbox.InboxRelay(
+                client, host, self.deliverer.deliver, self.routes.served,
+                self._pool.submit, self.routes.redis_now, self.stopping)
         self._answerer = answer.Answerer(client, host, self.deliverer.deliver, self.endings,
                                          self.routes.redis_now, self.stopping)
 
@@ -118,6 +143,9 @@ class Agent:
                 self.watcher.crashed(instance, meaning.name)
             elif meaning.silence is not None:  # None: no news about silence
                 self.watcher.libvirt_silence(instance, meaning.silence)
+        state = peers.libvirt_state(meaning.name, meaning.fatal)
+        if state and self.notifier is not None:
+            self.notifier.notify(instance, state, f"libvirt: {meaning.name.lower()}")
         self._operations_now.set()  # an operation may just have completed
 
     def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
@@ -182,6 +210,11 @@ class Agent:
                         "guests get no end notices, and no guest is monitored")
         if self.watcher is not None:
             threading.Thread(target=self.watcher.run, name="monitor", daemon=True).start()
+        if self.outbox is not None:
+            threading.Thread(target=self.outbox.run, name="group-outbox", daemon=True).start()
+            threading.Thread(target=self.inbox.run, name="group-inbox", daemon=True).start()
+        if self.liveness is not None:
+            threading.Thread(target=self.liveness.run, name="liveness", daemon=True).start()
         if self.config.hypervisor == "libvirt":
             events = lifecycle_events.LibvirtEvents(self.config.libvirt_uri,
                                                     self.on_domain_event, self.stopping,
@@ -222,8 +255,9 @@ def main(argv: list | None = None) -> int:
         print(f"novaproxy-agent: configuration error: {exc}", file=sys.stderr)
         return 2
     # One connection per delivery worker, the request loop, the route refresher, the
-    # operation checker and the monitor (whose threads use Redis only on transitions).
-    client = redis_schema.connect(config.redis_url, max_connections=config.workers + 4,
+    # operation checker, the monitor (whose threads use Redis only on transitions) and
+    # the two group-messaging threads.
+    client = redis_schema.connect(config.redis_url, max_connections=config.workers + 6,
                                   client_name=f"novaproxy-agent-{config.host}")
     try:
         client.ping()

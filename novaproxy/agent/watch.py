@@ -26,6 +26,8 @@ from novaproxy.agent.recovery import Recovery
 from novaproxy.monitor_view import MonitorView
 
 LOG = logging.getLogger("novaproxy.agent.watch")
+# The monitor states a VM's group is told of (a failure, with its cause, besides).
+TOLD = (monitor.SUSPECT, monitor.RECOVERING, monitor.HEALTHY, monitor.LEFT_ALONE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Shared:
     submit: Callable  # submit(fn, *args): run it on the agent's worker pool
     wake: Callable[[], None]  # ask the watcher to re-read Nova now
     stopping: threading.Event  # the agent is stopping
+    # tell(instance, state, cause): its group hears of it (peer_notify.Notifier.notify)
+    tell: Callable[[str, str, str], None]
 
 
 @dataclass
@@ -224,10 +228,13 @@ class Watch:
             self._shared.recovery.answered(self.instance)
         if t.old != t.new and t.new != monitor.FAILED:  # a failure has its own event
             self._audit(audit.MONITOR, event=t.new, outcome=t.new, why=t.why)
+            if t.new in TOLD:
+                self._shared.tell(self.instance, t.new, t.why)
 
     def _failure(self, failure: monitor.Failure) -> None:
         LOG.warning("instance %s: failure declared (%s): %s %s", self.instance, failure.cause,
                     failure.why, failure.evidence)
+        self._shared.tell(self.instance, monitor.FAILED, failure.cause)
         self._audit(audit.FAILURE, event=failure.cause, outcome=monitor.FAILED,
                     why=failure.why, evidence=failure.evidence, action=failure.action)
         outcome = self._shared.recovery.handle(self.instance, failure)

@@ -31,10 +31,14 @@ PUBLISH_INTERVAL = 2.0  # seconds between refreshes of the monitor views in Redi
 VIEW_TTL = 120  # a view outlives its agent this long: a restarted agent picks it up
 
 
+def _untold(instance: str, state: str, cause: str) -> None:
+    """No group to tell (an agent without peer notices)."""
+
+
 class Watcher:
     def __init__(self, client: redis.Redis, host: str, nova, recovery: Recovery,
                  config: MonitoringConfig, guests: Guests, submit: Callable,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, tell: Callable | None = None) -> None:
         self._redis = client
         self._host = host
         self._nova = nova
@@ -45,7 +49,7 @@ class Watcher:
         self._wake = threading.Event()  # re-read Nova now
         self._warned_specs: dict = {}
         self._shared = Shared(client, host, guests, config.status_file, recovery, submit,
-                              self._wake.set, stopping)
+                              self._wake.set, stopping, tell or _untold)
 
     # -- the roster ------------------------------------------------------------------
 

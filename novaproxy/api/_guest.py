@@ -25,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import redis
 
-from novaproxy import redis_schema, replies
+from novaproxy import peer_notify, redis_schema, replies
 
 LOG = logging.getLogger(__name__)
 # Beyond a request's timeout, how long to wait for the agent's reply (its way
@@ -66,6 +66,10 @@ class GuestChannel:
         # How many times the reader lost Redis; a wait that saw it change lost it too.
         self._losses = 0
         self._reading = False  # the reader's last read worked
+        # Peer state notices of the negotiations (prepare, abort): published in the
+        # background, to the groups the agents' membership cache knows.
+        self.peers = peer_notify.Notifier(self.redis, peer_notify.CachedMembership(self.redis),
+                                          lambda: redis_schema.redis_time(self.redis))
 
     def _ensure_reader(self) -> str:
         with self._lock:

@@ -20,7 +20,7 @@ import redis
 import webob
 
 from guestd import protocol
-from novaproxy import audit, operations, redis_schema, replies
+from novaproxy import audit, operations, peers, redis_schema, replies
 from novaproxy.api import _nova, policy
 from novaproxy.api._guest import REDIS_LOST, GuestChannel, NegotiationRedis
 from novaproxy.api._request import NegotiationRequest
@@ -101,6 +101,8 @@ class Negotiation:
             if refusal is not None:
                 return refusal
         self.record.write_intent(self.lease.owner, self.host)
+        self.channel.peers.notify(self.instance, peers.operation_state(
+            self.op.event, peers.PREPARED), self.op.action)  # in the background
         reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
         decision = policy.decide_prepare(self.policy, reply)
         self._audit(audit.NOTICE, reply, f"prepare sent: {decision.why}", took,
@@ -212,6 +214,8 @@ class Negotiation:
             return
         LOG.info("%s of %s did not happen (%s): sending abort", self.op.event, self.instance,
                  why)
+        self.channel.peers.notify(self.instance, peers.operation_state(
+            self.op.event, peers.ABORTED), why)
 
         def send() -> None:
             claim = self.record.claim_abort(why)

@@ -98,3 +98,74 @@ redis.call('zadd', KEYS[2], now, ARGV[3])
 redis.call('expire', KEYS[2], math.ceil(window))
 return 'claimed'
 """)
+
+GROUP_RATE = _hashing.register_script("""
+-- Take tokens from a sender's bucket and its group's bucket, both or neither: a message
+-- is allowed only if both rates allow it.
+-- KEYS[1]: sender_bucket_key(group, sender), a hash: tokens, ts
+-- KEYS[2]: group_bucket_key(group), the same
+-- ARGV[1]: now, Redis's time in seconds
+-- ARGV[2]: the sender's rate, tokens per second
+-- ARGV[3]: the sender's burst (its bucket's size)
+-- ARGV[4]: the group's rate
+-- ARGV[5]: the group's burst
+-- ARGV[6]: the cost (tokens this message takes)
+-- Returns 'ok' (taken from both), 'sender' or 'group' (the bucket that is short; nothing
+-- taken).
+local now, cost = tonumber(ARGV[1]), tonumber(ARGV[6])
+local function level(key, rate, burst)
+  local b = redis.call('hmget', key, 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if not tokens or not ts then return burst end
+  return math.min(burst, tokens + math.max(0, now - ts) * rate)
+end
+local buckets = {{KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), 'sender'},
+                 {KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]), 'group'}}
+local levels = {}
+for i, b in ipairs(buckets) do
+  levels[i] = level(b[1], b[2], b[3])
+  if levels[i] < cost then return b[4] end
+end
+for i, b in ipairs(buckets) do
+  redis.call('hset', b[1], 'tokens', tostring(levels[i] - cost), 'ts', ARGV[1])
+  redis.call('expire', b[1], math.ceil(b[3] / b[2]) + 1)
+end
+return 'ok'
+""")
+
+PEER_NOTICE = _hashing.register_script("""
+-- Keep a peer's notice for one recipient, coalesced: only the latest per peer is kept,
+-- and the recipient's inbox gets a wake-up entry only when nothing was waiting already
+-- (the relay drains the whole hash on one wake-up, until it is empty).
+-- KEYS[1]: peers_key(recipient), a hash: peer -> notice JSON
+-- KEYS[2]: inbox_key(recipient), the stream the relay reads
+-- ARGV[1]: the peer
+-- ARGV[2]: the notice's seq
+-- ARGV[3]: the notice (JSON)
+-- ARGV[4]: time to live of both keys, seconds
+-- ARGV[5]: the inbox's MAXLEN (~)
+-- Returns 1 if kept, 0 if a notice of that peer with a seq as high was waiting already.
+local old = redis.call('hget', KEYS[1], ARGV[1])
+if old and tonumber(cjson.decode(old)['seq']) >= tonumber(ARGV[2]) then return 0 end
+local waiting = redis.call('hlen', KEYS[1])
+redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+redis.call('expire', KEYS[1], ARGV[4])
+if waiting == 0 then
+  redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'kind', 'peer')
+  redis.call('expire', KEYS[2], ARGV[4])
+end
+return 1
+""")
+
+HASH_COMPARE_AND_DELETE = _hashing.register_script("""
+-- Delete a hash field only while it still holds what the caller read (a delivered
+-- notice, unless a newer one replaced it meanwhile).
+-- KEYS[1]: the hash
+-- ARGV[1]: the field
+-- ARGV[2]: the value the caller read
+-- Returns 1 if deleted, 0 if the field held something else or nothing.
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('hdel', KEYS[1], ARGV[1])
+end
+return 0
+""")

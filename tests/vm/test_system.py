@@ -13,7 +13,6 @@ reports it running, so only the white-box pings can tell.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -31,11 +30,11 @@ from guestd import protocol
 from harness import libvirt_session
 from harness.audit import audits, wait_audits, wait_state
 from harness.processes import wait_for
-from harness.stack import Stack
+from harness.vm_guest import BOOT_TIMEOUT, VM_HOST, VMGuest, answering
 from novaproxy import audit, redis_schema
 from novaproxy.agent import deliver, guest_agent, hypervisor, probe
 
-HOST = "vmhost"
+HOST = VM_HOST
 HOOK = "50-vm-app"
 HOOK_LOG = "/run/vm-app.log"
 VETO = "/run/veto"
@@ -50,9 +49,6 @@ if [ "$2" = vote ] && [ -e {VETO} ]; then
 fi
 exit 0
 """
-BOOT_TIMEOUT = 90.0  # create → agent channel connected, as in conftest
-# Until the first answer: a TCG boot under load must never count as a silent guest.
-BOOT_GRACE = 120
 VOTES = 20  # negotiation round trips timed
 
 
@@ -60,34 +56,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-class VM:
+class VM(VMGuest):
     """The booted guest, its server in Nova, and a guest agent client of our own."""
 
     def __init__(self, server, domain, agent, created: float) -> None:
-        self.id = server.id
+        super().__init__(server.id, domain, agent)
         self.server = server
-        self.domain = domain
-        self.agent = agent  # the agent's libvirt client class, on the test's connection
         self.created = created
-
-    def run(self, script: str, *args: str) -> None:
-        """``/bin/sh -c script args...`` in the guest (guest-exec); must exit 0."""
-        code, out = guest_agent.guest_exec(self.agent, ["/bin/sh", "-c", script, "sh", *args],
-                                           b"", 10.0)
-        assert code == 0, f"{script!r} exited {code}: {out!r}"
-
-    def read(self, path: str) -> str:
-        """A guest file through guest-file-open/read/close ("" when it does not exist)."""
-        try:
-            handle = self.agent.execute("guest-file-open", {"path": path, "mode": "r"}, 5)
-        except guest_agent.CommandFailed:
-            return ""
-        try:
-            result = self.agent.execute("guest-file-read",
-                                        {"handle": handle, "count": 65536}, 5)
-        finally:
-            self.agent.execute("guest-file-close", {"handle": handle}, 5)
-        return base64.b64decode(result["buf-b64"]).decode()
 
     def phases(self) -> list:
         """What the guest's application has seen, in order: (event, phase)."""
@@ -117,25 +92,6 @@ def app_initrd(guest_image) -> str:
 
 
 @pytest.fixture(scope="module")
-def vm_stack(libvirt_vm, vm_report):
-    """Redis, the Nova fixture with one compute, its agent in libvirt mode, the proxy."""
-    workdir = tempfile.mkdtemp(prefix="np-vms-")
-    started = time.monotonic()
-    stack = Stack(workdir, computes=(HOST,), libvirt={HOST: libvirt_vm.uri},
-                  monitoring={"boot_grace": BOOT_GRACE})
-    vm_report(f"stack up in {time.monotonic() - started:.1f}s (Nova, Redis, proxy, "
-              f"agent for {HOST} in libvirt mode)")
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        if os.environ.get("NOVAPROXY_KEEP_LOGS"):
-            print(f"\nstack logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def vm(vm_stack, libvirt_vm, app_initrd, vm_report):
     """A negotiated, monitored server whose VM is a real guest, healthy to the monitor."""
     flavor = vm_stack.flavor(f"vm-{uuid.uuid4().hex[:6]}",
@@ -147,15 +103,8 @@ def vm(vm_stack, libvirt_vm, app_initrd, vm_report):
     try:
         created = time.monotonic()
         domain = libvirt_vm.boot(server.id, initrd=app_initrd)
-        guest = VM(server, domain, None, created)
-        try:
-            wait_for(lambda: libvirt_vm.agent_connected(domain), BOOT_TIMEOUT,
-                     "the guest agent channel", interval=0.1)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}; console:\n{libvirt_vm.console(domain.name())}") \
-                from None
-        guest.agent = hv.agent(server.id)
-        wait_for(lambda: probe.ping(guest.agent, 2.0) is None, 30, "guest-ping", interval=0.1)
+        guest = VM(server, domain, answering(libvirt_vm, hv, server.id, domain, BOOT_TIMEOUT),
+                   created)
         answered = time.monotonic() - created
         client = redis_schema.connect(vm_stack.redis.url)
         wait_for(lambda: redis_schema.route_of(client, server.id) == HOST, 10,

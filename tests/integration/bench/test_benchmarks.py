@@ -31,3 +31,22 @@ def test_negotiation_benchmark_runs():
 def test_concurrency_benchmark_runs():
     out = run("bench.concurrency", "--inflight", "60", "--answered", "10", "--timeout", "2")
     assert "{'answered:accept': 10, 'unanswered:unreachable': 50}" in out
+
+
+@pytest.mark.system
+def test_groups_benchmark_runs():
+    out = run("bench.groups", "--messages", "5", "--vms", "4", "--groups", "2",
+              "--cost-seconds", "2", "--rate", "1")
+    assert "the last peer's on_message: p50=" in out
+    assert "returned -> taken by the sender's agent" in out
+    assert out.count("idle (messaging on, nothing sent) on compute") == 2
+    assert out.count("sending 1 msg/s per VM on compute") == 2
+    assert "host verdicts on every broadcast: {'accepted'" in out
+
+
+@pytest.mark.system
+def test_peer_notices_benchmark_runs():
+    out = run("bench.peer_notices", "--failures", "1", "--operations", "1")
+    assert out.count("event -> the last peer's on_peer") >= 2  # hangs, then reboots
+    assert "[negotiated reboots through the proxy" in out
+    assert "reached somebody" in out

@@ -318,7 +318,8 @@ def test_the_installed_launchers_run_guestd_and_guestd_ctl(short_dir):
          "--hooks-dir", os.path.join(root, "etc/guestd/hooks.d"),
          "--health-dir", os.path.join(root, "etc/guestd/health.d"),
          "--status-file", os.path.join(short_dir, "status.json"),
-         "--spool-dir", os.path.join(short_dir, "spool")],
+         "--spool-dir", os.path.join(short_dir, "spool"),
+         "--outbox", os.path.join(short_dir, "outbox.json")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(sock), 10, "the installed guestd")

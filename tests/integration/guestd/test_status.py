@@ -165,7 +165,8 @@ def test_status_write_failure_is_logged_once_and_guestd_carries_on(short_dir):
     open(blocker, "w").close()  # the status file's directory cannot be created
     guestd = Process([GUEST_PYTHON, "-m", "guestd.daemon", "--socket", f"{short_dir}/g.sock",
                       "--status-file", f"{blocker}/status.json", "--status-interval", "0.05",
-                      "--health-dir", f"{short_dir}/none", "--spool-dir", f"{short_dir}/spool"],
+                      "--health-dir", f"{short_dir}/none", "--spool-dir", f"{short_dir}/spool",
+                      "--outbox", f"{short_dir}/outbox.json"],
                      f"{short_dir}/guestd.log",
                      {**os.environ, "PYTHONPATH": REPO})
     try:

@@ -137,3 +137,70 @@ def test_status_shows_each_monitored_vm_and_its_last_answer(redis_client, redis_
     quiet = ago(r"  u-2\n    monitor: quiet since ([\d.]+)s ago, last answer never — quiet: "
                 r"stop in flight \(recorded by the proxy\)\n")
     assert 3 - 0.05 <= quiet <= 3 + late
+
+
+def _group_fixture(redis_client):
+    """A pair (A, B) and a member C without messaging; B is suspect; A sent two messages."""
+    import uuid
+
+    from novaproxy.groups import Group, Member
+
+    a, b, c = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+    redis_schema.cache_group(redis_client, Group("g-1", "pair", "anti-affinity", (a, b, c)))
+    redis_schema.cache_member(redis_client, Member(a, True, True, "ACTIVE", "compute1", "g-1"))
+    redis_schema.cache_member(redis_client, Member(b, True, True, "ACTIVE", "compute2", "g-1"))
+    redis_schema.cache_member(redis_client, Member(c, True, False, "SHUTOFF", "compute2",
+                                                   "g-1"))
+    redis_schema.publish_monitor(redis_client, {b: {"state": "suspect", "since": "1"}}, 30)
+    now = redis_schema.redis_time(redis_client)
+    redis_schema.open_report(redis_client, "g-1", "m1", [b], now + 60)
+    redis_schema.mark_report(redis_client, "g-1", "m1", b, "delivered")
+    redis_schema.note_sent(redis_client, "g-1", "m1", a, "*", 123, now - 2)
+    redis_schema.open_report(redis_client, "g-1", "m2", [b], now - 1)  # expired by now
+    redis_schema.note_sent(redis_client, "g-1", "m2", a, b, 7, now - 1)
+    return a, b, c
+
+
+def test_group_shows_members_states_and_recent_messages_never_bodies(redis_client,
+                                                                      redis_server):
+    a, b, c = _group_fixture(redis_client)
+    for name in (a, "g-1"):  # by a member or by the group's id
+        done = run(redis_server, "group", name)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0] == 'group g-1 "pair", policy anti-affinity: 3 member(s)'
+        assert lines[1:4] == [
+            f"  {a} on compute1: Nova ACTIVE, monitor not watched, messaging on",
+            f"  {b} on compute2: Nova ACTIVE, monitor suspect, messaging on",
+            f"  {c} on compute2: Nova SHUTOFF, monitor not watched, messaging off"]
+        assert lines[4] == "recent messages, oldest first: 2"
+        assert re.fullmatch(rf"  \S+ \S+  m1 from {a} to all, 123 bytes: {b} delivered",
+                            lines[5]), lines[5]
+        assert lines[6].endswith(f"m2 from {a} to {b}, 7 bytes: {b} expired"), lines[6]
+    assert len(run(redis_server, "group", "g-1", "-n", "1").stdout.splitlines()) == 6
+
+
+def test_groups_lists_cached_groups_and_group_refuses_the_unknown(redis_client,
+                                                                  redis_server):
+    import uuid
+
+    from novaproxy.groups import Member
+
+    _group_fixture(redis_client)
+    lonely, orphan = str(uuid.UUID(int=9)), str(uuid.UUID(int=8))
+    redis_schema.cache_member(redis_client, Member(lonely, True, True, "ACTIVE", "c1", ""))
+    # A member whose group record expired still names its group.
+    redis_schema.cache_member(redis_client, Member(orphan, True, True, "ACTIVE", "c1", "g-2"))
+    out = run(redis_server, "groups").stdout
+    assert out.splitlines() == [
+        "server groups in the membership cache: 2",
+        '  g-1 "pair" (anti-affinity): 3 member(s), 2 taking messages',
+        "  g-2 (group record expired): 1 member(s), 1 taking messages"]
+    expired = run(redis_server, "group", orphan)
+    assert expired.returncode == 0
+    assert expired.stdout.startswith("group g-2 (group record expired: members as their "
+                                     f"own records say): 1 member(s)\n  {orphan} on c1")
+    alone = run(redis_server, "group", lonely)
+    assert alone.returncode == 1 and "in no server group" in alone.stdout
+    unknown = run(redis_server, "group", "g-nope")
+    assert unknown.returncode == 1 and "no server group" in unknown.stdout

@@ -60,3 +60,12 @@ def test_memory_is_bounded_oldest_forgotten_first():
     once.answer(req("c"), handle, 1)  # remembered
     once.answer(req("a"), handle, 1)  # forgotten: answered afresh
     assert handle.calls == ["a", "b", "c", "a"]
+
+
+def test_an_answer_not_kept_is_not_remembered_and_the_next_delivery_is_handled_afresh():
+    once, handle = AtMostOnce(), Handler()
+    nobody = once.answer(req(), handle, wait=1, keep=lambda answer: False)
+    assert nobody["result"] == protocol.ACCEPT
+    again = once.answer(req(), handle, wait=1, keep=lambda answer: True)
+    assert once.answer(req(), handle, wait=1) is again
+    assert handle.calls == ["r1", "r1"]

@@ -7,6 +7,9 @@ def test_true_and_false_words_in_any_case():
     assert not flavor.enabled({}, flavor.MONITORING)
     assert flavor.opted_out({flavor.NEGOTIATION: "No"})
     assert not flavor.opted_out({flavor.NEGOTIATION: "maybe"})
+    assert flavor.messaging_opted_out({flavor.GROUP_MESSAGING: "OFF"})
+    assert not flavor.messaging_opted_out({flavor.NEGOTIATION: "false"})
+    assert not flavor.opted_out({flavor.GROUP_MESSAGING: "false"})
 
 
 def test_numbers_outside_their_range_fall_back_to_the_default():

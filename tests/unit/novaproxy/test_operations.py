@@ -161,7 +161,10 @@ def test_a_refused_record_is_aborted_and_only_a_prepared_guest_hears_it():
 
 def test_a_prepared_guest_hears_its_end_when_it_runs_again():
     stop = record("stop", nova_request="req-1")
-    assert verdict(stop, server("SHUTOFF"), action("stop")).step == "wait"
+    waiting = verdict(stop, server("SHUTOFF"), action("stop"))
+    assert (waiting.step, waiting.decided) == ("wait", "end")  # its group may hear it now
+    assert verdict(stop, server("SHUTOFF", task_state="powering-off"),
+                   action("stop")).decided == ""  # not over yet
     # The start that follows supersedes it: the stop ended, and the guest runs to hear it.
     assert verdict(stop, server("ACTIVE"), action("stop"), superseded=True).step == "end"
 

@@ -8,8 +8,18 @@ def test_keys_of_one_instance_share_a_hash_slot():
     tags = {key[key.index("{"):key.index("}") + 1]
             for key in (redis_schema.route_key("u1"), redis_schema.lock_key("u1"),
                         redis_schema.ops_key("u1"), redis_schema.recovery_key("u1"),
-                        redis_schema.recoveries_key("u1"), redis_schema.monitor_key("u1"))}
+                        redis_schema.recoveries_key("u1"), redis_schema.monitor_key("u1"),
+                        redis_schema.member_key("u1"), redis_schema.inbox_key("u1"),
+                        redis_schema.inbox_pos_key("u1"), redis_schema.outbox_key("u1"))}
     assert tags == {"{u1}"}
+
+
+def test_keys_of_one_group_share_a_hash_slot():
+    tags = {key[key.index("{"):key.index("}") + 1]
+            for key in (redis_schema.group_key("g1"), redis_schema.report_key("g1", "m"),
+                        redis_schema.group_bucket_key("g1"),
+                        redis_schema.sender_bucket_key("g1", "u1"))}
+    assert tags == {"{group:g1}"}
 
 
 def test_redact_hides_passwords_only():
@@ -31,7 +41,8 @@ def test_every_lua_script_names_each_key_and_argument_it_uses():
     import re
 
     assert set(_scripts()) == {"COMPARE_AND_DELETE", "COMPARE_AND_EXTEND", "CLAIM_RECOVERY",
-                              "UPDATE_OPERATION", "CLAIM_OPERATION"}
+                              "UPDATE_OPERATION", "CLAIM_OPERATION", "GROUP_RATE",
+                              "PEER_NOTICE", "HASH_COMPARE_AND_DELETE"}
     for name, source in _scripts().items():
         header = "\n".join(line for line in source.splitlines() if line.startswith("--"))
         body = "\n".join(line for line in source.splitlines() if not line.startswith("--"))

@@ -11,13 +11,11 @@ import uuid
 
 import libvirt
 
+from harness import driver_agent
 from harness.audit import audits
 from harness.processes import wait_for
-from harness.stack import ADMIN_TOKEN
-from novaproxy import audit, redis_schema
-from novaproxy.agent import config as agent_config
-from novaproxy.agent import hypervisor, lifecycle_events, monitor, service
-from novaproxy.agent import nova as nova_client
+from novaproxy import audit
+from novaproxy.agent import lifecycle_events, monitor
 from tests.integration.novaproxy.agent.test_hypervisor import CHANNEL, DOMAIN
 
 
@@ -61,29 +59,20 @@ def test_events_from_the_test_driver():
     finally:
         stopping.set()
         domain.undefine()
+        conn.close()
 
 
 def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path):
     flavor = stack.flavor(f"crash-{uuid.uuid4().hex[:6]}", {"guest:monitoring": "true"})
     server, host = stack.boot("crashing", flavor, with_guest=False)
-    path = tmp_path / "agent.ini"
-    path.write_text(f"[agent]\nhost = {host}\nredis_url = {stack.redis.url}\n"
-                    "hypervisor = libvirt\nlibvirt_uri = test:///default\n"
-                    "[monitoring]\nnova_refresh = 0.5\n")
-    config = agent_config.load(str(path))
-    nova = nova_client.from_section({"auth_type": "admin_token", "token": ADMIN_TOKEN,
-                                     "endpoint": f"{stack.nova_url}/v2.1"})
-    guests = hypervisor.Libvirt(config.libvirt_uri)
-    agent = service.Agent(config, guests, redis_schema.connect(stack.redis.url), nova)
-    domain = guests.conn.defineXML(DOMAIN.format(name="crashing", uuid=server.id,
-                                                 channel=CHANNEL.format(name="crashing")))
+    agent = driver_agent.agent(stack, host, tmp_path, "nova_refresh = 0.5\n")
+    conn = libvirt.open(driver_agent.URI)
+    domain = conn.defineXML(DOMAIN.format(name="crashing", uuid=server.id,
+                                          channel=CHANNEL.format(name="crashing")))
     domain.create()
     try:
         agent.routes.refresh()
-        events = lifecycle_events.LibvirtEvents(config.libvirt_uri, agent.on_domain_event,
-                                                agent.stopping)
-        threading.Thread(target=events.run, daemon=True).start()
-        assert events.listening.wait(5)
+        driver_agent.listen(agent)
         threading.Thread(target=agent.watcher.run, daemon=True).start()
         # This agent's own watcher (the stack's agent for the same host publishes a view of
         # the server too, so the published view cannot say which agent watches it).
@@ -106,3 +95,4 @@ def test_a_crash_event_reaches_the_monitor_and_nova_reboots_once(stack, tmp_path
         if domain.isActive():
             domain.destroy()
         domain.undefine()
+        conn.close()

@@ -137,3 +137,26 @@ def test_instance_actions_and_their_events(stack, nova, plain_flavor):
     assert nova.action_events(server.id, "req-" + str(uuid.uuid4())) == []
     assert nova.actions(str(uuid.uuid4()), before) == []
     assert nova.action_events(str(uuid.uuid4()), stop["request_id"]) == []
+
+
+def test_server_groups_and_their_members(stack, nova, plain_flavor):
+    admin = stack.nova(direct=True)
+    name = f"pair-{uuid.uuid4().hex[:6]}"
+    group = admin.server_groups.create(name, policy="soft-anti-affinity")
+    try:
+        members = [stack.boot(f"{name}-{i}", plain_flavor, with_guest=False, group=group.id)[0]
+                   for i in range(2)]
+        loner, _ = stack.boot(f"{name}-alone", plain_flavor, with_guest=False)
+        for server in members:
+            read = nova.server_with_groups(server.id)
+            assert read["server_groups"] == [group.id] and read["id"] == server.id
+            assert "extra_specs" in read["flavor"]  # what messaging_on reads, in one read
+        assert nova.server_with_groups(loner.id)["server_groups"] == []
+        assert nova.server_with_groups(str(uuid.uuid4())) is None
+        read = nova.server_group(group.id)
+        assert read == {"id": group.id, "name": name, "policy": "soft-anti-affinity",
+                        "members": read["members"]}
+        assert sorted(read["members"]) == sorted(s.id for s in members)
+        assert nova.server_group(str(uuid.uuid4())) is None
+    finally:
+        admin.server_groups.delete(group.id)

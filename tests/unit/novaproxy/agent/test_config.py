@@ -34,6 +34,16 @@ def test_spool_dir(tmp_path, line, spool_dir):
     assert conf.spool_dir == spool_dir
 
 
+def test_outbox_file(tmp_path):
+    assert config.load(write(tmp_path, "[agent]\nredis_url = redis://r\n")).outbox_file == \
+        "/run/guestd/outbox.json"
+    conf = config.load(write(tmp_path, "[agent]\nredis_url = redis://r\n"
+                                       "outbox_file = guestd-outbox.json\n"))
+    assert conf.outbox_file == "guestd-outbox.json"
+    with pytest.raises(config.ConfigError, match="outbox_file"):
+        config.load(write(tmp_path, "[agent]\nredis_url = redis://r\noutbox_file =\n"))
+
+
 def test_a_multi_line_spool_dir_is_refused(tmp_path):
     with pytest.raises(config.ConfigError, match="spool_dir"):
         config.load(write(tmp_path, "[agent]\nredis_url = redis://r\nspool_dir = a\n  b\n"))
