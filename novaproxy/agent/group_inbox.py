@@ -149,6 +149,8 @@ class InboxRelay:
                          instance, message_id, why)
                 return False
             state = groups.DELIVERED
-        redis_schema.set_inbox_position(self._redis, instance, entry_id)
+        # The report first: an agent killed between the two delivers the message again
+        # (guestd hands it out once), where the other order would leave it pending.
         redis_schema.mark_report(self._redis, gid, message_id, instance, state)
+        redis_schema.set_inbox_position(self._redis, instance, entry_id)
         return True
