@@ -1,0 +1,121 @@
+"""vCPU scaling, the decisions (pure): the action's body, the flavor's policy, and which
+vCPUs go offline or come back.
+
+Stock Nova cannot change a server's vCPUs in place (a resize migrates and power-cycles
+it), and its libvirt driver plugs every vCPU of the flavor at boot. So scaling here is
+guest-level: the vCPUs stay plugged, and the agent brings them offline or online
+inside the guest through the guest agent (``guest-set-vcpus``). The flavor's vCPUs are
+the most a server runs, ``guest:min_vcpus`` the fewest, and CPU 0 is never taken
+offline (Linux cannot).
+
+The action is the proxy's own, never forwarded to Nova::
+
+    POST /servers/{id}/action  {"novaproxy-scale": {"online": 2}}
+    POST /servers/{id}/action  {"novaproxy-scale": {"step": "down"}}   # or "up": by one
+
+Every refusal is a :class:`ScaleError` whose message says what to fix; the caller
+answers it as a 400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from novaproxy import flavor
+
+ACTION = "novaproxy-scale"
+# The events the guest's applications see (vote, prepare, end, abort like any other).
+SCALE_DOWN, SCALE_UP = "scale-down", "scale-up"
+STEPS = {"down": -1, "up": 1}
+
+
+class ScaleError(Exception):
+    """The request cannot be carried out as asked; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked: a number of vCPUs online, or one more or one fewer."""
+
+    online: int | None = None
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the flavor allows: scaling at all, and between how many vCPUs online."""
+
+    enabled: bool
+    minimum: int
+    maximum: int
+
+
+def parse_action(body: object) -> Request:
+    """The ``novaproxy-scale`` action of a server action body (raises ScaleError)."""
+    if not isinstance(body, dict) or set(body) != {ACTION}:
+        raise ScaleError(f"the body must be {{\"{ACTION}\": {{...}}}} and nothing else")
+    args = body[ACTION]
+    if not isinstance(args, dict) or len(args) != 1:
+        raise ScaleError(f"{ACTION} takes exactly one of \"online\": N or "
+                         "\"step\": \"up\"|\"down\"")
+    if "online" in args:
+        online = args["online"]
+        if isinstance(online, bool) or not isinstance(online, int) or online < 1:
+            raise ScaleError(f"\"online\" must be a whole number of vCPUs, at least 1; "
+                             f"got {online!r:.40}")
+        return Request(online=online)
+    step = args.get("step")
+    if step not in STEPS:
+        raise ScaleError(f"\"step\" must be \"up\" or \"down\"; got {step!r:.40}")
+    return Request(step=STEPS[step])
+
+
+def policy(specs: dict, vcpus: int) -> Policy:
+    """The policy of a flavor with ``vcpus`` and extra ``specs``; an invalid
+    ``guest:min_vcpus`` is a ScaleError (the operator's to fix), not a silent 1."""
+    minimum = 1
+    if flavor.MIN_VCPUS in specs:
+        raw = str(specs[flavor.MIN_VCPUS])
+        if not raw.isdigit() or not 1 <= int(raw) <= vcpus:
+            raise ScaleError(f"the flavor's {flavor.MIN_VCPUS}={raw!r:.20} is not a whole "
+                             f"number from 1 to its {vcpus} vCPUs: ask the operator to fix it")
+        minimum = int(raw)
+    return Policy(flavor.enabled(specs, flavor.VCPU_SCALING), minimum, vcpus)
+
+
+def target(request: Request, online: frozenset, rules: Policy) -> int:
+    """How many vCPUs are to be online (``online``: the guest's own view now)."""
+    if not rules.enabled:
+        raise ScaleError(f"vCPU scaling is not enabled for this server's flavor (the "
+                         f"operator sets {flavor.VCPU_SCALING}=true on it)")
+    wanted = request.online if request.online is not None else len(online) + request.step
+    if not rules.minimum <= wanted <= rules.maximum:
+        raise ScaleError(f"{wanted} vCPU(s) online is out of range: this flavor allows "
+                         f"{rules.minimum} ({flavor.MIN_VCPUS}) to {rules.maximum} (its "
+                         f"vCPUs); {len(online)} are online now")
+    if wanted == len(online):
+        raise ScaleError(f"{wanted} vCPU(s) are online already")
+    return wanted
+
+
+def to_offline(online: frozenset, count: int, named: tuple = ()) -> frozenset:
+    """The ``count`` vCPUs to take offline: those the guest's applications named first
+    (when each is online and not CPU 0), then the highest online ones."""
+    chosen: list = []
+    for cpu in named:
+        if len(chosen) < count and cpu in online and cpu != 0 and cpu not in chosen:
+            chosen.append(cpu)
+    for cpu in sorted(online - {0}, reverse=True):
+        if len(chosen) < count and cpu not in chosen:
+            chosen.append(cpu)
+    if len(chosen) < count:
+        raise ScaleError(f"only {len(online - {0})} vCPU(s) besides CPU 0 are online")
+    return frozenset(chosen)
+
+
+def to_online(online: frozenset, maximum: int, count: int) -> frozenset:
+    """The ``count`` lowest offline vCPUs of the ``maximum`` plugged, to bring online."""
+    offline = [cpu for cpu in range(maximum) if cpu not in online]
+    if len(offline) < count:
+        raise ScaleError(f"only {len(offline)} vCPU(s) are offline")
+    return frozenset(offline[:count])
