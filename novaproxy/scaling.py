@@ -121,31 +121,12 @@ def to_online(online: frozenset, maximum: int, count: int) -> frozenset:
     return frozenset(offline[:count])
 
 
-# libvirt's guest vCPU view (``guestVcpus``: ``{"vcpus": "0-3", "online": "0,2",
-# "offlinable": "1-3"}``) and ``setGuestVcpus`` take cpu lists as text.
-
 MAX_CPUS = 4096  # more than any flavor; a guest's answer naming more is not believed
 
 
-def parse_cpus(text: object) -> frozenset:
-    """The vCPUs of a cpu list such as ``"0-1,3"`` (raises ScaleError when it is not
-    one: the guest agent's answer is untrusted)."""
-    if not isinstance(text, str):
-        raise ScaleError(f"not a cpu list: {text!r:.40}")
-    cpus: set = set()
-    for part in filter(None, text.replace(" ", "").split(",")):
-        low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ScaleError(f"not a cpu list: {text!r:.40}")
-        first, last = int(low), int(high or low)
-        if first > last or last >= MAX_CPUS:
-            raise ScaleError(f"not a cpu list: {text!r:.40}")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
-
-
 def cpu_list(cpus) -> str:
-    """The cpu list text of ``cpus``, in ranges: ``{0, 1, 3}`` -> ``"0-1,3"``."""
+    """``cpus`` as a cpu list, as Linux and libvirt write them: ``{0, 1, 3}`` ->
+    ``"0-1,3"`` (for messages and logs)."""
     ranges: list = []
     for cpu in sorted(cpus):
         if ranges and cpu == ranges[-1][1] + 1:
