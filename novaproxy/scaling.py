@@ -26,7 +26,17 @@ from novaproxy import flavor
 ACTION = "novaproxy-scale"
 # The events the guest's applications see (vote, prepare, end, abort like any other).
 SCALE_DOWN, SCALE_UP = "scale-down", "scale-up"
+EVENTS = (SCALE_DOWN, SCALE_UP)
 STEPS = {"down": -1, "up": 1}
+# The agent's own requests from the proxy, answered through the guest agent and never
+# taken to guestd (told apart by their phase): read a guest's vCPUs (event VCPUS), or
+# apply a scale operation's change to them (its event).
+VCPUS = "vcpus"
+READ, APPLY = "read", "apply"
+AGENT_PHASES = (READ, APPLY)
+# How long the agent may take to apply a change and read it back: Linux takes a vCPU
+# offline with stop_machine, which a busy host can make take seconds.
+APPLY_TIMEOUT = 20.0
 
 
 class ScaleError(Exception):
@@ -113,15 +123,87 @@ def to_offline(online: frozenset, count: int, named: tuple = ()) -> frozenset:
     return frozenset(chosen)
 
 
-def to_online(online: frozenset, maximum: int, count: int) -> frozenset:
-    """The ``count`` lowest offline vCPUs of the ``maximum`` plugged, to bring online."""
-    offline = [cpu for cpu in range(maximum) if cpu not in online]
+def to_online(online: frozenset, plugged: frozenset, count: int) -> frozenset:
+    """The ``count`` lowest offline vCPUs of those ``plugged``, to bring online."""
+    offline = sorted(plugged - online)
     if len(offline) < count:
         raise ScaleError(f"only {len(offline)} vCPU(s) are offline")
     return frozenset(offline[:count])
 
 
 MAX_CPUS = 4096  # more than any flavor; a guest's answer naming more is not believed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One scale operation as its vote and prepare put it to the guest."""
+
+    event: str  # SCALE_DOWN or SCALE_UP
+    online: frozenset  # online now, by the guest's own view
+    plugged: frozenset
+    target: int  # how many are to be online
+
+    @property
+    def count(self) -> int:
+        """How many vCPUs change."""
+        return abs(self.target - len(self.online))
+
+    def change(self, named: tuple = ()) -> frozenset:
+        """The vCPUs to take offline (the ``named`` first) or to bring online."""
+        if self.event == SCALE_DOWN:
+            return to_offline(self.online, self.count, named)
+        return to_online(self.online, self.plugged, self.count)
+
+    def after(self, change: frozenset) -> frozenset:
+        return self.online - change if self.event == SCALE_DOWN else self.online | change
+
+    def details(self) -> dict:
+        """What the vote and prepare say: the set online now, the count wanted, and the
+        vCPUs that change unless the applications name others (prepare)."""
+        return {"online": sorted(self.online), "target": self.target,
+                CHANGED[self.event]: sorted(self.change())}
+
+
+# The key of a notice's details that lists the vCPUs changing.
+CHANGED = {SCALE_DOWN: "offline", SCALE_UP: "added"}
+
+
+def plan(request: Request, online: frozenset, plugged: frozenset, rules: Policy) -> Plan:
+    """The operation ``request`` asks for on a guest with ``online`` of ``plugged``
+    vCPUs (raises ScaleError)."""
+    wanted = target(request, online, Policy(rules.enabled, rules.minimum,
+                                            min(rules.maximum, len(plugged))))
+    return Plan(SCALE_DOWN if wanted < len(online) else SCALE_UP, online, plugged, wanted)
+
+
+def named(voters: list) -> tuple:
+    """The vCPUs the guest's applications offered to give up in their prepare answers,
+    in the order the answer lists them (each list already checked by the protocol)."""
+    return tuple(cpu for voter in voters for cpu in voter.get("offline") or ())
+
+
+def closing_details(record: dict, end: bool) -> dict:
+    """The details of a scale operation's end (the set online after, and what changed)
+    or abort (those of its prepare), from its record."""
+    details = dict(record.get("details") or {})
+    if end and isinstance(record.get("after"), list):
+        details.update(online=record["after"],
+                       **{CHANGED.get(record.get("event"), "offline"): record.get("change")})
+    return details
+
+
+def outcome(record: dict, online: frozenset | None) -> tuple:
+    """Whether an applied change happened, from the guest's own view ``online`` (None:
+    not readable now): ``(True|False|None, why)``; None waits for a view."""
+    if online is None:
+        return None, "the guest's vCPUs cannot be read now"
+    after = record.get("after")
+    if not isinstance(after, list):
+        return False, "its change was never applied (the agent had not begun it)"
+    if frozenset(after) == online:
+        return True, f"the guest shows vCPUs {cpu_list(online)} online, as planned"
+    return False, (f"the guest shows vCPUs {cpu_list(online)} online, not the planned "
+                   f"{cpu_list(after)}")
 
 
 def cpu_list(cpus) -> str:

@@ -50,7 +50,9 @@ def test_nova_action_names_are_novas_own():
     instance_actions = pytest.importorskip("nova.compute.instance_actions")
     names = {v for k, v in vars(instance_actions).items() if k.isupper()}
     for lifecycle in operations.LIFECYCLES.values():
-        assert lifecycle.nova_action in names, lifecycle.event
+        # vCPU scaling is carried out in the guest: Nova records no action for it.
+        assert lifecycle.nova_action in names or (
+            lifecycle.in_guest and not lifecycle.nova_action), lifecycle.event
 
 
 NOW = 1_800_000_000.0

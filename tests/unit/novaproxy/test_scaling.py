@@ -68,10 +68,10 @@ def test_the_named_vcpus_go_offline_first_never_cpu_0_then_the_highest():
 
 
 def test_the_lowest_offline_vcpus_come_back():
-    assert scaling.to_online(frozenset({0, 3}), 4, 1) == {1}
-    assert scaling.to_online(frozenset({0}), 4, 3) == {1, 2, 3}
+    assert scaling.to_online(frozenset({0, 3}), frozenset(range(4)), 1) == {1}
+    assert scaling.to_online(frozenset({0}), frozenset(range(4)), 3) == {1, 2, 3}
     with pytest.raises(ScaleError, match="only 0"):
-        scaling.to_online(frozenset({0, 1}), 2, 1)
+        scaling.to_online(frozenset({0, 1}), frozenset({0, 1}), 1)
 
 
 def test_a_cpu_list_in_ranges():
