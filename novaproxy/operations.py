@@ -256,7 +256,7 @@ def _outcome(record: dict, server: dict | None, action: dict | None, negotiating
         return Verdict(GONE, "the server no longer exists")
     if state == REFUSED:
         return Verdict(ABORT, record.get("why") or "Nova did not act on it")
-    if lifecycle.in_guest and state in (FORWARDING, UNKNOWN) and not negotiating:
+    if lifecycle.in_guest and (state == UNKNOWN or (state == FORWARDING and not negotiating)):
         # Its proxy left it while the agent applied it (or before): the guest says.
         happened, why = in_guest
         if happened is None:

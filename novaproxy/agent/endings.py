@@ -218,8 +218,10 @@ class Endings:
     def _in_guest(self, instance: str, op: dict, negotiating: bool) -> tuple:
         """For an operation carried out in the guest that its proxy left undecided:
         whether it happened, by the guest's own view (:func:`scaling.outcome`)."""
-        if not (operations.LIFECYCLES[op["event"]].in_guest and not negotiating
-                and op.get("state") in (operations.FORWARDING, operations.UNKNOWN)):
+        state = op.get("state")
+        if not (operations.LIFECYCLES[op["event"]].in_guest and (
+                state == operations.UNKNOWN or (state == operations.FORWARDING
+                                                and not negotiating))):
             return None, ""
         online = self._guest_vcpus(instance) if self._guest_vcpus is not None else None
         return scaling.outcome(op, online)

@@ -77,3 +77,48 @@ def test_the_lowest_offline_vcpus_come_back():
 def test_a_cpu_list_in_ranges():
     assert scaling.cpu_list({0, 1, 3, 5, 6, 7}) == "0-1,3,5-7"
     assert scaling.cpu_list(set()) == ""
+
+
+def test_a_plan_says_which_way_and_what_changes():
+    four = frozenset(range(4))
+    down = scaling.plan(Request(online=2), four, four, Policy(True, 1, 4))
+    assert (down.event, down.count) == (scaling.SCALE_DOWN, 2)
+    assert down.details() == {"online": [0, 1, 2, 3], "target": 2, "offline": [2, 3]}
+    assert down.change((1,)) == {1, 3}  # a vCPU the applications named goes first
+    assert down.after(frozenset({1, 3})) == {0, 2}
+    up = scaling.plan(Request(step=1), frozenset({0, 2}), four, Policy(True, 1, 4))
+    assert up.event == scaling.SCALE_UP
+    assert up.details() == {"online": [0, 2], "target": 3, "added": [1]}
+    assert up.change((3,)) == {1}  # names count only when vCPUs go offline
+
+
+def test_a_plan_never_asks_for_more_vcpus_than_the_guest_has():
+    # A flavor's vCPUs and the guest's may differ (a resize not yet seen by the guest).
+    with pytest.raises(ScaleError, match="out of range"):
+        scaling.plan(Request(online=4), frozenset({0, 1}), frozenset({0, 1}), Policy(True, 1, 4))
+
+
+def test_the_names_are_read_from_each_voter_in_order():
+    voters = [{"name": "a", "vote": "accept", "reason": "", "offline": [3]},
+              {"name": "b", "vote": "accept", "reason": ""},
+              {"name": "c", "vote": "accept", "reason": "", "offline": [1, 2]}]
+    assert scaling.named(voters) == (3, 1, 2)
+
+
+def test_closing_details_carry_the_set_after_an_end_and_the_prepares_for_an_abort():
+    record = {"event": scaling.SCALE_DOWN, "change": [3], "after": [0, 1, 2],
+              "details": {"online": [0, 1, 2, 3], "target": 3, "offline": [3]}}
+    assert scaling.closing_details(record, end=True) == {
+        "online": [0, 1, 2], "target": 3, "offline": [3]}
+    assert scaling.closing_details(record, end=False) == record["details"]
+    assert scaling.closing_details({**record, "event": scaling.SCALE_UP, "change": [1],
+                                    "after": [0, 1]}, end=True)["added"] == [1]
+
+
+def test_the_guests_view_tells_whether_an_applied_change_happened():
+    record = {"after": [0, 1]}
+    assert scaling.outcome(record, frozenset({0, 1}))[0] is True
+    happened, why = scaling.outcome(record, frozenset({0, 1, 2}))
+    assert happened is False and "not the planned 0-1" in why
+    assert scaling.outcome({}, frozenset({0, 1}))[0] is False  # never begun
+    assert scaling.outcome(record, None)[0] is None  # unreadable: wait
