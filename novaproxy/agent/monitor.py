@@ -285,9 +285,11 @@ def expected_silence(server: dict | None, host: str) -> str:
 def operation_silence(ops: list) -> str:
     """Why the proxy's operation records mean silence is intended ("" if none): an
     operation sent to Nova and not closed yet. One still being negotiated (the guest
-    votes and prepares, so it runs) or called off is no reason for silence."""
+    votes and prepares, so it runs), called off, or carried out in the guest (vCPU
+    scaling: it runs throughout) is no reason for silence."""
     sent = [op for op in ops or [] if op.get("state", operations.FORWARDED)
-            not in (operations.PREPARING, operations.REFUSED)]
+            not in (operations.PREPARING, operations.REFUSED)
+            and not getattr(operations.LIFECYCLES.get(op.get("event")), "in_guest", False)]
     return f"{sent[-1].get('event')} in flight (recorded by the proxy)" if sent else ""
 
 

@@ -217,3 +217,12 @@ def test_invalid_flavor_settings_fall_back_and_are_named(specs, bad):
 ])
 def test_expected_silence_from_nova(server, reason):
     assert monitor.expected_silence(server, "c1") == reason
+
+
+def test_only_an_operation_sent_to_nova_makes_silence_expected():
+    assert monitor.operation_silence([{"event": "stop", "state": "forwarding"}]) == (
+        "stop in flight (recorded by the proxy)")
+    assert monitor.operation_silence([{"event": "stop", "state": "preparing"},
+                                      {"event": "reboot", "state": "refused"}]) == ""
+    # vCPU scaling is carried out in the guest, which answers throughout.
+    assert monitor.operation_silence([{"event": "scale-down", "state": "forwarded"}]) == ""
