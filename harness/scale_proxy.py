@@ -39,6 +39,7 @@ class Server:
     busy: bool = False  # another negotiation holds the server's lock
     unreachable: str = ""  # why the guest or its agent cannot be asked
     delay: float = 0.0  # seconds the guest takes to answer
+    crashes: bool = False  # the proxy fails (500) after the guest changed
 
 
 @dataclasses.dataclass
@@ -150,6 +151,9 @@ class ScaleProxy:
             server.online -= scaling.to_offline(online, len(online) - wanted)
         else:
             server.online |= scaling.to_online(online, server.plugged, wanted - len(online))
+        if server.crashes:
+            return _fault("500 Internal Server Error", "computeFault",
+                          "Unexpected API Error.")
         return "200 OK", {scaling.ACTION: {
             "online": sorted(server.online),
             "offline": sorted(set(range(server.plugged)) - server.online),

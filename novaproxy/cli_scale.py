@@ -37,6 +37,11 @@ MICROVERSION = "2.47"
 RESULT_HEADER = "OpenStack-Novaproxy-Result"
 MESSAGE_LIMIT = 500  # characters of an answer shown when it is not Nova's envelope
 PROG = "novaproxy scale"
+NOVA_UNKNOWN_ACTION = "There is no such action"  # Nova's 400 for an action it lacks
+# Answers that mean the action was not carried out: the caller's mistakes and refusals,
+# and 503, the proxy's "the guest or its agent cannot be asked". Other 5xx (a gateway
+# timing out, a crash) may come after the guest changed.
+NOT_DONE_5XX = 503
 
 
 class UsageError(Exception):
@@ -134,8 +139,9 @@ def format_result(server: str, result: Result) -> str:
 
 
 def format_error(status: int, body: str, marker: str | None) -> str:
-    """The HTTP status, Nova's fault name and message (or the start of the body), and
-    for a 409 the ``OpenStack-Novaproxy-Result`` marker."""
+    """The HTTP status, Nova's fault name and message (or the start of the body), for a
+    409 the ``OpenStack-Novaproxy-Result`` marker, and a hint when Nova itself answered
+    (the endpoint is not the proxy's)."""
     try:
         envelope = json.loads(body)
     except ValueError:
@@ -146,6 +152,8 @@ def format_error(status: int, body: str, marker: str | None) -> str:
         if isinstance(detail, dict) and detail.get("message"):
             text = f"{fault}: {str(detail['message'])[:MESSAGE_LIMIT]}"
     line = f"HTTP {status} {text}"
+    if status == 400 and NOVA_UNKNOWN_ACTION in text:
+        line += " (Nova answered, not the proxy: pass the proxy's endpoint with --endpoint)"
     if status == 409:
         line += f" [{RESULT_HEADER}: {marker or 'none: a conflict of Nova or the proxy itself'}]"
     return line
@@ -208,8 +216,10 @@ def scale(compute: adapter.Adapter, server: str, body: dict) -> str:
     server_id = _server_id(compute, server)
     resp = compute.post(f"/servers/{server_id}/action", json=body, raise_exc=False)
     if resp.status_code != 200:
-        raise ScaleFailed("not scaled: " + format_error(resp.status_code, resp.text,
-                                                        resp.headers.get(RESULT_HEADER)))
+        error = format_error(resp.status_code, resp.text, resp.headers.get(RESULT_HEADER))
+        if resp.status_code < 500 or resp.status_code == NOT_DONE_5XX:
+            raise ScaleFailed(f"not scaled: {error}")
+        raise ScaleFailed(f"{error}; whether it was scaled is unknown: see novaproxy status")
     try:
         answer = resp.json()
     except ValueError:
@@ -217,24 +227,32 @@ def scale(compute: adapter.Adapter, server: str, body: dict) -> str:
     return format_result(server_id, parse_result(answer))
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: messages carry what guests said (a
+    NACK's reasons), which must not drive the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def cmd_scale(args) -> int:
     """0 when the guest reports the change, 1 when it was refused or failed, 2 for a
     command line that cannot work."""
+    server = args.server
     try:
-        print(scale(_compute(args), args.server, action_body(args.online, args.step)))
+        print(printable(scale(_compute(args), args.server,
+                              action_body(args.online, args.step))))
         return 0
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(printable(f"{PROG}: error: {exc}"), file=sys.stderr)
         return 2
     except ScaleFailed as exc:
-        print(f"{PROG}: server {args.server}: {exc}", file=sys.stderr)
+        print(printable(f"{PROG}: server {server}: {exc}"), file=sys.stderr)
         return 1
     except ks_exceptions.ConnectionError as exc:  # refused, reset or timed out
-        print(f"{PROG}: server {args.server}: no answer ({str(exc)[:MESSAGE_LIMIT]}); if the "
-              "request got through, whether it was scaled is unknown: see novaproxy status",
-              file=sys.stderr)
+        print(printable(f"{PROG}: server {server}: no answer ({str(exc)[:MESSAGE_LIMIT]}); "
+                        "if the request got through, whether it was scaled is unknown: see "
+                        "novaproxy status"), file=sys.stderr)
         return 1
     except ks_exceptions.ClientException as exc:  # no catalog entry, unreachable, ...
-        print(f"{PROG}: server {args.server}: not scaled: {type(exc).__name__}: "
-              f"{str(exc)[:MESSAGE_LIMIT]}", file=sys.stderr)
+        print(printable(f"{PROG}: server {server}: not scaled: {type(exc).__name__}: "
+                        f"{str(exc)[:MESSAGE_LIMIT]}"), file=sys.stderr)
         return 1

@@ -143,11 +143,25 @@ def test_a_name_is_used_only_when_exactly_one_server_has_it(proxy):
     assert all(t.online == {0, 1} for t in twins)
 
 
-def test_no_answer_in_time_says_the_outcome_is_unknown(proxy):
+def test_no_answer_in_time_or_a_crash_says_the_outcome_is_unknown(proxy):
     slow = proxy.add("db-1", plugged=2, delay=3.0)
     late = run(slow.id, "--down", "--timeout", "0.5", auth=admin_token(proxy))
     assert late.returncode == 1
     assert "whether it was scaled is unknown: see novaproxy status" in late.stderr
+    broken = proxy.add("db-2", plugged=2, crashes=True)
+    crashed = run(broken.id, "--down", auth=admin_token(proxy))
+    assert crashed.returncode == 1
+    assert (f"server {broken.id}: HTTP 500 computeFault: Unexpected API Error.; whether it "
+            "was scaled is unknown: see novaproxy status") in crashed.stderr
+    assert broken.online == {0}  # it was
+
+
+def test_what_a_guest_said_cannot_drive_the_terminal(proxy):
+    server = proxy.add("db-1", plugged=2, rejected_by="db: \x1b[2J\x1b]0;owned\x07busy")
+    rejected = run(server.id, "--down", auth=admin_token(proxy))
+    assert rejected.returncode == 1
+    assert "\x1b" not in rejected.stderr and "\x07" not in rejected.stderr
+    assert r"db: \x1b[2J\x1b]0;owned\x07busy" in rejected.stderr
 
 
 def test_tokens_and_passwords_are_never_printed(proxy):

@@ -86,6 +86,18 @@ def test_errors_say_status_novas_message_and_for_409_the_proxys_result():
         "[OpenStack-Novaproxy-Result: none: a conflict of Nova or the proxy itself]")
 
 
+def test_novas_own_unknown_action_says_the_endpoint_is_not_the_proxys():
+    nova = json.dumps({"badRequest": {"code": 400,
+                                      "message": "There is no such action: novaproxy-scale"}})
+    assert cli_scale.format_error(400, nova, None) == (
+        "HTTP 400 badRequest: There is no such action: novaproxy-scale (Nova answered, not "
+        "the proxy: pass the proxy's endpoint with --endpoint)")
+
+
+def test_control_characters_are_escaped_printable_text_kept():
+    assert cli_scale.printable("a\x1b[2Jb\nc\u202ed é–") == r"a\x1b[2Jb\nc\u202ed é–"
+
+
 def test_the_result_header_is_the_proxys():
     assert cli_scale.RESULT_HEADER == responses.RESULT_HEADER
 
