@@ -10,6 +10,8 @@ then fails in the guest and is aborted: the vm tier shows vCPUs really changing.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from novaclient import exceptions
 
 from guestd.client import Vote
 from harness.audit import wait_audits
+from harness.stack import ADMIN_TOKEN
 from novaproxy import audit, redis_schema
 
 SCALE = "novaproxy-scale"
@@ -137,3 +140,26 @@ def test_a_stopped_server_is_not_scaled(stack, vm):
         scale(stack.nova(), server.id, step="down")
     assert f"Cannot '{SCALE}' instance {server.id} while it is in vm_state stopped" in str(
         raised.value)
+
+
+def novaproxy_scale(stack, *args):
+    """The operator's CLI against the real proxy, authenticated as the harness's admin."""
+    endpoint = f"{stack.proxy_url}/v2.1"
+    return subprocess.run(
+        [sys.executable, "-m", "novaproxy.cli", "scale", *args, "--endpoint", endpoint,
+         "--os-auth-type", "admin_token", "--os-endpoint", endpoint, "--os-token",
+         ADMIN_TOKEN], capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_says_what_the_proxy_answered(stack, vm, recorder):
+    server, guest = vm
+    rec = recorder(guest, name="db")
+    out = novaproxy_scale(stack, server.id, "--online", "3")
+    assert out.returncode == 1
+    assert "HTTP 400 badRequest" in out.stderr and "out of range" in out.stderr
+    out = novaproxy_scale(stack, server.id, "--down")
+    assert out.returncode == 1, out.stderr
+    assert "[OpenStack-Novaproxy-Result: scale-failed]" in out.stderr
+    assert rec.wait_for(3) == [("scale-down", "vote"), ("scale-down", "prepare"),
+                               ("scale-down", "abort")]
+    assert ADMIN_TOKEN not in out.stdout + out.stderr
