@@ -148,11 +148,18 @@ class Scaler:
         """The guest answers after a boot: its recorded count, taken back (on a worker)."""
         try:
             recorded = redis_schema.vcpus_of(self.redis, instance)
+            # An operation in flight (a scale's own apply, which records the new count
+            # after changing the vCPUs) must not be undone with the count before it.
+            busy = recorded is not None and redis_schema.lock_owner(self.redis, instance)
         except redis.RedisError as exc:
             LOG.warning("instance %s: recorded vCPU count not read (%s); not re-applied",
                         instance, exc)
             return
         if recorded is None:
+            return
+        if busy:
+            LOG.info("instance %s: an operation is being negotiated; the recorded %d vCPU(s) "
+                     "online are not re-applied now", instance, recorded["online"])
             return
         try:
             vcpus = self._vcpus(instance)

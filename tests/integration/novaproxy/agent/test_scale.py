@@ -119,3 +119,20 @@ def test_after_a_boot_nothing_is_done_without_a_recorded_count(guest, redis_clie
     assert guest.scaler.online(guest.instance) == before
     assert not [f for _, f in redis_schema.read_events(redis_client, 50)
                 if f.get("kind") == audit.SCALE and f["instance"] == guest.instance]
+
+
+def test_a_count_is_not_taken_back_during_an_operation(guest, redis_client, caplog):
+    redis_schema.record_vcpus(redis_client, guest.instance, 1, 2, "op")
+    redis_client.set(redis_schema.lock_key(guest.instance), "tok-1", px=60000)
+    with caplog.at_level("INFO", logger="novaproxy.agent.scale"):
+        guest.scaler.booted(guest.instance)
+    assert "an operation is being negotiated" in caplog.text
+    assert "not re-applied:" not in caplog.text  # the guest was not even asked
+    redis_client.delete(redis_schema.lock_key(guest.instance))
+    before = guest.scaler.online(guest.instance)
+    with caplog.at_level("INFO", logger="novaproxy.agent.scale"):
+        guest.scaler.booted(guest.instance)  # now it tries: the host-process qemu-ga refuses
+    if len(before) > 1:
+        assert "the recorded 1 vCPU(s) online not re-applied" in caplog.text
+        assert "guest-set-vcpus" in caplog.text
+    assert guest.scaler.online(guest.instance) == before
