@@ -36,17 +36,24 @@ pytestmark = pytest.mark.faults
 MARGIN = 3.0
 
 
-def test_a_proxy_killed_mid_prepare_frees_the_server_within_a_lease(_fault_stack, fault_stack,
-                                                                    fault_flavor):
-    server, _ = fault_stack.boot("proxy-crash", fault_flavor)
-    preparing = threading.Event()
-    heard = []
+def slow_prepare() -> tuple:
+    """(what the application heard: (event, phase, operation); set once a prepare arrived;
+    its notice handler, which takes a second over each prepare: time to kill a proxy)."""
+    heard, preparing = [], threading.Event()
 
     def notice(n):
         heard.append((n.event, n.phase, n.details.get("operation")))
         if n.phase == "prepare":
             preparing.set()
             time.sleep(1.0)
+
+    return heard, preparing, notice
+
+
+def test_a_proxy_killed_mid_prepare_frees_the_server_within_a_lease(_fault_stack, fault_stack,
+                                                                    fault_flavor):
+    server, _ = fault_stack.boot("proxy-crash", fault_flavor)
+    heard, preparing, notice = slow_prepare()
 
     def vote(n):
         heard.append((n.event, n.phase, n.details.get("operation")))
@@ -99,15 +106,7 @@ def test_a_proxy_killed_mid_scale_down_changes_nothing_and_its_guest_hears_abort
         "guest:negotiation": "true", "guest:vcpu_scaling": "true"}, vcpus=2)
     server, _ = fault_stack.boot("scale-crash", flavor)
     guest = fault_stack.guests[server.id]
-    preparing = threading.Event()
-    heard = []
-
-    def notice(n):
-        heard.append((n.event, n.phase, n.details.get("operation")))
-        if n.phase == "prepare":
-            preparing.set()
-            time.sleep(1.0)
-
+    heard, preparing, notice = slow_prepare()
     app = Application("db", on_vote=lambda n: Vote.accept(), on_notice=notice,
                       socket_path=guest.guestd_socket).start()
     doomed = start_proxy(_fault_stack, "doomed-scale")
