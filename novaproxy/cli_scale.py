@@ -28,13 +28,11 @@ from dataclasses import dataclass
 from keystoneauth1 import adapter, loading
 from keystoneauth1 import exceptions as ks_exceptions
 
-from novaproxy import scaling
+from novaproxy import headers, scaling
 
 # Only reads depend on it (GET /servers); the action's body is the proxy's own.
 MICROVERSION = "2.47"
-# novaproxy.api.responses.RESULT_HEADER, spelled here so that the CLI does not need the
-# proxy's dependencies (webob); a unit test keeps the two equal.
-RESULT_HEADER = "OpenStack-Novaproxy-Result"
+RESULT_HEADER = headers.RESULT_HEADER
 MESSAGE_LIMIT = 500  # characters of an answer shown when it is not Nova's envelope
 PROG = "novaproxy scale"
 NOVA_UNKNOWN_ACTION = "There is no such action"  # Nova's 400 for an action it lacks

@@ -11,6 +11,7 @@ import logging
 import webob
 
 from guestd import protocol
+from novaproxy import headers
 from novaproxy.api import policy
 from novaproxy.api.classify import Operation
 
@@ -18,7 +19,7 @@ LOG = logging.getLogger(__name__)
 REJECTED = "action-rejected"
 IN_PROGRESS = "negotiation-in-progress"
 SCALE_FAILED = "scale-failed"  # the guest could not make a vCPU change (novaproxy.api.scale)
-RESULT_HEADER = "OpenStack-Novaproxy-Result"
+RESULT_HEADER = headers.RESULT_HEADER
 
 
 def nova_error(status: int, key: str, message: str) -> webob.Response:

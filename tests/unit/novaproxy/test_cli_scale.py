@@ -7,7 +7,6 @@ import json
 import pytest
 
 from novaproxy import cli_scale
-from novaproxy.api import responses
 
 SERVER = "5a1c0a7e-7f34-4c51-9d2e-0c1f3b7f0e11"
 
@@ -96,10 +95,6 @@ def test_novas_own_unknown_action_says_the_endpoint_is_not_the_proxys():
 
 def test_control_characters_are_escaped_printable_text_kept():
     assert cli_scale.printable("a\x1b[2Jb\nc\u202ed é–") == r"a\x1b[2Jb\nc\u202ed é–"
-
-
-def test_the_result_header_is_the_proxys():
-    assert cli_scale.RESULT_HEADER == responses.RESULT_HEADER
 
 
 def test_an_answer_that_is_not_novas_envelope_is_shown_truncated():
