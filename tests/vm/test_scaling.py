@@ -148,6 +148,7 @@ def test_min_vcpus_is_enforced_with_a_400_that_names_it(vm_stack, libvirt_vm, hv
         # The minimum itself is allowed.
         assert scale(vm_stack.nova(), floor.id, online=2)["online"] == [0, 1]
         assert floor.online() == "0-1"
+        wait_given_back(vm_stack.redis.url, floor.id)  # its end notice out before it goes
     finally:
         vm_stack.cleanup(keep=keep)
         if domain is not None:
