@@ -7,7 +7,8 @@ domain with its UUID shaped as Nova shapes it: every vCPU plugged at boot, no ho
 headroom. Its application is a vote hook in the initramfs (:mod:`harness.vm_scaling`)
 that logs every notice with its details, vetoes on demand and, on demand, names the
 vCPU to give up. Each test starts from all three vCPUs online, put back through the
-proxy (:func:`vm`). The guest's own word is read through qemu-ga:
+proxy (:func:`vm`). A second guest (:func:`floor`) has a flavor with
+``guest:min_vcpus=2`` and no monitoring. The guests' own word is read through qemu-ga:
 ``/sys/devices/system/cpu/online``.
 """
 
@@ -30,6 +31,7 @@ from novaproxy.agent import scale as agent_scale
 
 VCPUS = 3
 ALL = "0-2"  # /sys/devices/system/cpu/online with every vCPU online
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SPECS = {"guest:negotiation": "true", flavor.VCPU_SCALING: "true",
          "guest:monitoring": "true"}  # the monitor's first answer after a boot re-applies
 
@@ -127,9 +129,10 @@ def test_a_hook_nack_is_a_409_with_its_reason_and_nothing_changes(vm_stack, vm):
     assert _recorded(vm_stack, vm.id) == recorded
 
 
-def test_min_vcpus_is_enforced_with_a_400_that_names_it(vm_stack, libvirt_vm, hv, guest,
-                                                        scale_initrd):
-    """A server of its own: the flavor's minimum is fixed when the server is created."""
+@pytest.fixture(scope="module")
+def floor(vm_stack, libvirt_vm, hv, guest, scale_initrd):
+    """A second guest whose flavor keeps at least 2 vCPUs online (a server's flavor is
+    fixed when it is created) and turns monitoring off."""
     specs = vm_stack.flavor(f"vm-min-{uuid.uuid4().hex[:6]}",
                             {"guest:negotiation": "true", flavor.VCPU_SCALING: "true",
                              flavor.MIN_VCPUS: "2"}, vcpus=VCPUS)
@@ -139,20 +142,39 @@ def test_min_vcpus_is_enforced_with_a_400_that_names_it(vm_stack, libvirt_vm, hv
         server, domain, agent = boot_server(vm_stack, libvirt_vm, hv, specs, "scaled-min",
                                             initrd=scale_initrd, vcpus=VCPUS,
                                             current_vcpus=VCPUS)
-        floor = ScaledGuest(server.id, domain, agent)
-        with pytest.raises(exceptions.BadRequest) as raised:
-            scale(vm_stack.nova(), floor.id, online=1)
-        assert "1 vCPU(s) online is out of range: this flavor allows 2 (guest:min_vcpus)" in \
-            str(raised.value)
-        assert floor.online() == ALL and floor.notices() == []  # nothing was put to it
-        # The minimum itself is allowed.
-        assert scale(vm_stack.nova(), floor.id, online=2)["online"] == [0, 1]
-        assert floor.online() == "0-1"
-        wait_given_back(vm_stack.redis.url, floor.id)  # its end notice out before it goes
+        yield ScaledGuest(server.id, domain, agent)
     finally:
         vm_stack.cleanup(keep=keep)
         if domain is not None:
             libvirt_vm.destroy(domain)
+
+
+def test_min_vcpus_is_enforced_with_a_400_that_names_it(vm_stack, floor):
+    with pytest.raises(exceptions.BadRequest) as raised:
+        scale(vm_stack.nova(), floor.id, online=1)
+    assert "1 vCPU(s) online is out of range: this flavor allows 2 (guest:min_vcpus)" in \
+        str(raised.value)
+    assert floor.online() == ALL and floor.notices() == []  # nothing was put to it
+    # The minimum itself is allowed.
+    assert scale(vm_stack.nova(), floor.id, online=2)["online"] == [0, 1]
+    assert floor.online() == "0-1"
+    wait_given_back(vm_stack.redis.url, floor.id)
+
+
+def test_an_unmonitored_guest_rebooting_itself_gets_its_count_back(vm_stack, floor):
+    """No monitor, so no first answer: the agent takes the count back when libvirt says
+    the guest agent's channel opened."""
+    if floor.online() != "0-1":
+        scale(vm_stack.nova(), floor.id, online=2)
+        wait_given_back(vm_stack.redis.url, floor.id)
+    boot_id = floor.read(BOOT_ID)
+    reapplied = len(audits(vm_stack, floor.id, audit.SCALE, agent_scale.REAPPLY))
+    floor.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
+    event = wait_audits(vm_stack, floor.id, audit.SCALE, agent_scale.REAPPLY,
+                        count=reapplied + 1, timeout=BOOT_TIMEOUT)[-1]
+    assert wait_for(lambda: floor.read(BOOT_ID) != boot_id, 10, "the guest's new boot")
+    assert event["outcome"] == "0-1"
+    assert floor.online() == "0-1"
 
 
 def test_a_hook_names_the_vcpu_to_give_up(vm_stack, vm):
@@ -194,7 +216,7 @@ def test_a_guest_rebooting_itself_comes_back_with_its_scaled_down_count(vm_stack
     scale(vm_stack.nova(), vm.id, online=1)
     wait_given_back(vm_stack.redis.url, vm.id)
     assert vm.online() == "0"
-    boot_id = vm.read("/proc/sys/kernel/random/boot_id")
+    boot_id = vm.read(BOOT_ID)
     reapplied = len(audits(vm_stack, vm.id, audit.SCALE, agent_scale.REAPPLY))
     started = time.monotonic()
     vm.run("(sleep 0.2; reboot -f) </dev/null >/dev/null 2>&1 &")
@@ -203,7 +225,7 @@ def test_a_guest_rebooting_itself_comes_back_with_its_scaled_down_count(vm_stack
                         count=reapplied + 1, timeout=BOOT_TIMEOUT)[-1]
     vm_report(f"guest rebooting itself → the recorded 1 vCPU re-applied: "
               f"{time.monotonic() - started:.1f}s")
-    assert wait_for(lambda: vm.read("/proc/sys/kernel/random/boot_id") != boot_id, 10,
+    assert wait_for(lambda: vm.read(BOOT_ID) != boot_id, 10,
                     "the guest's new boot")
     assert (event["outcome"], event["host"]) == ("0", "vmhost")
     assert vm.online() == "0"
