@@ -132,7 +132,8 @@ def test_a_hook_nack_is_a_409_with_its_reason_and_nothing_changes(vm_stack, vm):
 @pytest.fixture(scope="module")
 def floor(vm_stack, libvirt_vm, hv, guest, scale_initrd):
     """A second guest whose flavor keeps at least 2 vCPUs online (a server's flavor is
-    fixed when it is created) and turns monitoring off."""
+    fixed when it is created) and turns monitoring off. Booted after the shared one
+    (``guest``), so that its cleanup deletes its own server only."""
     specs = vm_stack.flavor(f"vm-min-{uuid.uuid4().hex[:6]}",
                             {"guest:negotiation": "true", flavor.VCPU_SCALING: "true",
                              flavor.MIN_VCPUS: "2"}, vcpus=VCPUS)
