@@ -153,11 +153,15 @@ class Agent:
         self._operations_now.set()  # an operation may just have completed
 
     def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
-        """The guest agent's channel opened or closed: the monitor's business."""
+        """The guest agent's channel opened or closed: the monitor's business, and for a
+        guest nobody monitors, the moment to take its recorded vCPU count back (a
+        monitored one's is taken back at the monitor's first answer after a boot)."""
         LOG.info("instance %s: guest agent %s (%s)", instance,
                  "connected" if connected else "disconnected", why)
         if self.watcher is not None:
             self.watcher.agent_channel(instance, connected, why)
+        if connected and (self.watcher is None or not self.watcher.watching(instance)):
+            self._pool.submit(self.scaler.booted, instance)
 
     def _operation_loop(self) -> None:
         outage = _Outage("checking recorded operations")

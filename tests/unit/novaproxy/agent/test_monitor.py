@@ -219,10 +219,19 @@ def test_expected_silence_from_nova(server, reason):
     assert monitor.expected_silence(server, "c1") == reason
 
 
-def test_only_an_operation_sent_to_nova_makes_silence_expected():
-    assert monitor.operation_silence([{"event": "stop", "state": "forwarding"}]) == (
-        "stop in flight (recorded by the proxy)")
-    assert monitor.operation_silence([{"event": "stop", "state": "preparing"},
-                                      {"event": "reboot", "state": "refused"}]) == ""
-    # vCPU scaling is carried out in the guest, which answers throughout.
-    assert monitor.operation_silence([{"event": "scale-down", "state": "forwarded"}]) == ""
+@pytest.mark.parametrize("ops, reason", [
+    ([], ""),
+    ([{"event": "reboot", "state": "preparing"}], ""),  # negotiating: the guest runs
+    ([{"event": "reboot", "state": "forwarding"}], "reboot in flight (recorded by the proxy)"),
+    ([{"event": "reboot", "state": "forwarded"}], "reboot in flight (recorded by the proxy)"),
+    ([{"event": "stop", "state": "refused"}], ""),
+    # vCPU scaling runs in the guest: silence only while the agent applies it.
+    ([{"event": "scale-down", "state": "forwarding"}],
+     "scale-down in flight (recorded by the proxy)"),
+    ([{"event": "scale-down", "state": "forwarded"}], ""),  # applied, its end pending
+    ([{"event": "scale-up", "state": "unknown"}], ""),
+    ([{"event": "scale-up", "state": "forwarded"}, {"event": "stop", "state": "forwarded"}],
+     "stop in flight (recorded by the proxy)"),
+])
+def test_operation_silence_from_the_records(ops, reason):
+    assert monitor.operation_silence(ops) == reason
