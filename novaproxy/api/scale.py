@@ -101,7 +101,7 @@ class ScaleAction:
             if not rules.enabled:
                 scaling.target(request, frozenset(), rules)  # its message says what to fix
         except scaling.ScaleError as exc:
-            return bad_request(f"vCPUs of server {instance} not scaled: {exc}")
+            return bad_request(str(exc))
         if server.get("status") != "ACTIVE":
             return nova_conflict(f"Cannot '{scaling.ACTION}' instance {instance} while it "
                                  f"is in vm_state {server.get('OS-EXT-STS:vm_state', '?')}")
@@ -140,7 +140,7 @@ class ScaleNegotiation(Negotiation):
                                      _cpus(reply.data, "plugged"), self.rules)
         except scaling.ScaleError as exc:
             LOG.info("%s of %s refused: %s", scaling.ACTION, self.instance, exc)
-            return bad_request(f"vCPUs of server {self.instance} not scaled: {exc}")
+            return bad_request(str(exc))
         self.record.op = dataclasses.replace(self.op, event=self.plan.event,
                                              details=self.plan.details())
         LOG.info("%s of %s: %d of %d vCPUs online (%s), %d wanted", self.op.event,
