@@ -8,8 +8,9 @@ images); ``pip install novaproxy[api]`` the proxy, ``[agent]`` the host agent,
 from setuptools import find_packages, setup
 
 # oslo.policy: Nova's policy rules, checked before the guest is asked (api/precheck.py).
+# keystoneauth1: the operators' CLI installed with it (``novaproxy scale`` authenticates).
 SERVER = ["webob>=1.8", "PasteDeploy>=3.0", "redis>=5.0", "urllib3>=2.0", "cheroot>=10.0",
-          "oslo.policy>=4.0"]
+          "oslo.policy>=4.0", "keystoneauth1>=5.0"]
 
 setup(
     name="novaproxy",

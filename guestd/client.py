@@ -17,6 +17,25 @@
 a daemon thread. A handler that raises, or does not answer in time, counts as
 silence for the host's policy; the deadline is ``notice.timeout`` seconds.
 
+vCPU scaling: the host takes vCPUs offline (``scale-down``) or brings them back
+(``scale-up``), with the usual phases. The notices' details say which vCPUs are online
+(``notice.online``), how many are to stay (``notice.target``) and the host's own pick
+(``notice.offline``); at the end, which are online now and which went (``offline``) or
+came back (``added``). A handler answers a scale-down's prepare with the vCPUs it would
+rather give up, by returning :class:`Offline`::
+
+    def notice(notice):
+        if notice.event == "scale-down" and notice.phase == "prepare":
+            return Offline(idle_first(notice.online)[:len(notice.online) - notice.target])
+        if notice.phase == "end":
+            resize_worker_pool(len(notice.online))
+
+    Application("db", events=["scale-down", "scale-up"], on_notice=notice).run()
+
+The host skips CPU 0 and any pick that is not online, and takes the highest online vCPUs
+for the rest. A malformed offer (more than 16, or not vCPU numbers) is logged and left
+out, and the prepare still answered: a bad pick never holds up a scale-down.
+
 An application reports its health whenever it changes (from any thread)::
 
     app = Application("db").start()
@@ -51,6 +70,7 @@ import os
 import queue
 import socket
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -75,6 +95,45 @@ class Notice:
     phase: str
     timeout: float
     details: dict = field(default_factory=dict)
+
+    # Readers of a scale-down's or scale-up's details; empty (None) in other notices.
+    @property
+    def online(self) -> tuple:
+        """The vCPUs online: now in a vote or a prepare, after the change in an end."""
+        return _cpus(self.details.get("online"))
+
+    @property
+    def target(self) -> int | None:
+        """How many vCPUs are to stay online (vote and prepare)."""
+        target = self.details.get("target")
+        return target if isinstance(target, int) and not isinstance(target, bool) else None
+
+    @property
+    def offline(self) -> tuple:
+        """A scale-down's vCPUs to go offline: the host's default pick in a vote or a
+        prepare, those that went in an end."""
+        return _cpus(self.details.get("offline"))
+
+    @property
+    def added(self) -> tuple:
+        """The vCPUs a scale-up brought online (end)."""
+        return _cpus(self.details.get("added"))
+
+
+def _cpus(value: object) -> tuple:
+    if isinstance(value, list) and all(
+            isinstance(cpu, int) and not isinstance(cpu, bool) for cpu in value):
+        return tuple(value)
+    return ()
+
+
+@dataclass(frozen=True)
+class Offline:
+    """What an ``on_notice`` handler returns to a scale-down's prepare: the vCPUs (an
+    iterable of numbers) this application offers to take offline, those it prefers
+    first, at most 16. Ignored in any other notice."""
+
+    cpus: Iterable[int]
 
 
 @dataclass(frozen=True)
@@ -336,8 +395,7 @@ class Application:
                 reply = protocol.ballot(notice.id, protocol.ACCEPT if vote.accepted
                                         else protocol.REJECT, vote.reason)
             else:
-                self.on_notice(notice)
-                reply = protocol.done(notice.id)
+                reply = protocol.done(notice.id, _offered(notice, self.on_notice(notice)))
         except Exception:
             LOG.exception("handler for %s %s failed", notice.event, notice.phase)
             return
@@ -347,3 +405,15 @@ class Application:
         except OSError as exc:
             LOG.warning("could not answer %s: %s", notice.id, exc)
 
+
+def _offered(notice: Notice, returned: object) -> tuple:
+    """The vCPUs a handler offers by returning :class:`Offline`; a malformed offer is
+    logged and left out, so that the done still goes (else the prepare would wait for
+    its deadline)."""
+    if not isinstance(returned, Offline):
+        return ()
+    try:
+        return protocol.parse_offline(list(returned.cpus))
+    except (protocol.ProtocolError, TypeError) as exc:
+        LOG.error("%s %s: offline picks ignored: %s", notice.event, notice.phase, exc)
+        return ()

@@ -4,7 +4,11 @@ Vote hooks (``hooks.d``): every executable file is run as ``HOOK EVENT PHASE``
 with the notice as JSON on stdin. For a vote, exit 0 accepts, exit 1 rejects
 with the first line of stdout as the reason, and anything else (another status,
 a crash, a missed deadline) is an error, counted as the host's policy says.
-For other phases the exit status is only logged.
+For other phases the exit status is only logged. To a ``prepare`` (a ``scale-down``'s)
+a hook may offer vCPUs to take offline: when it exits 0 and the last non-empty line of
+its stdout is a JSON object with an ``offline`` list (``{"offline": [3, 2]}``), that list
+is its voter's ``offline`` (:func:`protocol.parse_offline`); a malformed one is ignored,
+and its reason says why.
 
 Group hooks (``group.d``): every executable file is run as ``HOOK group message``
 with a group message (:func:`guestd.group_protocol.group_message`) as JSON on stdin;
@@ -111,6 +115,30 @@ def _ballot(returncode: int, stdout: bytes) -> tuple:
     return protocol.ERROR, f"exit status {returncode}"
 
 
+def _last_line(stdout: bytes) -> str:
+    lines = [line.strip() for line in stdout.decode(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")
+
+
+def _json_object(line: str) -> dict | None:
+    """``line`` as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(line) if line.startswith("{") else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def offered(stdout: bytes) -> tuple:
+    """The vCPUs a prepare hook offers to take offline: the ``offline`` list of the last
+    non-empty line of its ``stdout`` when that is a JSON object with one, else none.
+    Raises :class:`protocol.ProtocolError` for a malformed list."""
+    report = _json_object(_last_line(stdout))
+    if report is None or "offline" not in report:
+        return ()
+    return protocol.parse_offline(report["offline"])
+
+
 def run(path: str, req: dict, timeout: float) -> dict:
     """Run one vote hook for ``req`` within ``timeout``; its :func:`protocol.voter` entry."""
     name = os.path.basename(path)
@@ -125,8 +153,16 @@ def run(path: str, req: dict, timeout: float) -> dict:
                     req["event"], req["phase"])
         return protocol.voter(name, protocol.TIMEOUT)
     vote, reason = _ballot(returncode, stdout[:MAX_OUTPUT])
-    LOG.info("hook %s: %s %s -> %s %s", name, req["event"], req["phase"], vote, reason)
-    return protocol.voter(name, vote, reason)
+    offline: tuple = ()
+    if req["phase"] == protocol.PREPARE and returncode == 0:
+        try:
+            offline = offered(stdout[-MAX_OUTPUT:])
+        except protocol.ProtocolError as exc:
+            LOG.warning("hook %s: offline ignored: %s", name, exc)
+            reason = f"offline ignored: {exc}"
+    LOG.info("hook %s: %s %s -> %s %s%s", name, req["event"], req["phase"], vote, reason,
+             f" offline {offline}" if offline else "")
+    return protocol.voter(name, vote, reason, offline)
 
 
 def run_group(path: str, message: dict, timeout: float, phase: str = protocol.MESSAGE) -> dict:
@@ -156,15 +192,11 @@ def verdict(returncode: int | None, stdout: bytes, timeout: float) -> tuple:
     healthy = returncode == 0
     if returncode is None:
         return False, f"timed out after {timeout:g}s", protocol.LOG_ONLY
-    lines = [line.strip() for line in stdout.decode(errors="replace").splitlines()]
-    last = next((line for line in reversed(lines) if line), "")
+    last = _last_line(stdout)
     default = "" if healthy else (f"killed by signal {-returncode}" if returncode < 0
                                   else f"exit status {returncode}")
-    try:
-        report = json.loads(last) if last.startswith("{") else None
-    except ValueError:
-        report = None
-    if not isinstance(report, dict):
+    report = _json_object(last)
+    if report is None:
         return healthy, last or default, protocol.LOG_ONLY
     try:
         _, reason, action = protocol.parse_health({**report, "healthy": healthy})

@@ -36,6 +36,10 @@ MAX_DETAILS = 8 * 1024
 # bounds them instead (guestd.group_protocol bounds what is inside).
 MAX_GROUP_DETAILS = MAX_FRAME
 MAX_APPS = 64  # applications listed in the status file
+# vCPU scaling: the vCPUs one application offers to take offline in a prepare. CPU 0
+# never goes offline; MAX_CPU is novaproxy.scaling.MAX_CPUS (guestd cannot import it).
+MAX_OFFERED = 16
+MAX_CPU = 4096
 
 # Phases of a lifecycle operation, in the order the guest sees them.
 VOTE, PREPARE, END, ABORT = "vote", "prepare", "end", "abort"
@@ -142,8 +146,30 @@ def parse_request(message: dict) -> dict:
     )
 
 
-def voter(name: str, ballot: str, reason: str = "") -> dict:
-    return {"name": name[:MAX_NAME], "vote": ballot, "reason": reason[:MAX_REASON]}
+def parse_offline(value: object) -> tuple:
+    """The vCPUs an application offers to take offline, from a ``done`` message, a hook's
+    output or an answer's voter: a list of at most :data:`MAX_OFFERED` distinct whole
+    numbers from 1 to ``MAX_CPU - 1``, in the order the application prefers them."""
+    if not isinstance(value, list):
+        raise ProtocolError(f"offline must be a list of vCPU numbers, not {value!r:.40}")
+    if len(value) > MAX_OFFERED:
+        raise ProtocolError(f"offline names {len(value)} vCPUs, more than {MAX_OFFERED}")
+    for cpu in value:
+        if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 < cpu < MAX_CPU:
+            raise ProtocolError(f"{cpu!r:.40} is not a vCPU that can go offline "
+                                f"(a whole number from 1 to {MAX_CPU - 1}; CPU 0 stays)")
+    if len(set(value)) < len(value):
+        raise ProtocolError("offline names a vCPU more than once")
+    return tuple(value)
+
+
+def voter(name: str, ballot: str, reason: str = "", offline: tuple = ()) -> dict:
+    """Who answered what; ``offline`` (a prepare's picks, :func:`parse_offline`) is
+    listed only when there are some, so that every other entry stays as it was."""
+    entry = {"name": name[:MAX_NAME], "vote": ballot, "reason": reason[:MAX_REASON]}
+    if offline:
+        entry["offline"] = list(offline)
+    return entry
 
 
 def answer(req: dict, result: str, voters: list | None = None) -> dict:
@@ -165,7 +191,7 @@ def fit_answer(message: dict) -> dict:
     that it encodes in one frame: every reason longer than one length, the longest that
     fits, is cut to it and ends with :data:`CUT`. Names, votes and the result are never
     touched; they fit on their own (64 names of 64 characters escaped as ``\\uXXXX``
-    are 25 KB)."""
+    are 25 KB, and 64 offline lists of :data:`MAX_OFFERED` four-digit vCPUs 6 KB)."""
     def cut(limit: int) -> dict:
         return {**message, "voters": [
             {**entry, "reason": entry["reason"][:limit] + CUT}
@@ -212,7 +238,8 @@ def parse_answer(message: dict, rid: str, instance: str) -> dict:
         if not isinstance(entry, dict) or entry.get("vote") not in BALLOTS:
             raise ProtocolError("each voter needs a name and a known vote")
         clean.append(voter(_text(entry.get("name"), "voter name", MAX_NAME), entry["vote"],
-                           _text(entry.get("reason"), "reason", MAX_REASON, required=False)))
+                           _text(entry.get("reason"), "reason", MAX_REASON, required=False),
+                           parse_offline(entry.get("offline", []))))
     total = message.get("voters_total", len(clean))
     if isinstance(total, bool) or not isinstance(total, int) or total < len(clean):
         raise ProtocolError(f"voters_total {total!r:.40} is not a count of at least the "
@@ -253,8 +280,19 @@ def parse_ballot(message: dict) -> tuple:
             _text(message.get("reason"), "reason", MAX_REASON, required=False))
 
 
-def done(nid: str) -> dict:
-    return {"v": VERSION, "type": DONE, "id": nid}
+def done(nid: str, offline: tuple = ()) -> dict:
+    """An application handled notice ``nid``; to a prepare it may add the vCPUs it
+    offers to take offline (:func:`parse_offline`), listed only when there are some."""
+    message = {"v": VERSION, "type": DONE, "id": nid}
+    if offline:
+        message["offline"] = list(offline)
+    return message
+
+
+def parse_done(message: dict) -> tuple:
+    """An application's done: (notice id, the vCPUs it offers to take offline)."""
+    return (_text(message.get("id"), "id", MAX_NAME),
+            parse_offline(message.get("offline", [])))
 
 
 def failure(message: str) -> dict:

@@ -26,7 +26,8 @@ class Application:
         self.name = name
         self.events = events
         self.sock = sock
-        self.pending: dict = {}  # notice id -> Future of its protocol.voter entry
+        # notice id -> (its phase, Future of its protocol.voter entry)
+        self.pending: dict = {}
         self.health: dict | None = None  # its latest protocol.app_health entry
         self._send_lock = threading.Lock()
 
@@ -41,10 +42,28 @@ class Application:
         except OSError:
             return False
 
-    def settle(self, nid: str, vote: str, reason: str = "") -> None:
-        future = self.pending.pop(nid, None)
+    def settle(self, nid: str, vote: str, reason: str = "", offline: tuple = ()) -> None:
+        _, future = self.pending.pop(nid, (None, None))
         if future is not None and not future.done():
-            future.set_result(protocol.voter(self.name, vote, reason))
+            future.set_result(protocol.voter(self.name, vote, reason, offline))
+
+    def finish(self, message: dict) -> None:
+        """The application's ``done``: its notice counts as accepted, with the vCPUs it
+        offers to take offline when that notice is a prepare. A malformed offer is
+        dropped, the notice still counted (a bad pick must never stall a scale-down),
+        and then raises :class:`protocol.ProtocolError` to tell the application why;
+        outside a prepare the offer is not even read."""
+        nid = str(message.get("id"))
+        if self.pending.get(nid, (None,))[0] != protocol.PREPARE:
+            self.settle(nid, protocol.ACCEPT)
+            return
+        try:
+            _, offline = protocol.parse_done(message)
+        except protocol.ProtocolError as exc:
+            self.settle(nid, protocol.ACCEPT)
+            raise protocol.ProtocolError(
+                f"done for {nid} counted without its offline list: {exc}") from None
+        self.settle(nid, protocol.ACCEPT, offline=offline)
 
     def drop(self) -> None:
         for nid in list(self.pending):
@@ -112,7 +131,7 @@ class Registry:
     def _ask(self, app: Application, req: dict) -> Future:
         nid = f"{req['id']}.{next(self._notices)}"
         answered: Future = Future()
-        app.pending[nid] = answered
+        app.pending[nid] = (req["phase"], answered)
         if not app.send({**protocol.notice(req), "id": nid}):
             app.settle(nid, protocol.ERROR, "disconnected")
         return answered

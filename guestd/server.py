@@ -122,7 +122,7 @@ class Server:
             if kind == protocol.BALLOT:
                 app.settle(*protocol.parse_ballot(message))
             elif kind == protocol.DONE:
-                app.settle(str(message.get("id")), protocol.ACCEPT)
+                app.finish(message)
             elif kind == protocol.HEALTH:
                 self._registry.report(
                     app, protocol.app_health(app.name, *protocol.parse_health(message)))

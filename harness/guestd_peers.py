@@ -17,10 +17,10 @@ from guestd.client import Application
 
 
 def ctl(guest, phase="vote", event="reboot", timeout=2.0, silence="accept", socket=None,
-        relay=True):
+        relay=True, details=None):
     """Run guestd-ctl as the agent does (``relay``: with --timeout) and parse its answer."""
     req = protocol.request(f"r{time.monotonic_ns()}", guest.instance, event, phase, timeout,
-                           {"type": "SOFT"}, silence)
+                           details or {"type": "SOFT"}, silence)
     argv = list(guest.guestd_ctl_argv)
     if socket is not None:
         argv += ["--socket", socket]

@@ -53,6 +53,22 @@ def build_image(out: str = DEFAULT_CACHE, extras: tuple = ()) -> tuple:
     return kernel, initrd
 
 
+def build_initrd(files: dict, out: str = DEFAULT_CACHE) -> str:
+    """The guest image's initrd with ``files`` (guest path -> text) added, each
+    executable (they are hooks and programs the tests run); built once per content."""
+    extra = tempfile.mkdtemp(prefix="np-vm-extra-")
+    try:
+        for guest_path, text in files.items():
+            path = os.path.join(extra, guest_path.lstrip("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        return build_image(out, extras=(extra,))[1]
+    finally:
+        shutil.rmtree(extra, ignore_errors=True)
+
+
 def domain_xml(name: str, uuid: str, kernel: str, initrd: str, console_log: str,
                vcpus: int = 2, current_vcpus: int = 1, memory_mib: int = 256,
                cmdline: str = CMDLINE) -> str:

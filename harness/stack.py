@@ -193,9 +193,9 @@ class Stack:
         sess = ks_session.Session(auth=Token(f"{base}/v2.1", token))
         return nova_client.Client(MICROVERSION, session=sess)
 
-    def flavor(self, name: str, extra_specs: dict | None = None):
+    def flavor(self, name: str, extra_specs: dict | None = None, vcpus: int = 1):
         nova = self.nova(direct=True)
-        flavor = nova.flavors.create(name, 512, 1, 1)
+        flavor = nova.flavors.create(name, 512, vcpus, 1)
         if extra_specs:
             flavor.set_keys(extra_specs)
         return flavor

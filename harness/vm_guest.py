@@ -13,6 +13,7 @@ import base64
 import json
 
 from harness.processes import wait_for
+from novaproxy import redis_schema
 from novaproxy.agent import guest_agent, probe
 
 # A TCG guest on a busy 2-core machine: boot to agent is ~5-15 s; allow for worse.
@@ -72,3 +73,28 @@ class VMGuest:
         read once a second, so that waiting costs the guest's qemu-ga next to nothing."""
         return wait_for(lambda: json.loads(self.read(path) or "null"), timeout, what,
                         interval=1.0)
+
+
+def boot_server(stack, session, hv, flavor, name: str, timeout: float = BOOT_TIMEOUT,
+                **domain_args) -> tuple:
+    """A Nova server on ``VM_HOST`` (the fixture's fake driver) and a libvirt domain with
+    its UUID started on ``session`` (``domain_args``: :meth:`LibvirtSession.boot`'s), so
+    that the proxy and the agent act on a real guest as in production; ``(server,
+    domain, agent client)`` once its qemu-ga answers and the agent routes to it. The
+    caller destroys the domain (this does, if the guest never answers) and deletes the
+    server (``stack.cleanup``)."""
+    server, host = stack.boot(name, flavor, with_guest=False)
+    assert host == VM_HOST, host
+    domain = session.boot(server.id, **domain_args)
+    try:
+        agent = answering(session, hv, server.id, domain, timeout)
+        client = redis_schema.connect(stack.redis.url)
+        try:
+            wait_for(lambda: redis_schema.route_of(client, server.id) == VM_HOST, 10,
+                     f"the agent's route to {server.id}")
+        finally:
+            client.close()
+    except BaseException:
+        session.destroy(domain)
+        raise
+    return server, domain, agent

@@ -25,7 +25,10 @@ Written by the agent (:mod:`novaproxy.agent`):
 - :data:`FAILURE`: a failure declared (``event``: its cause, ``outcome``,
   ``why``, ``evidence``, ``action``, ``host``);
 - :data:`RECOVERY`: what was done about a failure (``event``, ``action``,
-  ``outcome``, ``why``, ``detail``, ``evidence``, ``host``).
+  ``outcome``, ``why``, ``detail``, ``evidence``, ``host``);
+- :data:`SCALE`: a guest's vCPUs changed, or a change failed (``event``:
+  ``scale-down``, ``scale-up`` or ``re-apply`` after a boot; ``outcome``: the vCPUs
+  online after, or ``failed``; ``why``, ``host``, ``operation`` for a scale operation).
 
 Written by both (whoever delivered the closing notice):
 
@@ -41,4 +44,5 @@ GUEST_ANSWER = "guest-answer"
 MONITOR = "monitor"
 FAILURE = "failure"
 RECOVERY = "recovery"
+SCALE = "scale"
 OPERATION = "operation"

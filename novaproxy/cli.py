@@ -1,8 +1,8 @@
-"""novaproxy: the operator's view of the system, read from Redis.
+"""novaproxy: the operator's view of the system, read from Redis, and vCPU scaling.
 
     novaproxy status                 instances served, by host: monitor state and last
-                                     answer, operations not closed yet; negotiations
-                                     in flight
+                                     answer, vCPUs last scaled to, operations not
+                                     closed yet; negotiations in flight
     novaproxy operations [--open-longer-than S]
                                      every operation not closed yet, oldest first, and
                                      how long its prepare has been open; exits 1 if a
@@ -15,8 +15,13 @@
                                      state, messaging on or off) and its last N
                                      messages: sender, recipients, size and report,
                                      never the body; exits 1 if the group is unknown
+    novaproxy scale SERVER (--online N | --up | --down) [--endpoint URL]
+                                     bring a server's vCPUs online or offline through
+                                     the compute API (the proxy's); exits 1 if refused
 
-Redis is found with --redis-url, or NOVAPROXY_REDIS_URL.
+Redis is found with --redis-url, or NOVAPROXY_REDIS_URL. ``scale`` needs no Redis: it
+authenticates like other OpenStack CLIs (--os-* options, OS_* variables; see
+``novaproxy scale --help``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections import defaultdict
 
 import redis
 
-from novaproxy import audit, cli_groups, redis_schema
+from novaproxy import audit, cli_groups, cli_scale, redis_schema
 from novaproxy import operations as lifecycle
 from novaproxy.monitor_view import MonitorView
 
@@ -145,6 +150,12 @@ def _monitor(view: MonitorView, now: float) -> str:
     return text
 
 
+def _vcpus(record: dict, now: float) -> str:
+    """The vCPUs an instance was last scaled to, by which operation and when."""
+    return (f"vCPUs: scaled to {record['online']} of {record['plugged']} online by operation "
+            f"{record['operation']}, {max(now - record['time'], 0):.0f}s ago")
+
+
 def cmd_status(client: redis.Redis, args) -> int:
     routes = redis_schema.all_routes(client)
     operations = redis_schema.all_operations(client)
@@ -161,6 +172,9 @@ def cmd_status(client: redis.Redis, args) -> int:
             print(f"  {instance}")
             if instance in monitored:
                 print(f"    {_monitor(MonitorView.from_fields(monitored[instance]), now)}")
+            vcpus = redis_schema.vcpus_of(client, instance)
+            if vcpus is not None:
+                print(f"    {_vcpus(vcpus, now)}")
             for op in operations.get(instance, []):
                 print(f"    operation {_operation(op, now)}")
     unrouted = sorted(set(operations) - set(routes))
@@ -192,6 +206,7 @@ def cmd_events(client: redis.Redis, args, kinds: tuple = ()) -> int:
 
 
 def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="novaproxy", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
@@ -212,7 +227,10 @@ def main(argv: list | None = None) -> int:
                        help="a member's Nova UUID or the server group's id")
     group.add_argument("-n", "--count", type=int, default=20,
                        help=f"recent messages shown (at most {redis_schema.SENT_MAX} kept)")
+    cli_scale.add_parser(sub, argv)
     args = parser.parse_args(argv)
+    if args.command == "scale":
+        return cli_scale.cmd_scale(args)
     if not args.redis_url:
         parser.error("say where Redis is: --redis-url URL or NOVAPROXY_REDIS_URL")
     client = redis_schema.connect(args.redis_url)

@@ -24,6 +24,10 @@ operator's default applies, and the agent logs the invalid monitoring specs.
 - ``guest:group_messaging`` (:data:`GROUP_MESSAGING`): a true word: the VM may
   message the members of its Nova server group (``docs/group-messaging.md``). As
   server metadata, a false word opts that one server out.
+- ``guest:vcpu_scaling`` (:data:`VCPU_SCALING`): a true word: the server's vCPUs may be
+  taken offline and brought back inside the guest (:mod:`novaproxy.scaling`).
+- ``guest:min_vcpus`` (:data:`MIN_VCPUS`): the fewest vCPUs left online, a whole
+  number from 1 to the flavor's vCPUs (default 1).
 
 True and false words are matched in any case.
 """
@@ -39,6 +43,8 @@ MONITORING_INTERVAL = "guest:monitoring_interval"
 MONITORING_THRESHOLD = "guest:monitoring_threshold"
 RECOVERY = "guest:recovery"
 GROUP_MESSAGING = "guest:group_messaging"
+VCPU_SCALING = "guest:vcpu_scaling"
+MIN_VCPUS = "guest:min_vcpus"
 
 TRUE_WORDS = ("true", "yes", "1", "on")
 FALSE_WORDS = ("false", "no", "0", "off")

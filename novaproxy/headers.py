@@ -1,4 +1,8 @@
-"""The HTTP header novaproxy adds to the Nova API, shared by the proxy and the agent.
+"""The HTTP headers novaproxy adds to the Nova API, shared by the proxy, the agent and the CLI.
+
+``OpenStack-Novaproxy-Result`` marks the filter's own 409s (``action-rejected``,
+``negotiation-in-progress``, ``scale-failed``: :mod:`novaproxy.api.responses`).
+
 
 ``X-Novaproxy-Skip-Negotiation`` asks the negotiation filter to let one
 request through without asking the guest. It is honoured only for a
@@ -13,6 +17,7 @@ request through without asking the guest. It is honoured only for a
 The filter removes the header, so it never reaches Nova.
 """
 
+RESULT_HEADER = "OpenStack-Novaproxy-Result"
 SKIP_HEADER = "X-Novaproxy-Skip-Negotiation"
 SKIP_ENVIRON = "HTTP_X_NOVAPROXY_SKIP_NEGOTIATION"
 RECOVERY = "recovery"

@@ -63,6 +63,9 @@ class Lifecycle:
     ``nova_action``: the instance action Nova records for it
     (``nova.compute.instance_actions``).
     ``moves``: it succeeded only if the server is on another host now.
+    ``in_guest``: carried out inside the guest by its host's agent, not by Nova (vCPU
+    scaling): no instance action; whether it happened is the guest's own view
+    (:func:`novaproxy.scaling.outcome`).
     """
 
     event: str
@@ -72,6 +75,7 @@ class Lifecycle:
     nova_action: str
     pending: tuple = ()
     moves: bool = False
+    in_guest: bool = False
 
 
 _TABLE = [
@@ -104,9 +108,12 @@ _TABLE = [
     Lifecycle("crash-dump", True, ("ACTIVE", "SHUTOFF", "ERROR"), False, "trigger_crash_dump"),
     Lifecycle("rescue", True, ("RESCUE",), False, "rescue"),
     Lifecycle("unrescue", False, ("ACTIVE",), True, "unrescue"),
+    # vCPU scaling (novaproxy.scaling): the guest runs throughout.
+    Lifecycle("scale-down", True, ("ACTIVE",), False, "", in_guest=True),
+    Lifecycle("scale-up", True, ("ACTIVE",), False, "", in_guest=True),
 ]
 LIFECYCLES = {lifecycle.event: lifecycle for lifecycle in _TABLE}
-NOVA_ACTIONS = frozenset(lifecycle.nova_action for lifecycle in _TABLE)
+NOVA_ACTIONS = frozenset(lifecycle.nova_action for lifecycle in _TABLE if lifecycle.nova_action)
 
 
 def progress(event: str, server: dict | None) -> str:
@@ -212,15 +219,17 @@ class Verdict:
 
 
 def verdict(record: dict, server: dict | None, action: dict | None, negotiating: bool,
-            superseded: bool, now: float) -> Verdict:
+            superseded: bool, now: float, in_guest: tuple = (None, "")) -> Verdict:
     """What to do with a recorded operation now, from Nova's evidence.
 
     ``action``: Nova's instance action for it (:func:`find_action`), or None.
     ``negotiating``: its proxy still holds the server's lock.
     ``superseded``: Nova has accepted a newer recorded operation since, so the
     server's state is that one's, and this one is over unless its action failed.
+    ``in_guest``: for an operation carried out in the guest, whether it happened
+    there by the guest's own view (True, False, None for unknown) and why.
     """
-    outcome = _outcome(record, server, action, negotiating, superseded, now)
+    outcome = _outcome(record, server, action, negotiating, superseded, now, in_guest)
     if outcome.step not in (END, ABORT):
         return outcome
     event, running = record["event"], (server or {}).get("status") in RUNNING
@@ -239,7 +248,7 @@ def verdict(record: dict, server: dict | None, action: dict | None, negotiating:
 
 
 def _outcome(record: dict, server: dict | None, action: dict | None, negotiating: bool,
-             superseded: bool, now: float) -> Verdict:
+             superseded: bool, now: float, in_guest: tuple) -> Verdict:
     """Whether the operation happened (END), did not (ABORT), or is not over (WAIT)."""
     event, state = record["event"], record.get("state", FORWARDED)
     lifecycle = LIFECYCLES[event]
@@ -247,6 +256,12 @@ def _outcome(record: dict, server: dict | None, action: dict | None, negotiating
         return Verdict(GONE, "the server no longer exists")
     if state == REFUSED:
         return Verdict(ABORT, record.get("why") or "Nova did not act on it")
+    if lifecycle.in_guest and (state == UNKNOWN or (state == FORWARDING and not negotiating)):
+        # Its proxy left it while the agent applied it (or before): the guest says.
+        happened, why = in_guest
+        if happened is None:
+            return Verdict(WAIT, f"whether it happened is not known yet: {why}")
+        return Verdict(END if happened else ABORT, why)
     if action is None and state != FORWARDED:
         if negotiating and state != UNKNOWN:
             return Verdict(WAIT, "its negotiation is still running")

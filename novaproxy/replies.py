@@ -34,6 +34,8 @@ class Reply:
     voters: list = field(default_factory=list)
     detail: str = ""
     host: str = ""
+    # What the agent itself answers (its own requests, e.g. a guest's vCPUs): JSON values.
+    data: dict = field(default_factory=dict)
 
     def fields(self) -> dict:
         """The stream entry's fields."""

@@ -18,7 +18,7 @@ from typing import Callable
 import redis
 
 from guestd import protocol
-from novaproxy import audit, redis_schema, replies
+from novaproxy import audit, redis_schema, replies, scaling
 from novaproxy.agent.deliver import budget
 from novaproxy.agent.endings import Endings
 
@@ -40,6 +40,9 @@ class Answerer:
     endings: Endings | None
     redis_now: Callable[[], float]
     stopping: threading.Event
+    # scale(req, timeout): the agent's own answer to a vCPU scaling request
+    # (:class:`novaproxy.agent.scale.Scaler`), which never goes to guestd.
+    scale: Callable[[dict, float], replies.Reply] | None = None
 
     def handle(self, entry_id: str, raw: dict | None, reply_to: str | None) -> None:
         try:
@@ -77,6 +80,10 @@ class Answerer:
             if why_not:
                 reply = replies.Reply(req["id"], req["instance"],
                                            replies.UNREACHABLE, detail=why_not, host=host)
+            elif req["phase"] in scaling.AGENT_PHASES:
+                reply = (self.scale(req, budget(req["timeout"], age)) if self.scale else
+                         replies.Reply(req["id"], req["instance"], replies.UNREACHABLE,
+                                       detail="this agent does not scale vCPUs", host=host))
             else:
                 reply = self.deliver(req, budget(req["timeout"], age))
         finally:

@@ -31,7 +31,7 @@ from typing import Callable
 import redis
 
 from guestd import protocol
-from novaproxy import audit, operations, peers, redis_schema, replies
+from novaproxy import audit, operations, peers, redis_schema, replies, scaling
 from novaproxy.agent.nova import NovaUnavailable
 
 LOG = logging.getLogger("novaproxy.agent.endings")
@@ -42,11 +42,14 @@ class Endings:
                  deliver: Callable[[dict, float], replies.Reply], submit: Callable,
                  wake: Callable[[], None],
                  saw: Callable[[str, dict | None], None] | None = None,
-                 tell: Callable[[str, str, str], None] | None = None) -> None:
+                 tell: Callable[[str, str, str], None] | None = None,
+                 guest_vcpus: Callable[[str], frozenset | None] | None = None) -> None:
         """``deliver(req, timeout)`` takes a request to the guest; ``submit(fn, *args)``
         runs on the agent's worker pool; ``wake()`` asks for the next round now;
         ``saw(instance, server)`` passes each read of a server on to the monitor;
-        ``tell(instance, state, cause)`` tells its group a prepared operation closed."""
+        ``tell(instance, state, cause)`` tells its group a prepared operation closed;
+        ``guest_vcpus(instance)``: the vCPUs online in the guest (None: unreadable), the
+        evidence of a scale operation its proxy left while the agent applied it."""
         self.redis = client
         self.host = host
         self.nova = nova
@@ -55,6 +58,7 @@ class Endings:
         self._wake = wake
         self._saw = saw
         self._tell = tell
+        self._guest_vcpus = guest_vcpus
         self._told: set = set()  # op ids whose closing the group heard of (once each)
         self._busy: set = set()  # (instance, op id) of the notices being delivered now
         self._delivering: set = set()  # op ids whose vote or prepare is being delivered
@@ -203,12 +207,24 @@ class Endings:
                 newer.get("state", operations.FORWARDED) == operations.FORWARDED
                 or newer_action is not None
                 for newer, newer_action in zip(ops[i + 1:], found[i + 1:]))
-            verdict = operations.verdict(op, server, found[i], negotiating(op), superseded, now)
+            verdict = operations.verdict(op, server, found[i], negotiating(op), superseded, now,
+                                         self._in_guest(instance, op, negotiating(op)))
             if verdict.decided:  # the guest hears it once it runs; its group now
                 self._tell_group(instance, op, verdict.decided, verdict.why)
             if verdict.step == operations.WAIT or not self._close(
                     instance, op, verdict, server, inline, budget):
                 return  # the older one first: the rest wait for it
+
+    def _in_guest(self, instance: str, op: dict, negotiating: bool) -> tuple:
+        """For an operation carried out in the guest that its proxy left undecided:
+        whether it happened, by the guest's own view (:func:`scaling.outcome`)."""
+        state = op.get("state")
+        if not (operations.LIFECYCLES[op["event"]].in_guest and (
+                state == operations.UNKNOWN or (state == operations.FORWARDING
+                                                and not negotiating))):
+            return None, ""
+        online = self._guest_vcpus(instance) if self._guest_vcpus is not None else None
+        return scaling.outcome(op, online)
 
     def _expired(self, instance: str, op: dict) -> bool:
         if (instance, op.get("id")) in self._busy or time.time() <= op.get("expires", 0):
@@ -270,7 +286,9 @@ class Endings:
                 server: dict | None, owner: str, why: str) -> bool:
         """Deliver a closing notice; True once it reached guestd (the record is done)."""
         try:
-            details = {**op.get("details", {}), "status": (server or {}).get("status"),
+            details = (scaling.closing_details(op, phase == protocol.END)
+                       if operations.LIFECYCLES[op["event"]].in_guest else op.get("details", {}))
+            details = {**details, "status": (server or {}).get("status"),
                        operations.OPERATION_DETAIL: op["id"]}
             req = protocol.request(operations.closing_id(op["id"]), instance, op["event"],
                                    phase, timeout, details)

@@ -286,9 +286,21 @@ def operation_silence(ops: list) -> str:
     """Why the proxy's operation records mean silence is intended ("" if none): an
     operation sent to Nova and not closed yet. One still being negotiated (the guest
     votes and prepares, so it runs) or called off is no reason for silence."""
-    sent = [op for op in ops or [] if op.get("state", operations.FORWARDED)
-            not in (operations.PREPARING, operations.REFUSED)]
+    sent = [op for op in ops or [] if _silences(op)]
     return f"{sent[-1].get('event')} in flight (recorded by the proxy)" if sent else ""
+
+
+def _silences(op: dict) -> bool:
+    """One operation record is a reason for silence. An operation the guest's agent
+    carries out in the guest (vCPU scaling) is one only while it is being applied (a
+    vCPU's stop_machine may hold qemu-ga up): the guest runs before and after, and one
+    that hangs once the change is made must not go unwatched until the record closes,
+    which needs the guest to hear its end notice."""
+    state = op.get("state", operations.FORWARDED)
+    if state in (operations.PREPARING, operations.REFUSED):
+        return False
+    lifecycle = operations.LIFECYCLES.get(op.get("event"))
+    return lifecycle is None or not lifecycle.in_guest or state == operations.FORWARDING
 
 
 def settings_from(defaults: Settings, extra_specs: dict) -> Settings | None:

@@ -40,6 +40,7 @@ from novaproxy.agent import (
     membership,
     recovery,
     routes,
+    scale,
     watcher,
 )
 from novaproxy.agent import config as agent_config
@@ -94,17 +95,19 @@ class Agent:
             self.liveness = liveness.Liveness(client, host, readers, self.routes.served,
                                               self.notifier.notify, self.stopping)
         tell = self.notifier.notify if self.notifier is not None else None
+        self.scaler = scale.Scaler(client, host, guests)
         if nova is not None and config.monitoring.enabled:
             self.watcher = watcher.Watcher(
                 client, host, nova,
                 recovery.Recovery(client, host, nova, masakari, config.monitoring),
-                config.monitoring, guests, self._pool.submit, self.stopping, tell)
+                config.monitoring, guests, self._pool.submit, self.stopping, tell,
+                self.scaler.booted)
         self.endings = None
         if nova is not None:
             self.endings = endings.Endings(
                 client, host, nova, self.deliverer.deliver, self._pool.submit,
                 self._operations_now.set, self.watcher.saw if self.watcher is not None else None,
-                tell)
+                tell, self.scaler.online)
         self.outbox = self.inbox = None
         if nova is not None:
             members = membership.Membership(client, nova)
@@ -116,7 +119,8 @@ class Agent:
                 client, host, self.deliverer.deliver, self.routes.served,
                 self._pool.submit, self.routes.redis_now, self.stopping)
         self._answerer = answer.Answerer(client, host, self.deliverer.deliver, self.endings,
-                                         self.routes.redis_now, self.stopping)
+                                         self.routes.redis_now, self.stopping,
+                                         self.scaler.answer)
 
     # -- the threads ------------------------------------------------------
 
@@ -149,11 +153,15 @@ class Agent:
         self._operations_now.set()  # an operation may just have completed
 
     def on_agent_event(self, instance: str, connected: bool, why: str) -> None:
-        """The guest agent's channel opened or closed: the monitor's business."""
+        """The guest agent's channel opened or closed: the monitor's business, and for a
+        guest nobody monitors, the moment to take its recorded vCPU count back (a
+        monitored one's is taken back at the monitor's first answer after a boot)."""
         LOG.info("instance %s: guest agent %s (%s)", instance,
                  "connected" if connected else "disconnected", why)
         if self.watcher is not None:
             self.watcher.agent_channel(instance, connected, why)
+        if connected and (self.watcher is None or not self.watcher.watching(instance)):
+            self._pool.submit(self.scaler.booted, instance)
 
     def _operation_loop(self) -> None:
         outage = _Outage("checking recorded operations")

@@ -44,6 +44,9 @@ class Shared:
     stopping: threading.Event  # the agent is stopping
     # tell(instance, state, cause): its group hears of it (peer_notify.Notifier.notify)
     tell: Callable[[str, str, str], None]
+    # healthy(instance): the guest answers again (first after a boot, or after a
+    # silence): what it must have again is put back (scale.Scaler.booted), on a worker
+    healthy: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -226,6 +229,8 @@ class Watch:
         log("instance %s: %s -> %s: %s", self.instance, t.old, t.new, t.why)
         if t.new == monitor.HEALTHY:
             self._shared.recovery.answered(self.instance)
+            if self._shared.healthy is not None and t.old != t.new:
+                self._shared.submit(self._shared.healthy, self.instance)
         if t.old != t.new and t.new != monitor.FAILED:  # a failure has its own event
             self._audit(audit.MONITOR, event=t.new, outcome=t.new, why=t.why)
             if t.new in TOLD:

@@ -38,7 +38,8 @@ def _untold(instance: str, state: str, cause: str) -> None:
 class Watcher:
     def __init__(self, client: redis.Redis, host: str, nova, recovery: Recovery,
                  config: MonitoringConfig, guests: Guests, submit: Callable,
-                 stopping: threading.Event, tell: Callable | None = None) -> None:
+                 stopping: threading.Event, tell: Callable | None = None,
+                 healthy: Callable[[str], None] | None = None) -> None:
         self._redis = client
         self._host = host
         self._nova = nova
@@ -49,7 +50,7 @@ class Watcher:
         self._wake = threading.Event()  # re-read Nova now
         self._warned_specs: dict = {}
         self._shared = Shared(client, host, guests, config.status_file, recovery, submit,
-                              self._wake.set, stopping, tell or _untold)
+                              self._wake.set, stopping, tell or _untold, healthy)
 
     # -- the roster ------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from novaproxy import scaling
+
 # Largest action body we read: Nova's own default limit (osapi_max_request_body_size,
 # 112 KiB), over which Nova answers 413 too. An action with a bigger body gets our
 # 413 (BodyTooLarge) instead of going on unread, so no padding can carry an action
@@ -79,9 +81,15 @@ SERVER_ACTIONS = {
     "unrescue": ("unrescue", _nothing),
 }
 
-# Every event name the table can produce (policy keys are validated against it).
+# Every event name the table can produce (policy keys are validated against it), and
+# the two of vCPU scaling, whose action is the proxy's own (SCALE).
 EVENTS = frozenset([event for event, _ in SERVER_ACTIONS.values()]
-                   + ["delete", "live-migrate-complete", "live-migrate-abort"])
+                   + ["delete", "live-migrate-complete", "live-migrate-abort"]
+                   + list(scaling.EVENTS))
+# The proxy's own server action (novaproxy.api.scale): never forwarded. Classified
+# under its action name as event; the event proper (scale-down or scale-up) is known
+# once the guest's vCPUs are read.
+SCALE = scaling.ACTION
 
 # [/v2 or /v2.1][/{project_id}]/servers/{id}[/...], matched against the path as
 # Nova's router sees it (novaproxy.api.paths.routed_path). The filter may sit in
@@ -124,6 +132,8 @@ def classify(method: str, path: str, body: bytes | None) -> Operation | None:
             if action_body is None or len(action_body) != 1:
                 return None
             (action, value), = action_body.items()
+            if action == SCALE:
+                return Operation(match["id"], SCALE, SCALE, {"body": action_body})
             entry = SERVER_ACTIONS.get(action)
             if entry is None:
                 return None

@@ -85,7 +85,11 @@ Response headers read:
 Response headers written (the filter's own answers, :mod:`novaproxy.api.responses`):
 
 ``OpenStack-Novaproxy-Result``
-    ``action-rejected`` or ``negotiation-in-progress`` on a 409 of the filter's.
+    ``action-rejected``, ``negotiation-in-progress`` or ``scale-failed`` on a 409 of
+    the filter's.
+
+The filter's own server action, ``novaproxy-scale`` (vCPU scaling,
+:mod:`novaproxy.api.scale`), is answered here and never forwarded.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ from novaproxy.api._guest import GuestChannel
 from novaproxy.api._request import NegotiationRequest
 from novaproxy.api.phases import Negotiation
 from novaproxy.api.responses import cannot_ask, too_large
+from novaproxy.api.scale import ScaleAction
 
 LOG = logging.getLogger(__name__)
 
@@ -119,6 +124,7 @@ class NegotiationFilter:
         self.policy = pol
         self.channel = channel
         self.precheck = check
+        self.scale = ScaleAction(app, pol, channel)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Only POST and DELETE can be lifecycle operations: everything else
@@ -136,6 +142,8 @@ class NegotiationFilter:
         except classify.BodyTooLarge as exc:
             LOG.info("%s %s refused: %s", req.method, req.routed_path(), exc)
             return too_large(str(exc))
+        if op is not None and op.action == classify.SCALE:  # the proxy's own: never Nova's
+            return self.scale(req, op)
         if op is None or self.policy.mode(op.event) == policy.OFF:
             return req.get_response(self.app)
         req.route_as_classified()

@@ -47,6 +47,7 @@ class Negotiation:
         self.record = OperationRecord(self.link, pol, op, self.instance)
         self.lease = Lease(channel.redis, self.instance, f"{op.event} of {self.instance}")
         self.host: str | None = None
+        self.prepared: replies.Reply | None = None  # the guest's answer to the prepare
         self._closing: Callable[[], None] | None = None  # the abort to send before giving back
 
     @property
@@ -104,6 +105,7 @@ class Negotiation:
         self.channel.peers.notify(self.instance, peers.operation_state(
             self.op.event, peers.PREPARED), self.op.action)  # in the background
         reply, took = self._ask(protocol.PREPARE, self.policy.prepare_timeout)
+        self.prepared = reply
         decision = policy.decide_prepare(self.policy, reply)
         self._audit(audit.NOTICE, reply, f"prepare sent: {decision.why}", took,
                     proceed=decision.proceed)
@@ -226,7 +228,7 @@ class Negotiation:
             LOG.info("abort of %s of %s: %s%s", self.op.event, self.instance, reply.outcome,
                      f" ({reply.detail})" if reply.detail else "")
             self._audit(audit.NOTICE, reply, f"abort sent: {why}", took)
-            self.record.abort_sent(claim, reply, why, self.host)
+            self.record.closing_sent(protocol.ABORT, claim, reply, why, self.host)
 
         # A prepare went out only under this negotiation's lock (run), which is given back
         # once this has run, in the background.

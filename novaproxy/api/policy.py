@@ -20,7 +20,8 @@ MODES = (VOTE, NOTICE, OFF)
 # Defaults from the field: a 10 s vote and a 10 s prepare. What the guest can
 # veto is voted on; everything else is a notice: a prepare notice where the
 # guest runs before Nova acts, an end notice where it runs after.
-VOTED = ("stop", "reboot", "pause", "suspend", "resize", "migrate", "live-migrate", "shelve")
+VOTED = ("stop", "reboot", "pause", "suspend", "resize", "migrate", "live-migrate", "shelve",
+         "scale-down")
 DEFAULT_MODES = {event: VOTE if event in VOTED else NOTICE for event in classify.EVENTS}
 DEFAULT_VOTE_TIMEOUT = 10.0
 DEFAULT_PREPARE_TIMEOUT = 10.0

@@ -154,22 +154,37 @@ class OperationRecord:
             return ""
         return claim if claimed else ""
 
-    def abort_sent(self, claim: str, reply: replies.Reply, why: str,
-                   host: str | None) -> None:
-        """Close the record if the guest heard the abort; else give the claim back, and the
-        agent tries again when the guest answers."""
+    def claim_end(self) -> str:
+        """Take the end notice of an operation carried out in the guest (vCPU scaling) for
+        this process; the claim, or "" if an agent is closing it already or Redis failed.
+        In the background only."""
+        claim = f"proxy:{uuid.uuid4().hex}"
+        try:
+            claimed = redis_schema.claim_operation(self.redis, self.instance, self.id, claim,
+                                                   self.policy.prepare_timeout + 5)
+        except redis.RedisError as exc:
+            LOG.warning("end of %s of %s left to the agent (Redis: %s)", self.op.event,
+                        self.instance, exc)
+            return ""
+        return claim if claimed else ""
+
+    def closing_sent(self, phase: str, claim: str, reply: replies.Reply, why: str,
+                     host: str | None) -> None:
+        """Close the record if the guest heard its closing notice (``phase``: end or
+        abort); else give the claim back, and the agent tries again when the guest
+        answers."""
         try:
             if reply.outcome in replies.DELIVERED:
                 if redis_schema.finish_operation(self.redis, self.instance, self.id):
                     redis_schema.audit(self.redis, audit.OPERATION, self.instance,
                                        event=self.op.event, action=self.op.action,
-                                       outcome="abort-delivered", why=why,
+                                       outcome=f"{phase}-delivered", why=why,
                                        voters=reply.voters, host=host or "",
                                        operation=self.id, nova_request="")
             else:
                 redis_schema.release_claim(self.redis, self.instance, self.id, claim)
         except redis.RedisError as exc:
-            LOG.warning("abort of %s of %s: the record is left to the agent (Redis: %s)",
+            LOG.warning("%s of %s of %s: the record is left to the agent (Redis: %s)", phase,
                         self.op.event, self.instance, exc)
 
     def _fields(self, prepared: bool, notify: bool, now: float) -> dict:

@@ -11,19 +11,44 @@ import logging
 import webob
 
 from guestd import protocol
+from novaproxy import headers
 from novaproxy.api import policy
 from novaproxy.api.classify import Operation
 
 LOG = logging.getLogger(__name__)
 REJECTED = "action-rejected"
 IN_PROGRESS = "negotiation-in-progress"
-RESULT_HEADER = "OpenStack-Novaproxy-Result"
+SCALE_FAILED = "scale-failed"  # the guest could not make a vCPU change (novaproxy.api.scale)
+RESULT_HEADER = headers.RESULT_HEADER
+
+
+def nova_error(status: int, key: str, message: str) -> webob.Response:
+    """HTTP ``status`` in Nova's error envelope: ``{key: {"code": ..., "message": ...}}``."""
+    resp = webob.Response(status=status, charset="UTF-8", content_type="application/json")
+    resp.json_body = {key: {"code": status, "message": message}}
+    return resp
+
+
+def bad_request(message: str) -> webob.Response:
+    return nova_error(400, "badRequest", message)
+
+
+def forbidden(message: str) -> webob.Response:
+    return nova_error(403, "forbidden", message)
+
+
+def not_found(message: str) -> webob.Response:
+    return nova_error(404, "itemNotFound", message)
+
+
+def nova_conflict(message: str) -> webob.Response:
+    """HTTP 409 as Nova words it (a server in the wrong state), with no marker."""
+    return nova_error(409, "conflictingRequest", message)
 
 
 def conflict(message: str, marker: str) -> webob.Response:
     """HTTP 409 in Nova's error envelope, with the marker in message and header."""
-    resp = webob.Response(status=409, charset="UTF-8", content_type="application/json")
-    resp.json_body = {"conflictingRequest": {"code": 409, "message": f"{marker}: {message}"}}
+    resp = nova_conflict(f"{marker}: {message}")
     resp.headers[RESULT_HEADER] = marker
     return resp
 
@@ -43,13 +68,9 @@ def cannot_ask(pol: policy.Policy, op: Operation, instance: str,
 
 def unavailable(message: str) -> webob.Response:
     """HTTP 503 in Nova's error envelope."""
-    resp = webob.Response(status=503, charset="UTF-8", content_type="application/json")
-    resp.json_body = {"serviceUnavailable": {"code": 503, "message": message}}
-    return resp
+    return nova_error(503, "serviceUnavailable", message)
 
 
 def too_large(message: str) -> webob.Response:
     """HTTP 413 in Nova's error envelope (Nova's own answer to an oversized body)."""
-    resp = webob.Response(status=413, charset="UTF-8", content_type="application/json")
-    resp.json_body = {"overLimit": {"code": 413, "message": message}}
-    return resp
+    return nova_error(413, "overLimit", message)

@@ -20,6 +20,8 @@ each own one contract and say in their docstrings what their keys hold:
   in the rate-limit window
 - ``novaproxy:{<uuid>}:monitor`` hash, :mod:`.monitor_views`: the monitor's view of
   the instance
+- ``novaproxy:{<uuid>}:vcpus`` hash, :mod:`.vcpus`: the vCPUs the instance was last
+  scaled to (online, plugged, by which operation, when)
 - ``novaproxy:events`` stream, :mod:`.events`: the audit trail
 - ``novaproxy:{<uuid>}:member``, ``:inbox``, ``:inbox-pos``, ``:outbox`` and
   ``novaproxy:{group:<gid>}:members``, ``:report:<id>``, ``:sent``,
@@ -149,20 +151,22 @@ from novaproxy.redis_schema.routes import (
     route_of,
     withdraw_routes,
 )
+from novaproxy.redis_schema.vcpus import VCPUS_TTL, forget_vcpus, record_vcpus, vcpus_key, vcpus_of
 
 __all__ = [
     "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
     "EVENTS_STREAM", "GROUP_TTL", "MEMBER_TTL", "INBOX_TTL", "OUTBOX_TTL", "POOL_TIMEOUT",
     "RATE_OK",
     "REPORT_TTL", "RATE_LIMITED", "SENT_MAX", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
-    "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT",
+    "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT", "VCPUS_TTL",
     "acknowledge", "acquire_lock", "all_locks", "all_members", "all_monitored",
     "all_operations", "all_routes",
     "append_message", "audit", "blocking_timeout", "cache_group", "cache_member",
     "cached_group", "cached_group_ids", "cached_member", "cached_members", "claim_key",
     "claim_operation",
     "claim_recovery", "connect", "ensure_group", "enqueue", "entry_age", "finish_operation",
-    "forget_recorded", "group_bucket_key", "group_key", "host_operations_key", "inbox_key",
+    "forget_recorded", "forget_vcpus", "group_bucket_key", "group_key", "host_operations_key",
+    "inbox_key",
     "inbox_pos_key", "inbox_positions", "is_missing_group", "lock_key", "lock_owner",
     "mark_report", "member_key", "note_sent", "monitor_key", "monitor_view", "open_report",
     "open_reports", "close_report", "reports", "reports_key", "track_report",
@@ -174,5 +178,6 @@ __all__ = [
     "replies_stream", "report", "report_key", "requests_stream", "route_key", "route_of",
     "send_reply", "sender_bucket_key", "sent_key", "sent_messages", "set_inbox_position",
     "set_outbox_progress",
-    "take_requests", "take_tokens", "update_operation", "withdraw_routes",
+    "take_requests", "take_tokens", "update_operation", "vcpus_key", "vcpus_of",
+    "withdraw_routes", "record_vcpus",
 ]

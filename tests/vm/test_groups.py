@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from xml.etree import ElementTree
@@ -71,20 +69,10 @@ class Member(VMGuest):
 @pytest.fixture(scope="module")
 def group_initrd(guest_image) -> str:
     """The guest image's initrd with the group hook and group-app added (cached)."""
-    extra = tempfile.mkdtemp(prefix="np-vm-group-")
-    try:
-        hooks = os.path.join(extra, "etc", "guestd", "group.d")
-        os.makedirs(hooks)
-        with open(os.path.join(hooks, "50-log"), "w") as f:
-            f.write(LOG_HOOK)
-        os.chmod(os.path.join(hooks, "50-log"), 0o755)
-        app = os.path.join(extra, GROUP_APP.lstrip("/"))
-        os.makedirs(os.path.dirname(app))
-        shutil.copyfile(os.path.join(HERE, "group_app.py"), app)
-        os.chmod(app, 0o755)
-        return libvirt_session.build_image(extras=(extra,))[1]
-    finally:
-        shutil.rmtree(extra, ignore_errors=True)
+    with open(os.path.join(HERE, "group_app.py")) as f:
+        app = f.read()
+    return libvirt_session.build_initrd({"/etc/guestd/group.d/50-log": LOG_HOOK,
+                                         GROUP_APP: app})
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import statistics
-import tempfile
 import time
 import uuid
 
@@ -77,18 +75,8 @@ class VM(VMGuest):
 
 @pytest.fixture(scope="module")
 def app_initrd(guest_image) -> str:
-    """The guest image's initrd with the application hook appended (built once, cached)."""
-    extra = tempfile.mkdtemp(prefix="np-vm-extra-")
-    try:
-        hooks = os.path.join(extra, "etc", "guestd", "hooks.d")
-        os.makedirs(hooks)
-        path = os.path.join(hooks, HOOK)
-        with open(path, "w") as f:
-            f.write(HOOK_SCRIPT)
-        os.chmod(path, 0o755)
-        return libvirt_session.build_image(extras=(extra,))[1]
-    finally:
-        shutil.rmtree(extra, ignore_errors=True)
+    """The guest image's initrd with the application hook added (built once, cached)."""
+    return libvirt_session.build_initrd({f"/etc/guestd/hooks.d/{HOOK}": HOOK_SCRIPT})
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from guestd import protocol
-from guestd.client import Vote
+from guestd.client import Offline, Vote
 from harness.guestd_peers import app, ctl, spool, wait_answer
 
 
@@ -155,3 +155,38 @@ def test_a_request_delivered_twice_reaches_the_application_once(guest):
         assert seen == [("reboot", "prepare")]
     finally:
         application.stop()
+
+
+# vCPU scaling: applications and hooks name the vCPUs they offer to take offline.
+
+SCALE_DOWN = {"online": [0, 1, 2, 3], "target": 2, "offline": [3, 2]}
+
+
+def scale_down(guest, phase):
+    """One phase of a scale-down through guestd-ctl: its answer, as the host reads it."""
+    code, answer = ctl(guest, phase=phase, event="scale-down", details=SCALE_DOWN)
+    assert code == 0, answer
+    return protocol.parse_answer(answer, answer["id"], guest.instance)
+
+
+def test_a_scale_down_prepare_carries_the_picks_of_applications_and_hooks(guest):
+    seen = []
+
+    def notice(n):
+        seen.append((n.phase, n.online, n.target, n.offline))
+        return Offline([1, 3])
+
+    app(guest, "db", notice=notice, events=["scale-down"])
+    app(guest, "web", notice=lambda n: None, events=["scale-down"])
+    app(guest, "other", notice=lambda n: Offline([1]), events=["reboot"])
+    guest.add_hook("50-pin", HOOK.format(body="""echo '{"offline":[2]}'"""))
+    answer = scale_down(guest, "prepare")
+    assert answer["result"] == "accept"
+    assert sorted(answer["voters"], key=lambda v: v["name"]) == [
+        protocol.voter("50-pin", "accept", "", (2,)), protocol.voter("db", "accept", "", (1, 3)),
+        protocol.voter("web", "accept")]
+    # Picks are a prepare's only: the same answers to an end name none.
+    answer = scale_down(guest, "end")
+    assert {v["name"]: v.get("offline") for v in answer["voters"]} == {
+        "50-pin": None, "db": None, "web": None}
+    assert seen == [("prepare", (0, 1, 2, 3), 2, (3, 2)), ("end", (0, 1, 2, 3), 2, (3, 2))]

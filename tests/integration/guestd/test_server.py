@@ -4,11 +4,12 @@
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from guestd import protocol
-from guestd.client import Vote
+from guestd.client import Offline, Vote
 from harness.guestd_peers import app, ctl
 
 
@@ -74,3 +75,57 @@ def test_hostile_application_cannot_crash_guestd(guest):
     app(guest, "db", vote=lambda n: Vote.reject("still here"))
     _, answer = ctl(guest)
     assert answer["result"] == "reject" and guest.guestd.alive()
+
+
+class RawApplication:
+    """An application speaking the protocol itself, as a buggy or hostile one may."""
+
+    def __init__(self, guest, name, events):
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(guest.guestd_socket)
+        self.sock.settimeout(5)
+        self.decoder = protocol.FrameDecoder()
+        self.frames = []
+        self.send(protocol.register(name, events))
+        assert self.next()["type"] == protocol.REGISTERED
+
+    def send(self, message):
+        self.sock.sendall(protocol.encode(message))
+
+    def next(self):
+        while not self.frames:
+            self.frames += self.decoder.feed(self.sock.recv(65536))
+        return self.frames.pop(0)
+
+
+def test_a_malformed_pick_gets_an_error_and_still_counts_as_done(guest):
+    raw = RawApplication(guest, "raw", ["scale-down"])
+    details = {"online": [0, 1, 2, 3], "target": 2, "offline": [3, 2]}
+    with ThreadPoolExecutor(1) as pool:
+        for phase in ("prepare", "end"):
+            asked = pool.submit(ctl, guest, phase=phase, event="scale-down", timeout=30.0,
+                                details=details)
+            notice = raw.next()
+            assert (notice["type"], notice["phase"]) == ("notice", phase)
+            raw.send(protocol.done(notice["id"], (0, 2)))
+            if phase == "prepare":
+                failure = raw.next()
+                assert failure["type"] == protocol.FAILURE
+                assert failure["message"] == (
+                    f"done for {notice['id']} counted without its offline list: 0 is not a "
+                    "vCPU that can go offline (a whole number from 1 to 4095; CPU 0 stays)")
+            code, answer = asked.result(timeout=10)  # long before its 30 s deadline
+            assert code == 0 and answer["voters"] == [protocol.voter("raw", "accept")]
+    # Outside a prepare the picks are not read: the next frame answers this, not the end.
+    raw.send({"type": "bogus"})
+    assert "unexpected 'bogus'" in raw.next()["message"]
+
+
+def test_a_handlers_malformed_pick_is_left_out_and_the_prepare_answered(guest):
+    app(guest, "db", notice=lambda n: Offline([3, 0]), events=["scale-down"])
+    started = time.monotonic()
+    code, answer = ctl(guest, phase="prepare", event="scale-down", timeout=30.0)
+    assert time.monotonic() - started < 10  # answered, not waited for
+    assert code == 0 and answer["voters"] == [protocol.voter("db", "accept")]

@@ -139,6 +139,16 @@ def test_status_shows_each_monitored_vm_and_its_last_answer(redis_client, redis_
     assert 3 - 0.05 <= quiet <= 3 + late
 
 
+def test_status_shows_the_vcpus_each_instance_was_last_scaled_to(redis_client, redis_server):
+    redis_schema.publish_routes(redis_client, "compute1", ["u-1", "u-2"])
+    redis_schema.publish_monitor(redis_client, {"u-1": {"state": "healthy"}}, 30)
+    redis_schema.record_vcpus(redis_client, "u-1", 2, 4, "op-7")
+    out = run(redis_server, "status").stdout
+    assert re.search(r"  u-1\n    monitor: healthy [^\n]*\n    vCPUs: scaled to 2 of 4 online by "
+                     r"operation op-7, \d+s ago\n  u-2\n", out), out
+    assert out.count("vCPUs:") == 1  # u-2 has no record
+
+
 def _group_fixture(redis_client):
     """A pair (A, B) and a member C without messaging; B is suspect; A sent two messages."""
     import uuid

@@ -221,3 +221,59 @@ def test_spool_names(rid):
 def test_unsafe_spool_names_are_refused(rid):
     with pytest.raises(protocol.ProtocolError):
         protocol.spool_name(rid)
+
+
+# vCPU scaling: the vCPUs an application offers to take offline in a prepare.
+
+
+def test_a_voter_or_done_without_picks_is_as_it_always_was():
+    assert protocol.voter("db", "accept", "", ()) == {"name": "db", "vote": "accept",
+                                                      "reason": ""}
+    assert protocol.encode(protocol.done("n1")) == b'{"v":1,"type":"done","id":"n1"}\n'
+
+
+def test_picks_travel_in_a_done_and_in_an_answer():
+    assert protocol.parse_done(protocol.decode(protocol.encode(
+        protocol.done("n1", (3, 1))))) == ("n1", (3, 1))
+    assert protocol.parse_done({"type": "done", "id": "n1"}) == ("n1", ())
+    picks = [protocol.voter("db", "accept", "", (3, 1)),
+             protocol.voter("hook", "accept", "", tuple(range(4095, 4079, -1)))]
+    req = protocol.request("r1", "vm-a", "scale-down", "prepare", 5.0)
+    answer = protocol.parse_answer(protocol.decode(protocol.encode(
+        protocol.answer(req, protocol.ACCEPT, picks))), "r1", "vm-a")
+    assert [v["offline"] for v in answer["voters"]] == [[3, 1], list(range(4095, 4079, -1))]
+
+
+BAD_PICKS = [
+    "3", 3, None, {"3": 1}, (3,),  # not a list
+    list(range(1, protocol.MAX_OFFERED + 2)),  # too many
+    [0], [-1], [protocol.MAX_CPU], [10**12],  # CPU 0, out of range
+    [True], [1.0], ["1"], [None], [[1]],  # not whole numbers
+    [2, 3, 2],  # twice
+]
+
+
+@pytest.mark.parametrize("picks", BAD_PICKS)
+def test_an_answer_with_malformed_picks_is_refused(picks):
+    req = protocol.request("r1", "vm-a", "scale-down", "prepare", 5.0)
+    answer = protocol.answer(req, protocol.ACCEPT, [protocol.voter("db", "accept")])
+    answer["voters"][0]["offline"] = picks
+    with pytest.raises(protocol.ProtocolError, match="offline|vCPU"):
+        protocol.parse_answer(answer, "r1", "vm-a")
+
+
+@pytest.mark.parametrize("picks", BAD_PICKS)
+def test_a_done_with_malformed_picks_is_refused(picks):
+    with pytest.raises(protocol.ProtocolError, match="offline|vCPU"):
+        protocol.parse_done({"type": "done", "id": "n1", "offline": picks})
+
+
+def test_max_voters_with_full_picks_and_the_longest_names_and_reasons_fit_one_frame():
+    """The worst answer: picks and names are never cut, so reasons make room for them."""
+    picks = tuple(range(protocol.MAX_CPU - 1, protocol.MAX_CPU - 1 - protocol.MAX_OFFERED, -1))
+    voters = [protocol.voter("\x01" * protocol.MAX_NAME, "reject", "😀" * protocol.MAX_REASON,
+                             picks) for _ in range(protocol.MAX_VOTERS)]
+    answer = protocol.parse_answer(protocol.decode(frame_of(voters)), "r1", "vm-a")
+    assert [(v["name"], v["offline"]) for v in answer["voters"]] == [
+        ("\x01" * protocol.MAX_NAME, list(picks))] * protocol.MAX_VOTERS
+    assert all(v["reason"].endswith(protocol.CUT) for v in answer["voters"])

@@ -40,3 +40,8 @@ def test_the_first_max_voters_ranked_decide_as_all_of_them_do():
         voters = crowd[:position] + [R] + crowd[position:]
         listed = votes.ranked(voters)[:protocol.MAX_VOTERS]
         assert listed[0] == R and votes.tally(listed) == votes.tally(voters) == "reject"
+
+
+def test_ranked_keeps_each_voters_picks():
+    picked = protocol.voter("db", "accept", "", (3, 2))
+    assert votes.ranked([picked, R]) == [R, {**A, "name": "db", "offline": [3, 2]}]

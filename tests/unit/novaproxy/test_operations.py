@@ -50,7 +50,9 @@ def test_nova_action_names_are_novas_own():
     instance_actions = pytest.importorskip("nova.compute.instance_actions")
     names = {v for k, v in vars(instance_actions).items() if k.isupper()}
     for lifecycle in operations.LIFECYCLES.values():
-        assert lifecycle.nova_action in names, lifecycle.event
+        # vCPU scaling is carried out in the guest: Nova records no action for it.
+        assert lifecycle.nova_action in names or (
+            lifecycle.in_guest and not lifecycle.nova_action), lifecycle.event
 
 
 NOW = 1_800_000_000.0
@@ -205,3 +207,24 @@ def test_an_action_is_overtaken_by_a_later_lifecycle_action_only():
     assert not operations.overtaken(start, [stop, start])
     assert not operations.overtaken(stop, [stop, lock])  # not a lifecycle action
     assert not operations.overtaken(None, [stop, start])
+
+
+@pytest.mark.parametrize("state", ["forwarding", "unknown"])
+def test_a_scale_its_proxy_left_is_decided_by_the_guests_view(state):
+    rec = record("scale-down", state=state, owner="tok", decide_by=NOW - 1)
+    # Its proxy still at it, or the guest's view not read: it waits.
+    assert verdict(rec, server("ACTIVE"), negotiating=True).step == "wait"
+    happened = operations.verdict(rec, server("ACTIVE"), None, False, False, NOW,
+                                  (True, "the guest shows 0 online"))
+    assert (happened.step, happened.why) == ("end", "the guest shows 0 online")
+    assert operations.verdict(rec, server("ACTIVE"), None, False, False, NOW,
+                              (False, "not planned")).step == "abort"
+    unread = operations.verdict(rec, server("ACTIVE"), None, False, False, NOW,
+                                (None, "unreadable"))
+    assert unread.step == "wait"  # not "Nova never acted": Nova never does here
+
+
+def test_a_scale_the_agent_settled_is_closed_like_any_other():
+    assert verdict(record("scale-down", state="forwarded"), server("ACTIVE")).step == "end"
+    assert verdict(record("scale-up", state="refused", why="guest refused"),
+                   server("ACTIVE")).step == "abort"

@@ -217,3 +217,21 @@ def test_invalid_flavor_settings_fall_back_and_are_named(specs, bad):
 ])
 def test_expected_silence_from_nova(server, reason):
     assert monitor.expected_silence(server, "c1") == reason
+
+
+@pytest.mark.parametrize("ops, reason", [
+    ([], ""),
+    ([{"event": "reboot", "state": "preparing"}], ""),  # negotiating: the guest runs
+    ([{"event": "reboot", "state": "forwarding"}], "reboot in flight (recorded by the proxy)"),
+    ([{"event": "reboot", "state": "forwarded"}], "reboot in flight (recorded by the proxy)"),
+    ([{"event": "stop", "state": "refused"}], ""),
+    # vCPU scaling runs in the guest: silence only while the agent applies it.
+    ([{"event": "scale-down", "state": "forwarding"}],
+     "scale-down in flight (recorded by the proxy)"),
+    ([{"event": "scale-down", "state": "forwarded"}], ""),  # applied, its end pending
+    ([{"event": "scale-up", "state": "unknown"}], ""),
+    ([{"event": "scale-up", "state": "forwarded"}, {"event": "stop", "state": "forwarded"}],
+     "stop in flight (recorded by the proxy)"),
+])
+def test_operation_silence_from_the_records(ops, reason):
+    assert monitor.operation_silence(ops) == reason

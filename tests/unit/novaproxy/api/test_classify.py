@@ -104,3 +104,11 @@ def test_delete_and_migration_endpoints():
 ])
 def test_other_requests_are_not_ours(method, path):
     assert classify.classify(method, path, b'{"os-stop": null}') is None
+
+
+def test_the_proxys_own_scale_action_is_classified_with_its_whole_body():
+    body = {"novaproxy-scale": {"step": "down"}}
+    op = action(body)
+    assert (op.action, op.event, op.details) == ("novaproxy-scale", "novaproxy-scale",
+                                                 {"body": body})
+    assert op.event not in classify.EVENTS  # its event is known once the vCPUs are read
