@@ -1,13 +1,14 @@
 """A stand-in for the proxy's ``novaproxy-scale`` action, for testing its clients.
 
-The proxy's handler is being built in parallel with the operator CLI, so this small
-real WSGI server answers the documented contract instead (docs/vcpu-scaling.md):
+The real handler (:mod:`novaproxy.api.scale`) needs the whole system tier, where the CLI
+is also run against it (``tests/system/test_scaling.py``), and a guest whose vCPUs can
+change needs the vm tier. So this small real WSGI server answers the documented contract
+(docs/vcpu-scaling.md), to test every answer the CLI must read in the integration tier:
 ``POST /v2.1/servers/{id}/action`` with the action decided by the real pure
 :mod:`novaproxy.scaling` rules, and ``GET /v2.1/servers?name=`` as Nova lists servers
 (the name is a pattern). Each server's guest is a few fields: its vCPUs online, and
 whether its applications NACK, a negotiation holds its lock, or its agent does not
-answer. Once the proxy's handler exists, the system tier runs the CLI against the
-real proxy; this stand-in only lets the CLI's HTTP path be tested without it.
+answer.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ class ScaleProxy:
         if wanted < len(online):
             server.online -= scaling.to_offline(online, len(online) - wanted)
         else:
-            server.online |= scaling.to_online(online, server.plugged, wanted - len(online))
+            server.online |= scaling.to_online(online, frozenset(range(server.plugged)),
+                                               wanted - len(online))
         if server.crashes:
             return _fault("500 Internal Server Error", "computeFault",
                           "Unexpected API Error.")
