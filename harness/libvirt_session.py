@@ -161,9 +161,15 @@ class LibvirtSession:
         return path
 
     def _copy(self, source: str, directory: str) -> str:
+        """``source`` into ``directory``, replaced whole (a new file, then a rename): a QEMU
+        started from the previous copy may still be reading it (two guests booted from one
+        initrd), and must not see it truncated and rewritten."""
         path = os.path.join(directory, os.path.basename(source))
-        shutil.copyfile(source, path)
-        os.chmod(path, 0o644)
+        fd, partial = tempfile.mkstemp(dir=directory, prefix=".copy-")
+        os.close(fd)
+        shutil.copyfile(source, partial)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
         return path
 
     def _write(self, relative: str, text: str) -> None:
