@@ -247,6 +247,15 @@ def verdict(record: dict, server: dict | None, action: dict | None, negotiating:
     return Verdict(COMPLETE, f"{outcome.why}; nothing to tell the guest")
 
 
+def judged_by_guest(record: dict, negotiating: bool) -> bool:
+    """Whether an operation happened is the guest's own view: one carried out in the
+    guest (vCPU scaling) that its proxy left while the agent applied it, or before, or
+    whose apply went unanswered (``unknown``)."""
+    state = record.get("state", FORWARDED)
+    return LIFECYCLES[record["event"]].in_guest and (
+        state == UNKNOWN or (state == FORWARDING and not negotiating))
+
+
 def _outcome(record: dict, server: dict | None, action: dict | None, negotiating: bool,
              superseded: bool, now: float, in_guest: tuple) -> Verdict:
     """Whether the operation happened (END), did not (ABORT), or is not over (WAIT)."""
@@ -256,8 +265,7 @@ def _outcome(record: dict, server: dict | None, action: dict | None, negotiating
         return Verdict(GONE, "the server no longer exists")
     if state == REFUSED:
         return Verdict(ABORT, record.get("why") or "Nova did not act on it")
-    if lifecycle.in_guest and (state == UNKNOWN or (state == FORWARDING and not negotiating)):
-        # Its proxy left it while the agent applied it (or before): the guest says.
+    if judged_by_guest(record, negotiating):
         happened, why = in_guest
         if happened is None:
             return Verdict(WAIT, f"whether it happened is not known yet: {why}")

@@ -216,12 +216,9 @@ class Endings:
                 return  # the older one first: the rest wait for it
 
     def _in_guest(self, instance: str, op: dict, negotiating: bool) -> tuple:
-        """For an operation carried out in the guest that its proxy left undecided:
-        whether it happened, by the guest's own view (:func:`scaling.outcome`)."""
-        state = op.get("state")
-        if not (operations.LIFECYCLES[op["event"]].in_guest and (
-                state == operations.UNKNOWN or (state == operations.FORWARDING
-                                                and not negotiating))):
+        """Where the guest's own view decides (:func:`operations.judged_by_guest`): whether
+        the operation happened (:func:`scaling.outcome`); its vCPUs read only then."""
+        if not operations.judged_by_guest(op, negotiating):
             return None, ""
         online = self._guest_vcpus(instance) if self._guest_vcpus is not None else None
         return scaling.outcome(op, online)
