@@ -160,6 +160,7 @@ def cmd_status(client: redis.Redis, args) -> int:
     routes = redis_schema.all_routes(client)
     operations = redis_schema.all_operations(client)
     monitored = redis_schema.all_monitored(client)
+    scaled = redis_schema.all_vcpus(client)
     now = time.time()
     by_host = defaultdict(list)
     for instance, host in routes.items():
@@ -172,9 +173,8 @@ def cmd_status(client: redis.Redis, args) -> int:
             print(f"  {instance}")
             if instance in monitored:
                 print(f"    {_monitor(MonitorView.from_fields(monitored[instance]), now)}")
-            vcpus = redis_schema.vcpus_of(client, instance)
-            if vcpus is not None:
-                print(f"    {_vcpus(vcpus, now)}")
+            if instance in scaled:
+                print(f"    {_vcpus(scaled[instance], now)}")
             for op in operations.get(instance, []):
                 print(f"    operation {_operation(op, now)}")
     unrouted = sorted(set(operations) - set(routes))

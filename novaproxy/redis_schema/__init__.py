@@ -151,7 +151,7 @@ from novaproxy.redis_schema.routes import (
     route_of,
     withdraw_routes,
 )
-from novaproxy.redis_schema.vcpus import VCPUS_TTL, forget_vcpus, record_vcpus, vcpus_key, vcpus_of
+from novaproxy.redis_schema.vcpus import VCPUS_TTL, all_vcpus, record_vcpus, vcpus_key, vcpus_of
 
 __all__ = [
     "AGENT_GROUP", "ALREADY_CLAIMED", "CLAIMED", "CONNECT_TIMEOUT", "EVENTS_MAXLEN",
@@ -159,13 +159,13 @@ __all__ = [
     "RATE_OK",
     "REPORT_TTL", "RATE_LIMITED", "SENT_MAX", "REPLY_STREAM_MAXLEN", "REPLY_STREAM_TTL",
     "REQUEST_STREAM_MAXLEN", "RETRIES", "ROUTE_TTL", "SOCKET_TIMEOUT", "VCPUS_TTL",
-    "acknowledge", "acquire_lock", "all_locks", "all_members", "all_monitored",
+    "acknowledge", "acquire_lock", "all_locks", "all_members", "all_monitored", "all_vcpus",
     "all_operations", "all_routes",
     "append_message", "audit", "blocking_timeout", "cache_group", "cache_member",
     "cached_group", "cached_group_ids", "cached_member", "cached_members", "claim_key",
     "claim_operation",
     "claim_recovery", "connect", "ensure_group", "enqueue", "entry_age", "finish_operation",
-    "forget_recorded", "forget_vcpus", "group_bucket_key", "group_key", "host_operations_key",
+    "forget_recorded", "group_bucket_key", "group_key", "host_operations_key",
     "inbox_key",
     "inbox_pos_key", "inbox_positions", "is_missing_group", "lock_key", "lock_owner",
     "mark_report", "member_key", "note_sent", "monitor_key", "monitor_view", "open_report",

@@ -39,13 +39,23 @@ def vcpus_of(client: redis.Redis, instance: str) -> dict | None:
     """``{"online": int, "plugged": int, "operation": str, "time": float}`` as last
     recorded, or None when there is no record or any field of it is missing or not a
     number (a record that cannot be read says nothing)."""
-    fields = client.hgetall(vcpus_key(instance))
+    return _record(client.hgetall(vcpus_key(instance)))
+
+
+def all_vcpus(client: redis.Redis) -> dict:
+    """instance -> its readable record, for every instance with one (a SCAN, for
+    ``novaproxy status``)."""
+    keys = keyspace.scan(client, "vcpus")
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    records = {keyspace.instance_of(k): _record(v) for k, v in zip(keys, pipe.execute())}
+    return {instance: record for instance, record in records.items() if record is not None}
+
+
+def _record(fields: dict) -> dict | None:
     try:
         return {"online": int(fields["online"]), "plugged": int(fields["plugged"]),
                 "operation": str(fields["operation"]), "time": float(fields["time"])}
     except (KeyError, ValueError, TypeError):
         return None
-
-
-def forget_vcpus(client: redis.Redis, instance: str) -> None:
-    client.delete(vcpus_key(instance))

@@ -41,8 +41,10 @@ def test_a_record_that_cannot_be_read_is_none(redis_client):
     assert redis_schema.vcpus_of(redis_client, "u-1") is None
 
 
-def test_forget_removes_the_record(redis_client):
+def test_every_readable_record_at_once(redis_client):
     redis_schema.record_vcpus(redis_client, "u-1", 2, 4, "op-1")
-    redis_schema.forget_vcpus(redis_client, "u-1")
-    assert redis_schema.vcpus_of(redis_client, "u-1") is None
-    assert not redis_client.exists(redis_schema.vcpus_key("u-1"))
+    redis_schema.record_vcpus(redis_client, "u-2", 1, 2, "op-2")
+    redis_client.hset(redis_schema.vcpus_key("u-3"), "online", "1")  # unreadable: left out
+    records = redis_schema.all_vcpus(redis_client)
+    assert set(records) == {"u-1", "u-2"}
+    assert records["u-1"] == redis_schema.vcpus_of(redis_client, "u-1")
