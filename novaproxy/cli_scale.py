@@ -104,12 +104,11 @@ def action_body(online: int | None, step: str | None) -> dict:
 
 
 def _cpus(value: object, what: str) -> frozenset:
-    if not isinstance(value, list) or not all(
-            isinstance(cpu, int) and not isinstance(cpu, bool) and 0 <= cpu < scaling.MAX_CPUS
-            for cpu in value):
+    found = scaling.cpu_set(value)
+    if found is None:
         raise ScaleFailed(f"the proxy answered 200 but its {what!r} is not a list of vCPUs: "
                           f"{value!r:.80}; the change may have happened, see novaproxy status")
-    return frozenset(value)
+    return found
 
 
 def parse_result(body: object) -> Result:

@@ -34,8 +34,10 @@ STEPS = {"down": -1, "up": 1}
 VCPUS = "vcpus"
 READ, APPLY = "read", "apply"
 AGENT_PHASES = (READ, APPLY)
-# How long the agent may take to apply a change and read it back: Linux takes a vCPU
-# offline with stop_machine, which a busy host can make take seconds.
+# How long reading a guest's vCPUs may take (guest-get-vcpus, for the proxy's plan and
+# for the agent's evidence), and applying a change and reading it back: Linux takes a
+# vCPU offline with stop_machine, which a busy host can make take seconds.
+READ_TIMEOUT = 5.0
 APPLY_TIMEOUT = 20.0
 
 
@@ -93,11 +95,16 @@ def policy(specs: dict, vcpus: int) -> Policy:
     return Policy(flavor.enabled(specs, flavor.VCPU_SCALING), minimum, vcpus)
 
 
-def target(request: Request, online: frozenset, rules: Policy) -> int:
-    """How many vCPUs are to be online (``online``: the guest's own view now)."""
+def require_enabled(rules: Policy) -> None:
+    """Raises ScaleError, saying who turns it on, unless the flavor allows scaling."""
     if not rules.enabled:
         raise ScaleError(f"vCPU scaling is not enabled for this server's flavor (the "
                          f"operator sets {flavor.VCPU_SCALING}=true on it)")
+
+
+def target(request: Request, online: frozenset, rules: Policy) -> int:
+    """How many vCPUs are to be online (``online``: the guest's own view now)."""
+    require_enabled(rules)
     wanted = request.online if request.online is not None else len(online) + request.step
     if not rules.minimum <= wanted <= rules.maximum:
         raise ScaleError(f"{wanted} vCPU(s) online is out of range: this flavor allows "
@@ -154,9 +161,6 @@ class Plan:
             return to_offline(self.online, self.count, named)
         return to_online(self.online, self.plugged, self.count)
 
-    def after(self, change: frozenset) -> frozenset:
-        return self.online - change if self.event == SCALE_DOWN else self.online | change
-
     def details(self) -> dict:
         """What the vote and prepare say: the set online now, the count wanted, and the
         vCPUs that change unless the applications name others (prepare)."""
@@ -174,6 +178,21 @@ def plan(request: Request, online: frozenset, plugged: frozenset, rules: Policy)
     wanted = target(request, online, Policy(rules.enabled, rules.minimum,
                                             min(rules.maximum, len(plugged))))
     return Plan(SCALE_DOWN if wanted < len(online) else SCALE_UP, online, plugged, wanted)
+
+
+def after(event: str, online: frozenset, change: frozenset) -> frozenset:
+    """The vCPUs online once ``change`` went offline (SCALE_DOWN) or came online."""
+    return online - change if event == SCALE_DOWN else online | change
+
+
+def cpu_set(value: object) -> frozenset | None:
+    """A JSON list of vCPU numbers (the proxy's, the agent's and the CLI's requests and
+    answers) as a set, or None if it is not one."""
+    if not isinstance(value, list) or not all(
+            isinstance(cpu, int) and not isinstance(cpu, bool) and 0 <= cpu < MAX_CPUS
+            for cpu in value):
+        return None
+    return frozenset(value)
 
 
 def named(voters: list) -> tuple:

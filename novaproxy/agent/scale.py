@@ -33,8 +33,6 @@ from novaproxy.agent.vcpus import Vcpus, View
 from novaproxy.scaling import ScaleError, cpu_list
 
 LOG = logging.getLogger("novaproxy.agent.scale")
-# A guest's vCPUs read for an operation's closing (the guest's view is its evidence).
-READ_TIMEOUT = 5.0
 # The audit event of a count taken back after a boot.
 REAPPLY = "re-apply"
 
@@ -53,7 +51,7 @@ class Scaler:
     def online(self, instance: str) -> frozenset | None:
         """The vCPUs online in the guest now, or None if it cannot be read."""
         try:
-            return self._vcpus(instance).view(READ_TIMEOUT).online
+            return self._vcpus(instance).view(scaling.READ_TIMEOUT).online
         except (GuestAgentError, ScaleError) as exc:
             LOG.info("instance %s: vCPUs not readable: %s", instance, exc)
             return None
@@ -89,12 +87,12 @@ class Scaler:
         op_id, owner = str(details.get(operations.OPERATION_DETAIL) or ""), str(
             details.get("owner") or "")
         event = req["event"] if req["event"] in scaling.EVENTS else ""
-        change = _cpus(details.get("change"))
+        change = scaling.cpu_set(details.get("change")) or frozenset()
         if not event or not change:
             return reply(replies.INVALID, "an apply names its event and the vCPUs to change")
         view = vcpus.view(timeout)
         up = event == scaling.SCALE_UP
-        after = view.online | change if up else view.online - change
+        after = scaling.after(event, view.online, change)
         wrong = change & view.online if up else change - view.online
         if wrong or not change <= view.plugged or 0 not in after:
             return reply(protocol.REJECT, f"vCPUs {cpu_list(change)} cannot be brought "
@@ -163,7 +161,7 @@ class Scaler:
             return
         try:
             vcpus = self._vcpus(instance)
-            view = vcpus.view(READ_TIMEOUT)
+            view = vcpus.view(scaling.READ_TIMEOUT)
             wanted = min(max(recorded["online"], 1), len(view.plugged))
             if wanted == len(view.online):
                 return
@@ -200,12 +198,3 @@ class Scaler:
 
 def _data(view: View) -> dict:
     return {"online": sorted(view.online), "plugged": sorted(view.plugged)}
-
-
-def _cpus(value: object) -> frozenset:
-    """A list of vCPU numbers from the proxy's request, or empty if it is not one."""
-    if not isinstance(value, list) or not all(
-            isinstance(cpu, int) and not isinstance(cpu, bool) and 0 <= cpu < scaling.MAX_CPUS
-            for cpu in value):
-        return frozenset()
-    return frozenset(value)

@@ -97,6 +97,10 @@ class Negotiation:
             LOG.info("%s of %s refused: %s", self.op.event, self.instance, earlier)
             return conflict(f"{earlier}; retry later", IN_PROGRESS)
         self.record.op = self._detailed()
+        return self._negotiate(vote_timeout)
+
+    def _negotiate(self, vote_timeout: float) -> webob.Response:
+        """Vote (where the policy says so) → record → prepare → :meth:`forward`."""
         if self.policy.mode(self.op.event) == policy.VOTE:
             refusal = self._vote(vote_timeout)
             if refusal is not None:
@@ -220,7 +224,7 @@ class Negotiation:
             self.op.event, peers.ABORTED), why)
 
         def send() -> None:
-            claim = self.record.claim_abort(why)
+            claim = self.record.claim_closing(protocol.ABORT, self.policy.prepare_timeout, why)
             if not claim:
                 return  # an agent is closing it already, or Redis left it to the agent
             reply, took = self._ask(protocol.ABORT, self.policy.prepare_timeout,

@@ -16,6 +16,7 @@ import uuid
 import redis
 import webob
 
+from guestd import protocol
 from novaproxy import audit, operations, redis_schema, replies
 from novaproxy.api import policy
 from novaproxy.api._guest import NegotiationRedis
@@ -137,33 +138,22 @@ class OperationRecord:
             LOG.warning("%s of %s: could not record the operation (%s); the guest will get "
                         "no end notice", self.op.event, self.instance, exc)
 
-    def claim_abort(self, why: str) -> str:
-        """Take the closing of the record for this process and mark it refused; the claim,
-        or "" if an agent is closing it already or Redis failed (it is then the agent's).
-        In the background only: it tries Redis even after a failure."""
+    def claim_closing(self, phase: str, timeout: float, why: str = "") -> str:
+        """Take the record's closing notice (``phase``: abort, or the end of an operation
+        carried out in the guest) for this process, for the ``timeout`` of its delivery;
+        an abort also marks the record refused, with ``why``. The claim, or "" if an agent
+        is closing it already or Redis failed (it is then the agent's). In the background
+        only: it tries Redis even after a failure."""
         claim = f"proxy:{uuid.uuid4().hex}"
         try:
             claimed = redis_schema.claim_operation(self.redis, self.instance, self.id, claim,
-                                                   self.policy.prepare_timeout + 5)
-            redis_schema.update_operation(self.redis, self.instance, self.id,
-                                          operations.UNDECIDED,
-                                          {"state": operations.REFUSED, "why": why})
+                                                   timeout + 5)
+            if phase == protocol.ABORT:
+                redis_schema.update_operation(self.redis, self.instance, self.id,
+                                              operations.UNDECIDED,
+                                              {"state": operations.REFUSED, "why": why})
         except redis.RedisError as exc:
-            LOG.warning("abort of %s of %s left to the agent (Redis: %s)", self.op.event,
-                        self.instance, exc)
-            return ""
-        return claim if claimed else ""
-
-    def claim_end(self) -> str:
-        """Take the end notice of an operation carried out in the guest (vCPU scaling) for
-        this process; the claim, or "" if an agent is closing it already or Redis failed.
-        In the background only."""
-        claim = f"proxy:{uuid.uuid4().hex}"
-        try:
-            claimed = redis_schema.claim_operation(self.redis, self.instance, self.id, claim,
-                                                   self.policy.prepare_timeout + 5)
-        except redis.RedisError as exc:
-            LOG.warning("end of %s of %s left to the agent (Redis: %s)", self.op.event,
+            LOG.warning("%s of %s of %s left to the agent (Redis: %s)", phase, self.op.event,
                         self.instance, exc)
             return ""
         return claim if claimed else ""

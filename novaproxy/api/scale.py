@@ -66,8 +66,6 @@ from novaproxy.api.responses import (
 )
 
 LOG = logging.getLogger(__name__)
-# How long reading a guest's vCPUs may take (the agent's guest-get-vcpus).
-READ_TIMEOUT = 5.0
 
 
 class ScaleAction:
@@ -98,8 +96,7 @@ class ScaleAction:
         shown = server["flavor"]
         try:
             rules = scaling.policy(shown["extra_specs"], int(shown.get("vcpus") or 0))
-            if not rules.enabled:
-                scaling.target(request, frozenset(), rules)  # its message says what to fix
+            scaling.require_enabled(rules)
         except scaling.ScaleError as exc:
             return bad_request(str(exc))
         if server.get("status") != "ACTIVE":
@@ -129,15 +126,16 @@ class ScaleNegotiation(Negotiation):
         if self.host is None:
             return self._cannot_ask("no agent serves this instance")
         earlier = self.record.earlier_undecided()
-        if earlier:
+        if earlier:  # its closing comes first, as in Negotiation._phases
+            LOG.info("%s of %s refused: %s", scaling.ACTION, self.instance, earlier)
             return conflict(f"{earlier}; retry later", IN_PROGRESS)
-        reply = self._agent(self._request(scaling.VCPUS, scaling.READ, READ_TIMEOUT, {}))
+        reply = self._agent(self._request(scaling.VCPUS, scaling.READ, scaling.READ_TIMEOUT,
+                                          {}))
         if reply.outcome != protocol.ACCEPT:
             return self._cannot_ask(f"its vCPUs cannot be read: {reply.outcome}"
                                     + (f" ({reply.detail})" if reply.detail else ""))
         try:
-            self.plan = scaling.plan(self.request, _cpus(reply.data, "online"),
-                                     _cpus(reply.data, "plugged"), self.rules)
+            self.plan = scaling.plan(self.request, *_view(reply), self.rules)
         except scaling.ScaleError as exc:
             LOG.info("%s of %s refused: %s", scaling.ACTION, self.instance, exc)
             return bad_request(str(exc))
@@ -148,7 +146,7 @@ class ScaleNegotiation(Negotiation):
                  scaling.cpu_list(self.plan.online), self.plan.target)
         if not policy.negotiates(self.server) or self.policy.mode(self.op.event) == policy.OFF:
             return self.forward(prepared=False)
-        return super()._phases(vote_timeout)
+        return self._negotiate(vote_timeout)
 
     def forward(self, prepared: bool) -> webob.Response:
         """In place of Nova: the agent applies the change (the vCPUs the applications
@@ -162,8 +160,7 @@ class ScaleNegotiation(Negotiation):
                                           details))
         what = f"{self.op.event} of server {self.instance}"
         if reply.outcome == protocol.ACCEPT:
-            online = _cpus(reply.data, "online")
-            plugged = _cpus(reply.data, "plugged")
+            online, plugged = _view(reply)
             if prepared:
                 self._end(change, online, reply.detail)
             LOG.info("%s: %s", what, reply.detail)
@@ -195,7 +192,7 @@ class ScaleNegotiation(Negotiation):
             self.op.event, peers.ENDED), why)
 
         def send() -> None:
-            claim = self.record.claim_end()
+            claim = self.record.claim_closing(protocol.END, self.policy.end_timeout)
             if not claim:
                 return  # an agent is closing it already, or Redis left it to the agent
             reply, took = self._ask(protocol.END, self.policy.end_timeout, background=True,
@@ -223,7 +220,7 @@ class ScaleNegotiation(Negotiation):
                                  detail=f"Redis unavailable: {exc}")
 
 
-def _cpus(data: dict, key: str) -> frozenset:
-    value = data.get(key)
-    return frozenset(cpu for cpu in value if isinstance(cpu, int)) if isinstance(
-        value, list) else frozenset()
+def _view(reply: replies.Reply) -> tuple:
+    """The guest's vCPUs in the agent's reply: (online, plugged)."""
+    return tuple(scaling.cpu_set(reply.data.get(key)) or frozenset()
+                 for key in ("online", "plugged"))

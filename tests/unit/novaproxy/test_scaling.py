@@ -85,7 +85,7 @@ def test_a_plan_says_which_way_and_what_changes():
     assert (down.event, down.count) == (scaling.SCALE_DOWN, 2)
     assert down.details() == {"online": [0, 1, 2, 3], "target": 2, "offline": [2, 3]}
     assert down.change((1,)) == {1, 3}  # a vCPU the applications named goes first
-    assert down.after(frozenset({1, 3})) == {0, 2}
+    assert scaling.after(down.event, four, frozenset({1, 3})) == {0, 2}
     up = scaling.plan(Request(step=1), frozenset({0, 2}), four, Policy(True, 1, 4))
     assert up.event == scaling.SCALE_UP
     assert up.details() == {"online": [0, 2], "target": 3, "added": [1]}
